@@ -1,0 +1,64 @@
+//! Socket configuration shared by every pattern.
+
+use std::time::Duration;
+
+use crate::wire::Limits;
+
+/// Settings for one zfabric socket.
+///
+/// The defaults are tuned for low-latency services on one host or a LAN:
+/// 8 MiB messages, 1,000-message queues, reconnect after 100 ms backing off
+/// to 5 s.
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    /// Size limits enforced on every incoming message before it is
+    /// decoded, and on ipc/tcp before it is read off the socket.
+    pub limits: Limits,
+    /// High-water mark: messages queued per receiving peer (inproc) or per
+    /// socket receive buffer before the full-queue policy of the pattern
+    /// applies. Memory cost: up to this many messages per peer.
+    pub queue_capacity: usize,
+    /// First delay before reconnecting a lost outgoing link.
+    pub reconnect_initial: Duration,
+    /// Largest delay between reconnection attempts (the delay doubles, with
+    /// jitter, up to this).
+    pub reconnect_max: Duration,
+    /// Longest wait for one TCP connect and ZMTP handshake attempt.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            limits: Limits::default(),
+            queue_capacity: 1000,
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SocketConfig {
+    /// Sets the largest accepted message. Cost: up to this many bytes may
+    /// be buffered per connection while a message arrives.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.limits.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the high-water mark. Cost: memory for this many messages per
+    /// peer; a larger value absorbs longer bursts at the price of latency
+    /// under overload.
+    pub fn queue_capacity(mut self, messages: usize) -> Self {
+        self.queue_capacity = messages.max(1);
+        self
+    }
+
+    /// Sets the reconnection backoff bounds.
+    pub fn reconnect(mut self, initial: Duration, max: Duration) -> Self {
+        self.reconnect_initial = initial;
+        self.reconnect_max = max.max(initial);
+        self
+    }
+}

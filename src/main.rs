@@ -1,0 +1,5 @@
+//! The `zfabric` command line.
+
+fn main() {
+    println!("zfabric");
+}

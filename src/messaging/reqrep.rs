@@ -1,0 +1,547 @@
+//! Asynchronous request/reply (ZeroMQ DEALER/ROUTER).
+//!
+//! # Guarantees
+//! - Each [`Client::request`] ends with exactly one outcome before its
+//!   deadline: the reply, a typed remote error
+//!   ([`RequestError::Remote`]), or [`RequestError::Timeout`]. It never
+//!   hangs, also when the server dies or the link is down.
+//! - Many requests may be in flight on one client; replies are matched by
+//!   correlation id, in any order.
+//! - The deadline travels in the request header; a server does not start
+//!   work whose deadline has already passed.
+//! - A server runs requests concurrently, up to
+//!   `SocketConfig::queue_capacity` at once; beyond that it stops reading
+//!   (backpressure, no unbounded queue).
+//! - Requests are spread round-robin over the servers a client is
+//!   attached to.
+//!
+//! # Not guaranteed
+//! A request is sent once: no retry happens here (see the resilience
+//! module for idempotent retries). A reply that arrives after its request
+//! timed out is dropped and counted (`late_reply`).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use zeromq::{
+    DealerSendHalf, DealerSocket, RouterSendHalf, RouterSocket, Socket, SocketRecv, SocketSend,
+    ZmqMessage,
+};
+
+use super::SocketBuilder;
+use crate::endpoint::Endpoint;
+use crate::error::{OpenError, RequestError, SendError};
+use crate::telemetry;
+use crate::transport::guard::{AbortOnDrop, SocketKind};
+use crate::transport::inproc::{
+    Family, InMsg, Origin, RecvLink, Registration, RoundRobin, SenderCore,
+};
+use crate::transport::{open_inproc, open_zmq, InprocRole, LinkState, Zmq, ZmqSide};
+use crate::wire::{self, Deadline, Envelope, Header, IdGen, Kind, Limits, MessageId, RemoteError};
+
+/// Default time a request waits for its reply.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Pending = Arc<DashMap<MessageId, oneshot::Sender<Envelope>>>;
+
+/// Sends requests of type `Req` and awaits replies of type `Rep`.
+#[derive(Debug)]
+pub struct Client<Req, Rep> {
+    tx: ClientTx,
+    pending: Pending,
+    ids: IdGen,
+    limits: Limits,
+    timeout: Duration,
+    endpoints: Vec<Endpoint>,
+    _recv: AbortOnDrop,
+    _t: PhantomData<fn(&Req) -> Rep>,
+}
+
+#[derive(Debug)]
+enum ClientTx {
+    Inproc {
+        core: Arc<SenderCore>,
+        origin: Arc<Origin>,
+        _regs: Vec<Registration>,
+    },
+    Zmq {
+        send: tokio::sync::Mutex<Zmq<DealerSendHalf>>,
+        side: ZmqSide,
+    },
+}
+
+/// A request as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Request<Req> {
+    /// The decoded request.
+    pub body: Req,
+    /// The request's header: id, source (the caller), deadline, trace
+    /// context.
+    pub header: Header,
+}
+
+impl<Req> Request<Req> {
+    /// Time left before the caller's deadline (`None` if it has passed or
+    /// none was set).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.header.deadline.and_then(|d| d.remaining())
+    }
+}
+
+/// Serves requests of type `Req` with replies of type `Rep`.
+#[derive(Debug)]
+pub struct Server<Req, Rep> {
+    rx: ServerRx,
+    tx: Arc<ServerTx>,
+    limits: Limits,
+    max_in_flight: usize,
+    endpoints: Vec<Endpoint>,
+    _t: PhantomData<fn(Req) -> Rep>,
+}
+
+#[derive(Debug)]
+enum ServerRx {
+    Inproc {
+        rx: mpsc::Receiver<InMsg>,
+        _regs: Vec<Registration>,
+    },
+    Zmq {
+        recv: Zmq<zeromq::RouterRecvHalf>,
+        _side: ZmqSide,
+    },
+}
+
+#[derive(Debug)]
+enum ServerTx {
+    Inproc,
+    Zmq(tokio::sync::Mutex<Zmq<RouterSendHalf>>),
+}
+
+/// Where a reply goes.
+enum ReplyTo {
+    Inproc(Arc<Origin>),
+    Zmq(Bytes),
+}
+
+impl SocketBuilder {
+    /// Opens a request client.
+    pub async fn client<Req: Serialize, Rep: DeserializeOwned>(
+        self,
+    ) -> Result<Client<Req, Rep>, OpenError> {
+        let plan = self.plan()?;
+        let pending: Pending = Arc::new(DashMap::new());
+        let limits = self.config.limits;
+        let (tx, endpoints, recv_task) = if plan.inproc {
+            let core = Arc::new(SenderCore::default());
+            let (otx, mut orx) = mpsc::channel(self.config.queue_capacity);
+            let origin = Arc::new(Origin { tx: otx });
+            let (regs, eps) = open_inproc(&plan, Family::ReqRep, InprocRole::Sender(&core))?;
+            let p = pending.clone();
+            let task = tokio::spawn(async move {
+                while let Some(m) = orx.recv().await {
+                    deliver_reply(&p, m.env);
+                }
+            });
+            (
+                ClientTx::Inproc {
+                    core,
+                    origin,
+                    _regs: regs,
+                },
+                eps,
+                task,
+            )
+        } else {
+            let mut sock = DealerSocket::new();
+            let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Dealer, &self.config).await?;
+            let (send, mut recv) = sock.split();
+            let p = pending.clone();
+            let task = tokio::spawn(async move {
+                while let Ok(msg) = recv.recv().await {
+                    match wire::decode_pairs(&msg.into_vec(), &limits) {
+                        Ok(envs) => envs.into_iter().for_each(|e| deliver_reply(&p, e)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "client dropped a malformed reply");
+                            telemetry::dropped(e.reason(), 1);
+                        }
+                    }
+                }
+            });
+            (
+                ClientTx::Zmq {
+                    send: tokio::sync::Mutex::new(Zmq(send)),
+                    side,
+                },
+                eps,
+                task,
+            )
+        };
+        Ok(Client {
+            tx,
+            pending,
+            ids: IdGen::new(),
+            limits,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            endpoints,
+            _recv: AbortOnDrop(recv_task),
+            _t: PhantomData,
+        })
+    }
+
+    /// Opens a server; call [`Server::run`] or [`Server::spawn`] to serve.
+    pub async fn server<Req, Rep>(self) -> Result<Server<Req, Rep>, OpenError> {
+        let plan = self.plan()?;
+        let (rx, tx, endpoints) = if plan.inproc {
+            let (itx, irx) = mpsc::channel(self.config.queue_capacity);
+            let link = Arc::new(RecvLink {
+                tx: itx,
+                subs: None,
+            });
+            let (regs, eps) = open_inproc(&plan, Family::ReqRep, InprocRole::Receiver(&link))?;
+            (
+                ServerRx::Inproc {
+                    rx: irx,
+                    _regs: regs,
+                },
+                ServerTx::Inproc,
+                eps,
+            )
+        } else {
+            let mut sock = RouterSocket::new();
+            let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Router, &self.config).await?;
+            let (send, recv) = sock.split();
+            (
+                ServerRx::Zmq {
+                    recv: Zmq(recv),
+                    _side: side,
+                },
+                ServerTx::Zmq(tokio::sync::Mutex::new(Zmq(send))),
+                eps,
+            )
+        };
+        Ok(Server {
+            rx,
+            tx: Arc::new(tx),
+            limits: self.config.limits,
+            max_in_flight: self.config.queue_capacity,
+            endpoints,
+            _t: PhantomData,
+        })
+    }
+}
+
+fn deliver_reply(pending: &Pending, env: Envelope) {
+    if !matches!(env.header.kind, Kind::Reply | Kind::Error) {
+        telemetry::dropped("unexpected_kind", 1);
+        return;
+    }
+    let Some(corr) = env.header.correlation else {
+        telemetry::dropped("unmatched_reply", 1);
+        return;
+    };
+    match pending.remove(&corr) {
+        Some((_, tx)) => {
+            if tx.send(env).is_err() {
+                telemetry::dropped("late_reply", 1);
+            }
+        }
+        None => telemetry::dropped("late_reply", 1),
+    }
+}
+
+impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
+    /// Connects a client to one endpoint with the default config.
+    pub async fn connect(endpoint: &str) -> Result<Self, OpenError> {
+        SocketBuilder::new().connect(endpoint).client().await
+    }
+
+    /// Sets the timeout used by [`request`](Self::request).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends a request and waits for its reply, up to the client's timeout
+    /// (default [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub async fn request(&self, req: &Req) -> Result<Rep, RequestError> {
+        self.request_within(req, self.timeout).await
+    }
+
+    /// Sends a request and waits for its reply up to `timeout`.
+    pub async fn request_within(&self, req: &Req, timeout: Duration) -> Result<Rep, RequestError> {
+        let body = wire::encode_body(req).map_err(SendError::from)?;
+        let env = self.request_raw(body, timeout).await?;
+        Ok(env.decode()?)
+    }
+
+    /// Sends a raw MessagePack body; returns the reply envelope.
+    pub async fn request_raw(
+        &self,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Envelope, RequestError> {
+        if body.len() + 64 > self.limits.max_message_size {
+            return Err(SendError::TooLarge {
+                size: body.len() + 64,
+                limit: self.limits.max_message_size,
+            }
+            .into());
+        }
+        let id = self.ids.next_id();
+        let mut header = Header::new(Kind::Request, id, self.ids.source(), id.0 as u64);
+        header.deadline = Some(Deadline::after(timeout));
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(id, tx);
+        let cleanup = RemoveOnDrop(&self.pending, id);
+        let sent = async {
+            match &self.tx {
+                ClientTx::Inproc { core, origin, .. } => {
+                    let msg = InMsg {
+                        topic: Bytes::new(),
+                        env: Envelope { header, body },
+                        origin: Some(origin.clone()),
+                    };
+                    match core.send_round_robin(msg, true).await {
+                        RoundRobin::Sent => Ok(()),
+                        RoundRobin::NoPeer => Err(SendError::NoPeer),
+                    }
+                }
+                ClientTx::Zmq { send, .. } => {
+                    let msg = ZmqMessage::try_from(vec![wire::encode_header(&header), body])
+                        .map_err(|_| SendError::Closed)?;
+                    send.lock().await.send(msg).await.map_err(|e| match e {
+                        zeromq::ZmqError::ReturnToSender { .. } => SendError::NoPeer,
+                        other => SendError::Zmq(other.to_string()),
+                    })
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(timeout, async {
+            sent.await?;
+            rx.await.map_err(|_| RequestError::Closed)
+        })
+        .await;
+        drop(cleanup);
+        let env = match outcome {
+            Ok(r) => r?,
+            Err(_) => return Err(RequestError::Timeout(timeout)),
+        };
+        match env.header.kind {
+            Kind::Reply => Ok(env),
+            _ => Err(RequestError::Remote(
+                env.decode::<RemoteError>()
+                    .unwrap_or_else(|e| RemoteError::new("bad_error_reply", e.to_string())),
+            )),
+        }
+    }
+
+    /// Requests currently waiting for a reply.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Waits until every connected endpoint's link is up.
+    pub async fn wait_connected(&self) {
+        if let ClientTx::Zmq { side, .. } = &self.tx {
+            side.wait_connected().await;
+        }
+    }
+
+    /// The state of each outgoing link (empty for inproc).
+    pub fn link_states(&self) -> Vec<(Endpoint, LinkState)> {
+        match &self.tx {
+            ClientTx::Zmq { side, .. } => side.link_states(),
+            ClientTx::Inproc { .. } => Vec::new(),
+        }
+    }
+
+    /// The endpoints this client bound.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+}
+
+struct RemoveOnDrop<'a>(&'a Pending, MessageId);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
+impl<Req, Rep> Server<Req, Rep>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Rep: Serialize + Send + 'static,
+{
+    /// Binds a server to one endpoint with the default config.
+    pub async fn bind(endpoint: &str) -> Result<Self, OpenError> {
+        SocketBuilder::new().bind(endpoint).server().await
+    }
+
+    /// The endpoints this server bound (ports resolved).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// Serves requests with `handler` until the socket closes. Each request
+    /// runs in its own task; a handler's `Err` travels back to the caller
+    /// as [`RequestError::Remote`].
+    pub async fn run<H, Fut>(mut self, handler: H)
+    where
+        H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        loop {
+            let batch: Vec<(Envelope, ReplyTo)> = match &mut self.rx {
+                ServerRx::Inproc { rx, .. } => match rx.recv().await {
+                    Some(InMsg {
+                        env,
+                        origin: Some(o),
+                        ..
+                    }) => vec![(env, ReplyTo::Inproc(o))],
+                    Some(_) => {
+                        telemetry::dropped("no_reply_path", 1);
+                        continue;
+                    }
+                    None => return,
+                },
+                ServerRx::Zmq { recv, .. } => {
+                    let Ok(msg) = recv.recv().await else { return };
+                    let mut frames = msg.into_vec();
+                    if frames.len() < 3 {
+                        telemetry::dropped("malformed", 1);
+                        continue;
+                    }
+                    let rest = frames.split_off(1);
+                    let identity = frames.pop().unwrap_or_default();
+                    match wire::decode_pairs(&rest, &self.limits) {
+                        Ok(envs) => envs
+                            .into_iter()
+                            .map(|e| (e, ReplyTo::Zmq(identity.clone())))
+                            .collect(),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "server dropped a malformed request");
+                            telemetry::dropped(e.reason(), 1);
+                            continue;
+                        }
+                    }
+                }
+            };
+            for (env, to) in batch {
+                if env.header.kind != Kind::Request {
+                    telemetry::dropped("unexpected_kind", 1);
+                    continue;
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let outcome = serve_one(&*handler, &env).await;
+                    send_reply(&tx, to, &env.header, outcome).await;
+                });
+            }
+        }
+    }
+
+    /// Runs [`run`](Self::run) on a new task; dropping the handle stops it.
+    pub fn spawn<H, Fut>(self, handler: H) -> ServerHandle
+    where
+        H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+    {
+        let endpoints = self.endpoints.clone();
+        ServerHandle {
+            endpoints,
+            _task: AbortOnDrop(tokio::spawn(self.run(handler))),
+        }
+    }
+}
+
+async fn serve_one<Req, Rep, H, Fut>(handler: &H, env: &Envelope) -> Result<Bytes, RemoteError>
+where
+    Req: DeserializeOwned,
+    Rep: Serialize,
+    H: Fn(Request<Req>) -> Fut,
+    Fut: Future<Output = Result<Rep, RemoteError>>,
+{
+    if env.header.deadline.is_some_and(|d| d.is_expired()) {
+        telemetry::dropped("deadline_expired", 1);
+        return Err(RemoteError::new(
+            "deadline_expired",
+            "deadline passed before work started",
+        ));
+    }
+    let body: Req = env
+        .decode()
+        .map_err(|e| RemoteError::new("bad_request", e.to_string()))?;
+    let rep = handler(Request {
+        body,
+        header: env.header.clone(),
+    })
+    .await?;
+    wire::encode_body(&rep).map_err(|e| RemoteError::new("bad_reply", e.to_string()))
+}
+
+async fn send_reply(tx: &ServerTx, to: ReplyTo, req: &Header, outcome: Result<Bytes, RemoteError>) {
+    let (kind, body) = match outcome {
+        Ok(b) => (Kind::Reply, b),
+        Err(e) => (
+            Kind::Error,
+            wire::encode_body(&e).unwrap_or_else(|_| Bytes::new()),
+        ),
+    };
+    // The reply reuses the request's id space: id = request id with the
+    // top bit flipped keeps it unique without another generator.
+    let mut header = Header::new(kind, MessageId(req.id.0 ^ (1 << 127)), 0, req.seq);
+    header.correlation = Some(req.id);
+    header.traceparent = req.traceparent.clone();
+    match (tx, to) {
+        (_, ReplyTo::Inproc(origin)) => {
+            let msg = InMsg {
+                topic: Bytes::new(),
+                env: Envelope { header, body },
+                origin: None,
+            };
+            if origin.tx.send(msg).await.is_err() {
+                telemetry::dropped("no_peer", 1);
+            }
+        }
+        (ServerTx::Zmq(send), ReplyTo::Zmq(identity)) => {
+            let frames = vec![identity, wire::encode_header(&header), body];
+            let Ok(msg) = ZmqMessage::try_from(frames) else {
+                return;
+            };
+            if send.lock().await.send(msg).await.is_err() {
+                telemetry::dropped("no_peer", 1);
+            }
+        }
+        (ServerTx::Inproc, ReplyTo::Zmq(_)) => telemetry::dropped("no_peer", 1),
+    }
+}
+
+/// A running server; dropping it stops serving and closes the socket.
+#[derive(Debug)]
+pub struct ServerHandle {
+    endpoints: Vec<Endpoint>,
+    _task: AbortOnDrop,
+}
+
+impl ServerHandle {
+    /// The endpoints the server bound (ports resolved).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+}

@@ -1,0 +1,309 @@
+//! zfabric's in-process transport.
+//!
+//! Envelopes move between sockets as values over bounded tokio channels:
+//! the header is never serialised and the body is a reference-counted
+//! [`Bytes`](bytes::Bytes). There are no syscalls on the data path.
+//!
+//! Every pattern has a *sending* side (publisher, pusher, client) and a
+//! *receiving* side (subscriber, puller, server). The sending side holds
+//! links to the receivers' inboxes; either side may bind a name and the
+//! other connect to it, in any order: a connection to a name that is not
+//! bound yet waits, and is attached when the name is bound. When a bound
+//! socket is dropped its connectors stay registered and are attached again
+//! to the next socket that binds the name (the inproc form of reconnect).
+//!
+//! Each inbox is a bounded queue of `SocketConfig::queue_capacity`
+//! messages; what happens when it is full is the pattern's policy.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, RwLock, Weak};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::{mpsc, Notify};
+
+use crate::wire::Envelope;
+
+/// One message in flight between inproc sockets.
+#[derive(Debug)]
+pub(crate) struct InMsg {
+    /// Topic (pub/sub) or empty.
+    pub(crate) topic: Bytes,
+    /// The envelope.
+    pub(crate) env: Envelope,
+    /// Where replies go (requests only).
+    pub(crate) origin: Option<Arc<Origin>>,
+}
+
+/// The reply path of an inproc client.
+#[derive(Debug)]
+pub(crate) struct Origin {
+    pub(crate) tx: mpsc::Sender<InMsg>,
+}
+
+/// A receiver's inbox as seen by a sender.
+#[derive(Debug)]
+pub(crate) struct RecvLink {
+    pub(crate) tx: mpsc::Sender<InMsg>,
+    /// Subscription prefixes (pub/sub only; empty list = nothing matches).
+    pub(crate) subs: Option<Arc<RwLock<Vec<Bytes>>>>,
+}
+
+impl RecvLink {
+    pub(crate) fn matches(&self, topic: &[u8]) -> bool {
+        match &self.subs {
+            None => true,
+            Some(s) => s
+                .read()
+                .map(|s| s.iter().any(|p| topic.starts_with(p)))
+                .unwrap_or(false),
+        }
+    }
+}
+
+/// A sender's set of attached receivers.
+#[derive(Debug, Default)]
+pub(crate) struct SenderCore {
+    pub(crate) links: RwLock<Vec<Arc<RecvLink>>>,
+    pub(crate) next: AtomicUsize,
+    pub(crate) attached: Notify,
+}
+
+impl SenderCore {
+    fn attach(&self, link: Arc<RecvLink>) {
+        if let Ok(mut l) = self.links.write() {
+            l.retain(|x| !x.tx.is_closed());
+            if !l.iter().any(|x| Arc::ptr_eq(x, &link)) {
+                l.push(link);
+            }
+        }
+        self.attached.notify_waiters();
+    }
+
+    /// A snapshot of the live links.
+    pub(crate) fn snapshot(&self) -> Vec<Arc<RecvLink>> {
+        self.links.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Removes links whose receiver is gone.
+    pub(crate) fn prune(&self) {
+        if let Ok(mut l) = self.links.write() {
+            l.retain(|x| !x.tx.is_closed());
+        }
+    }
+}
+
+/// One side of an inproc connection, as kept in the registry.
+#[derive(Debug, Clone)]
+enum Side {
+    Sender(Weak<SenderCore>),
+    Receiver(Arc<RecvLink>),
+}
+
+impl Side {
+    fn alive(&self) -> bool {
+        match self {
+            Side::Sender(w) => w.strong_count() > 0,
+            Side::Receiver(r) => !r.tx.is_closed(),
+        }
+    }
+
+    fn same(&self, other: &Side) -> bool {
+        match (self, other) {
+            (Side::Sender(a), Side::Sender(b)) => a.ptr_eq(b),
+            (Side::Receiver(a), Side::Receiver(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+fn attach(a: &Side, b: &Side) {
+    match (a, b) {
+        (Side::Sender(s), Side::Receiver(r)) | (Side::Receiver(r), Side::Sender(s)) => {
+            if let Some(s) = s.upgrade() {
+                s.attach(r.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    bound: Option<Side>,
+    connectors: Vec<Side>,
+}
+
+/// Which pattern a name belongs to; each has its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Family {
+    PubSub,
+    Pipeline,
+    ReqRep,
+}
+
+static REGISTRY: LazyLock<DashMap<(Family, String), Slot>> = LazyLock::new(DashMap::new);
+
+/// Why an inproc bind failed.
+#[derive(Debug)]
+pub(crate) struct NameInUse;
+
+/// Keeps a name bound; unbinds on drop.
+#[derive(Debug)]
+pub(crate) struct InprocBinding {
+    key: (Family, String),
+    side: Side,
+}
+
+impl Drop for InprocBinding {
+    fn drop(&mut self) {
+        if let Some(mut slot) = REGISTRY.get_mut(&self.key) {
+            if slot.bound.as_ref().is_some_and(|b| b.same(&self.side)) {
+                slot.bound = None;
+            }
+        }
+        REGISTRY.remove_if(&self.key, |_, s| {
+            s.bound.is_none() && s.connectors.is_empty()
+        });
+    }
+}
+
+/// Keeps a connection registered; forgets it on drop.
+#[derive(Debug)]
+pub(crate) struct InprocConnection {
+    key: (Family, String),
+    side: Side,
+}
+
+impl Drop for InprocConnection {
+    fn drop(&mut self) {
+        if let Some(mut slot) = REGISTRY.get_mut(&self.key) {
+            slot.connectors.retain(|c| !c.same(&self.side) && c.alive());
+        }
+        REGISTRY.remove_if(&self.key, |_, s| {
+            s.bound.is_none() && s.connectors.is_empty()
+        });
+    }
+}
+
+fn bind(family: Family, name: &str, side: Side) -> Result<InprocBinding, NameInUse> {
+    let key = (family, name.to_owned());
+    let mut slot = REGISTRY.entry(key.clone()).or_default();
+    if slot.bound.as_ref().is_some_and(Side::alive) {
+        return Err(NameInUse);
+    }
+    slot.connectors.retain(Side::alive);
+    for c in &slot.connectors {
+        attach(&side, c);
+    }
+    slot.bound = Some(side.clone());
+    Ok(InprocBinding { key, side })
+}
+
+fn connect(family: Family, name: &str, side: Side) -> InprocConnection {
+    let key = (family, name.to_owned());
+    let mut slot = REGISTRY.entry(key.clone()).or_default();
+    slot.connectors.retain(Side::alive);
+    if let Some(b) = &slot.bound {
+        attach(b, &side);
+    }
+    slot.connectors.push(side.clone());
+    InprocConnection { key, side }
+}
+
+/// Binds a name for a sending socket.
+pub(crate) fn bind_sender(
+    family: Family,
+    name: &str,
+    core: &Arc<SenderCore>,
+) -> Result<InprocBinding, NameInUse> {
+    bind(family, name, Side::Sender(Arc::downgrade(core)))
+}
+
+/// Binds a name for a receiving socket.
+pub(crate) fn bind_receiver(
+    family: Family,
+    name: &str,
+    link: &Arc<RecvLink>,
+) -> Result<InprocBinding, NameInUse> {
+    bind(family, name, Side::Receiver(link.clone()))
+}
+
+/// Connects a sending socket to a name.
+pub(crate) fn connect_sender(
+    family: Family,
+    name: &str,
+    core: &Arc<SenderCore>,
+) -> InprocConnection {
+    connect(family, name, Side::Sender(Arc::downgrade(core)))
+}
+
+/// Connects a receiving socket to a name.
+pub(crate) fn connect_receiver(
+    family: Family,
+    name: &str,
+    link: &Arc<RecvLink>,
+) -> InprocConnection {
+    connect(family, name, Side::Receiver(link.clone()))
+}
+
+/// Either kind of registration; dropping it detaches.
+#[derive(Debug)]
+pub(crate) enum Registration {
+    Bound(#[allow(dead_code)] InprocBinding),
+    Connected(#[allow(dead_code)] InprocConnection),
+}
+
+/// Outcome of a round-robin send.
+pub(crate) enum RoundRobin {
+    Sent,
+    NoPeer,
+}
+
+impl SenderCore {
+    /// Sends to one receiver, round-robin, skipping full ones; when all are
+    /// full waits for the chosen one (backpressure); with none attached
+    /// waits until one is attached if `wait_for_peer`.
+    pub(crate) async fn send_round_robin(&self, mut msg: InMsg, wait_for_peer: bool) -> RoundRobin {
+        loop {
+            let notified = self.attached.notified();
+            let links = self.snapshot();
+            if links.is_empty() {
+                if !wait_for_peer {
+                    return RoundRobin::NoPeer;
+                }
+                notified.await;
+                continue;
+            }
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            let mut saw_closed = false;
+            for i in 0..links.len() {
+                let link = &links[(start + i) % links.len()];
+                match link.tx.try_send(msg) {
+                    Ok(()) => {
+                        if saw_closed {
+                            self.prune();
+                        }
+                        return RoundRobin::Sent;
+                    }
+                    Err(mpsc::error::TrySendError::Full(m)) => msg = m,
+                    Err(mpsc::error::TrySendError::Closed(m)) => {
+                        saw_closed = true;
+                        msg = m;
+                    }
+                }
+            }
+            if saw_closed {
+                self.prune();
+            }
+            let link = &links[start % links.len()];
+            match link.tx.send(msg).await {
+                Ok(()) => return RoundRobin::Sent,
+                Err(mpsc::error::SendError(m)) => {
+                    self.prune();
+                    msg = m;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Transports: zfabric's own inproc path, and ipc/tcp over the `zeromq`
+//! crate behind zfabric's guard relay.
+//!
+//! A socket's endpoints are either all inproc or all ipc/tcp (any mix of
+//! those two). See [`guard`] for what the relay guarantees on ipc/tcp and
+//! [`inproc`] for the in-process transport.
+
+pub(crate) mod guard;
+pub(crate) mod inproc;
+mod scan;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use guard::LinkState;
+
+use crate::config::SocketConfig;
+use crate::endpoint::Endpoint;
+use crate::error::{BindError, ConnectError, OpenError};
+use guard::{GuardedListener, Link, SocketKind};
+use inproc::{Family, RecvLink, Registration, SenderCore};
+
+/// A `zeromq` socket (which has no `Debug`) inside zfabric's types.
+pub(crate) struct Zmq<T>(pub(crate) T);
+
+impl<T> std::fmt::Debug for Zmq<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::any::type_name::<T>())
+    }
+}
+
+impl<T> std::ops::Deref for Zmq<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Zmq<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+/// The parsed endpoints of one socket.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) binds: Vec<Endpoint>,
+    pub(crate) connects: Vec<Endpoint>,
+    pub(crate) inproc: bool,
+}
+
+pub(crate) fn plan(binds: &[String], connects: &[String]) -> Result<Plan, OpenError> {
+    let binds = binds
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<Endpoint>, _>>()?;
+    let connects = connects
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<Endpoint>, _>>()?;
+    let mut all = binds.iter().chain(connects.iter());
+    let first = all.next().ok_or(OpenError::NoEndpoint)?;
+    let inproc = first.is_inproc();
+    if let Some(other) = all.find(|e| e.is_inproc() != inproc) {
+        return Err(OpenError::MixedTransports(other.clone()));
+    }
+    Ok(Plan {
+        binds,
+        connects,
+        inproc,
+    })
+}
+
+/// The ipc/tcp machinery of one `zeromq` socket: the private path it binds,
+/// the guarded listeners in front of it and its outgoing links.
+#[derive(Debug, Default)]
+pub(crate) struct ZmqSide {
+    private: Option<PathBuf>,
+    _listeners: Vec<GuardedListener>,
+    links: Vec<Link>,
+}
+
+impl Drop for ZmqSide {
+    fn drop(&mut self) {
+        if let Some(p) = &self.private {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl ZmqSide {
+    /// Waits until every outgoing link has completed its handshake.
+    pub(crate) async fn wait_connected(&self) {
+        for l in &self.links {
+            let mut rx = l.state.clone();
+            let _ = rx.wait_for(|s| *s == LinkState::Connected).await;
+        }
+    }
+
+    /// Current state of each outgoing link.
+    pub(crate) fn link_states(&self) -> Vec<(Endpoint, LinkState)> {
+        self.links
+            .iter()
+            .map(|l| (l.remote.clone(), *l.state.borrow()))
+            .collect()
+    }
+}
+
+/// Binds and connects a `zeromq` socket through guards. Returns the
+/// machinery to keep alive and the resolved bind endpoints.
+pub(crate) async fn open_zmq<S: zeromq::Socket>(
+    sock: &mut S,
+    plan: &Plan,
+    kind: SocketKind,
+    cfg: &SocketConfig,
+) -> Result<(ZmqSide, Vec<Endpoint>), OpenError> {
+    let mut side = ZmqSide::default();
+    let mut resolved = Vec::new();
+    if !plan.binds.is_empty() {
+        let private = guard::private_path().map_err(|source| BindError::Io {
+            endpoint: plan.binds[0].clone(),
+            source,
+        })?;
+        sock.bind(&format!("ipc://{}", private.display()))
+            .await
+            .map_err(|e| BindError::Zmq(e.to_string()))?;
+        side.private = Some(private.clone());
+        for ep in &plan.binds {
+            let l = guard::bind_guarded(ep, private.clone(), cfg).await?;
+            resolved.push(l.endpoint.clone());
+            side._listeners.push(l);
+        }
+    }
+    for ep in &plan.connects {
+        let (link, path) = guard::connect_guarded(ep.clone(), kind, cfg)
+            .await
+            .map_err(|source| ConnectError::Io {
+                endpoint: ep.clone(),
+                source,
+            })?;
+        sock.connect(&format!("ipc://{}", path.display()))
+            .await
+            .map_err(|e| ConnectError::Zmq(e.to_string()))?;
+        side.links.push(link);
+    }
+    Ok((side, resolved))
+}
+
+/// Which side of the pattern an inproc socket is.
+pub(crate) enum InprocRole<'a> {
+    Sender(&'a Arc<SenderCore>),
+    Receiver(&'a Arc<RecvLink>),
+}
+
+/// Registers an inproc socket under its names. Returns the registrations
+/// to keep alive and the bound endpoints.
+pub(crate) fn open_inproc(
+    plan: &Plan,
+    family: Family,
+    role: InprocRole<'_>,
+) -> Result<(Vec<Registration>, Vec<Endpoint>), OpenError> {
+    let mut regs = Vec::new();
+    let mut resolved = Vec::new();
+    for ep in &plan.binds {
+        let Endpoint::Inproc(name) = ep else {
+            return Err(OpenError::MixedTransports(ep.clone()));
+        };
+        let b = match &role {
+            InprocRole::Sender(c) => inproc::bind_sender(family, name, c),
+            InprocRole::Receiver(l) => inproc::bind_receiver(family, name, l),
+        }
+        .map_err(|_| BindError::AddrInUse(ep.clone()))?;
+        regs.push(Registration::Bound(b));
+        resolved.push(ep.clone());
+    }
+    for ep in &plan.connects {
+        let Endpoint::Inproc(name) = ep else {
+            return Err(OpenError::MixedTransports(ep.clone()));
+        };
+        regs.push(Registration::Connected(match &role {
+            InprocRole::Sender(c) => inproc::connect_sender(family, name, c),
+            InprocRole::Receiver(l) => inproc::connect_receiver(family, name, l),
+        }));
+    }
+    Ok((regs, resolved))
+}

@@ -1,0 +1,372 @@
+//! A ZMTP 3.x stream scanner: reads frame headers only, never buffers
+//! bodies, and rejects a frame or message over the limit from its declared
+//! length, before the bytes arrive. Plain code, no I/O.
+
+/// Limits the scanner enforces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanLimits {
+    /// Largest message (sum of its frames) in bytes.
+    pub(crate) max_message: u64,
+    /// Largest command frame (handshake, heartbeats) in bytes.
+    pub(crate) max_command: u64,
+}
+
+/// Why a stream was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScanError {
+    /// The greeting does not start with the ZMTP signature.
+    BadGreeting,
+    /// Reserved flag bits set, or a command with the MORE flag.
+    BadFlags(u8),
+    /// A message frame declares more than the message limit by itself.
+    FrameTooLarge { declared: u64, limit: u64 },
+    /// The frames of one message add up to more than the limit.
+    MessageTooLarge { size: u64, limit: u64 },
+    /// A command frame declares more than the command limit.
+    CommandTooLarge { declared: u64, limit: u64 },
+}
+
+impl ScanError {
+    /// Metric label for the disconnect this causes.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            ScanError::BadGreeting => "bad_greeting",
+            ScanError::BadFlags(_) => "malformed_frame",
+            ScanError::FrameTooLarge { .. } => "frame_too_large",
+            ScanError::MessageTooLarge { .. } => "message_too_large",
+            ScanError::CommandTooLarge { .. } => "frame_too_large",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Inside the 64-byte greeting; the value is the offset reached.
+    Greeting(u8),
+    Flags,
+    Len {
+        flags: u8,
+        need: u8,
+        acc: u64,
+    },
+    Body {
+        flags: u8,
+        remaining: u64,
+    },
+}
+
+const MORE: u8 = 0b001;
+const LONG: u8 = 0b010;
+const COMMAND: u8 = 0b100;
+
+/// Largest single-frame message body captured by `capture_small`.
+const CAPTURE_MAX: u64 = 4096;
+
+/// The scanner. Feed it the bytes of one direction of a connection in
+/// order.
+#[derive(Debug)]
+pub(crate) struct FrameScanner {
+    state: State,
+    limits: ScanLimits,
+    msg_size: u64,
+    first_frame: bool,
+    capture_small: bool,
+    capturing: Option<Vec<u8>>,
+    captured: Vec<Vec<u8>>,
+    messages: u64,
+}
+
+impl FrameScanner {
+    /// A scanner that expects the stream to start with a greeting.
+    pub(crate) fn new(limits: ScanLimits) -> Self {
+        FrameScanner {
+            state: State::Greeting(0),
+            limits,
+            msg_size: 0,
+            first_frame: true,
+            capture_small: false,
+            capturing: None,
+            captured: Vec::new(),
+            messages: 0,
+        }
+    }
+
+    /// A scanner for a stream already past its handshake.
+    pub(crate) fn after_handshake(limits: ScanLimits) -> Self {
+        FrameScanner {
+            state: State::Flags,
+            ..Self::new(limits)
+        }
+    }
+
+    /// Also keep the bodies of small single-frame messages (used to see a
+    /// SUB socket's subscriptions so they can be replayed on reconnect).
+    pub(crate) fn capture_small(mut self) -> Self {
+        self.capture_small = true;
+        self
+    }
+
+    /// Takes the captured small messages.
+    pub(crate) fn take_captured(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.captured)
+    }
+
+    /// Whether the scanner sits between messages.
+    pub(crate) fn at_boundary(&self) -> bool {
+        matches!(self.state, State::Flags | State::Greeting(0)) && self.first_frame
+    }
+
+    /// Complete data messages seen so far (commands and greeting excluded).
+    #[cfg(test)]
+    pub(crate) fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Scans `data`. Pushes into `ends` the offset just past each unit that
+    /// completes in it (greeting, command or whole message). On error, the
+    /// stream must be closed; nothing after the offending header may be
+    /// forwarded.
+    pub(crate) fn feed(&mut self, data: &[u8], ends: &mut Vec<usize>) -> Result<(), ScanError> {
+        let mut i = 0usize;
+        while i < data.len() {
+            match self.state {
+                State::Greeting(off) => {
+                    let b = data[i];
+                    if (off == 0 && b != 0xff) || (off == 9 && b & 1 != 1) {
+                        return Err(ScanError::BadGreeting);
+                    }
+                    i += 1;
+                    if off == 63 {
+                        self.state = State::Flags;
+                        ends.push(i);
+                    } else {
+                        self.state = State::Greeting(off + 1);
+                    }
+                }
+                State::Flags => {
+                    let flags = data[i];
+                    i += 1;
+                    if flags & !(MORE | LONG | COMMAND) != 0
+                        || (flags & COMMAND != 0 && (flags & MORE != 0 || !self.first_frame))
+                    {
+                        return Err(ScanError::BadFlags(flags));
+                    }
+                    let need = if flags & LONG != 0 { 8 } else { 1 };
+                    self.state = State::Len {
+                        flags,
+                        need,
+                        acc: 0,
+                    };
+                }
+                State::Len { flags, need, acc } => {
+                    let acc = (acc << 8) | data[i] as u64;
+                    i += 1;
+                    if need > 1 {
+                        self.state = State::Len {
+                            flags,
+                            need: need - 1,
+                            acc,
+                        };
+                        continue;
+                    }
+                    self.check_len(flags, acc)?;
+                    if self.capture_small
+                        && flags & (COMMAND | MORE) == 0
+                        && self.first_frame
+                        && acc <= CAPTURE_MAX
+                    {
+                        self.capturing = Some(Vec::with_capacity(acc as usize));
+                    }
+                    self.state = State::Body {
+                        flags,
+                        remaining: acc,
+                    };
+                    if acc == 0 {
+                        self.end_frame(flags, i, ends);
+                    }
+                }
+                State::Body { flags, remaining } => {
+                    let take = remaining.min((data.len() - i) as u64) as usize;
+                    if let Some(c) = &mut self.capturing {
+                        c.extend_from_slice(&data[i..i + take]);
+                    }
+                    i += take;
+                    let remaining = remaining - take as u64;
+                    self.state = State::Body { flags, remaining };
+                    if remaining == 0 {
+                        self.end_frame(flags, i, ends);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_len(&mut self, flags: u8, len: u64) -> Result<(), ScanError> {
+        if flags & COMMAND != 0 {
+            if len > self.limits.max_command {
+                return Err(ScanError::CommandTooLarge {
+                    declared: len,
+                    limit: self.limits.max_command,
+                });
+            }
+            return Ok(());
+        }
+        let limit = self.limits.max_message;
+        if len > limit {
+            return Err(ScanError::FrameTooLarge {
+                declared: len,
+                limit,
+            });
+        }
+        let size = self.msg_size + len;
+        if size > limit {
+            return Err(ScanError::MessageTooLarge { size, limit });
+        }
+        self.msg_size = size;
+        Ok(())
+    }
+
+    fn end_frame(&mut self, flags: u8, at: usize, ends: &mut Vec<usize>) {
+        self.state = State::Flags;
+        if flags & MORE != 0 {
+            self.first_frame = false;
+            return;
+        }
+        if flags & COMMAND == 0 {
+            self.messages += 1;
+        }
+        if let Some(c) = self.capturing.take() {
+            self.captured.push(c);
+        }
+        self.first_frame = true;
+        self.msg_size = 0;
+        ends.push(at);
+    }
+}
+
+/// Encodes one ZMTP frame header.
+pub(crate) fn frame_header(len: usize, more: bool, command: bool, out: &mut Vec<u8>) {
+    let mut flags = 0u8;
+    if more {
+        flags |= MORE;
+    }
+    if command {
+        flags |= COMMAND;
+    }
+    if len > 255 {
+        out.push(flags | LONG);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    } else {
+        out.push(flags);
+        out.push(len as u8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ScanLimits = ScanLimits {
+        max_message: 1000,
+        max_command: 100,
+    };
+
+    fn greeting() -> Vec<u8> {
+        let mut g = vec![0u8; 64];
+        g[0] = 0xff;
+        g[9] = 0x7f;
+        g[10] = 3;
+        g[12..16].copy_from_slice(b"NULL");
+        g
+    }
+
+    fn frame(len: usize, more: bool, command: bool) -> Vec<u8> {
+        let mut v = Vec::new();
+        frame_header(len, more, command, &mut v);
+        v.extend(std::iter::repeat_n(7u8, len));
+        v
+    }
+
+    #[test]
+    fn units_end_where_expected_even_fed_byte_by_byte() {
+        let mut s = greeting();
+        s.extend(frame(10, false, true));
+        s.extend(frame(3, true, false));
+        s.extend(frame(300, false, false));
+        let expect = vec![64, 64 + 12, s.len()];
+        let mut whole = FrameScanner::new(LIMITS);
+        let mut ends = Vec::new();
+        whole.feed(&s, &mut ends).unwrap();
+        assert_eq!(ends, expect);
+        assert_eq!(whole.messages(), 1);
+        assert!(whole.at_boundary());
+
+        let mut bytewise = FrameScanner::new(LIMITS);
+        let mut ends = Vec::new();
+        for (i, b) in s.iter().enumerate() {
+            let mut e = Vec::new();
+            bytewise.feed(std::slice::from_ref(b), &mut e).unwrap();
+            ends.extend(e.into_iter().map(|x| x + i));
+        }
+        assert_eq!(ends, expect);
+    }
+
+    #[test]
+    fn a_huge_declared_frame_is_refused_from_its_header_alone() {
+        let mut s = greeting();
+        s.push(LONG);
+        s.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        let mut sc = FrameScanner::new(LIMITS);
+        assert_eq!(
+            sc.feed(&s, &mut Vec::new()),
+            Err(ScanError::FrameTooLarge {
+                declared: 1 << 40,
+                limit: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn frames_adding_up_past_the_limit_are_refused() {
+        let mut s = greeting();
+        s.extend(frame(600, true, false));
+        s.extend(frame(600, false, false));
+        let mut sc = FrameScanner::new(LIMITS);
+        assert!(matches!(
+            sc.feed(&s, &mut Vec::new()),
+            Err(ScanError::MessageTooLarge { size: 1200, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_greetings_flags_and_big_commands_are_refused() {
+        let mut sc = FrameScanner::new(LIMITS);
+        assert_eq!(
+            sc.feed(b"GET / HTTP/1.1", &mut Vec::new()),
+            Err(ScanError::BadGreeting)
+        );
+        let mut sc = FrameScanner::after_handshake(LIMITS);
+        assert_eq!(
+            sc.feed(&[0x40], &mut Vec::new()),
+            Err(ScanError::BadFlags(0x40))
+        );
+        let mut sc = FrameScanner::after_handshake(LIMITS);
+        assert!(matches!(
+            sc.feed(&frame(200, false, true), &mut Vec::new()),
+            Err(ScanError::CommandTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn small_single_frame_messages_are_captured() {
+        let mut sc = FrameScanner::after_handshake(LIMITS).capture_small();
+        let mut s = Vec::new();
+        frame_header(4, false, false, &mut s);
+        s.extend_from_slice(b"\x01abc");
+        s.extend(frame(2, true, false));
+        s.extend(frame(2, false, false));
+        sc.feed(&s, &mut Vec::new()).unwrap();
+        assert_eq!(sc.take_captured(), vec![b"\x01abc".to_vec()]);
+    }
+}

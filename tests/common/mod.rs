@@ -1,0 +1,72 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The transports every conformance test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tp {
+    Inproc,
+    Ipc,
+    Tcp,
+}
+
+/// A fresh endpoint to bind on `tp` (unique name, temp path, port 0).
+pub(crate) fn endpoint(tp: Tp, dir: &tempfile::TempDir) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    match tp {
+        Tp::Inproc => format!("inproc://test-{}-{n}", std::process::id()),
+        Tp::Ipc => format!("ipc://{}/s{n}.sock", dir.path().display()),
+        Tp::Tcp => "tcp://127.0.0.1:0".to_string(),
+    }
+}
+
+/// Runs a test body under a watchdog: a hang fails the test instead of
+/// blocking the suite. The limit is a safety net, not an assertion on speed.
+pub(crate) async fn watchdog<F: Future<Output = ()>>(f: F) {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("test hung: watchdog fired");
+}
+
+/// Repeats `attempt` until it returns `Some`, at most `tries` times,
+/// waiting `pause` in between. For waiting on background work (a
+/// subscription reaching a publisher, a reconnect) by observing behaviour.
+pub(crate) async fn eventually<T, F, Fut>(tries: usize, pause: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    for _ in 0..tries {
+        if let Some(v) = attempt().await {
+            return v;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    panic!("condition not reached after {tries} tries");
+}
+
+/// Declares one test per transport: `name::inproc`, `name::ipc`, `name::tcp`.
+#[macro_export]
+macro_rules! per_transport {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn inproc() {
+                common::watchdog($body(common::Tp::Inproc)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ipc() {
+                common::watchdog($body(common::Tp::Ipc)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp() {
+                common::watchdog($body(common::Tp::Tcp)).await
+            }
+        }
+    };
+}
