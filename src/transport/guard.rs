@@ -568,14 +568,17 @@ async fn link_task(
     let (to_out, out_rx) = mpsc::channel(1);
     let (to_in, in_rx) = mpsc::channel(1);
     let (fail_tx, mut fail_rx) = mpsc::channel(4);
+    // The latest generation known dead: both pumps let go of its halves.
+    let (dead_tx, dead_rx) = watch::channel(0u64);
     let mut out_task = AbortOnDrop(tokio::spawn(outbound(
         lr,
         out_rx,
         fail_tx.clone(),
+        dead_rx.clone(),
         kind == SocketKind::Sub,
         limits,
     )));
-    let _in_task = AbortOnDrop(tokio::spawn(inbound(lw, in_rx, fail_tx, limits)));
+    let _in_task = AbortOnDrop(tokio::spawn(inbound(lw, in_rx, fail_tx, dead_rx, limits)));
 
     let mut generation = 0u64;
     let mut delay = cfg.reconnect_initial;
@@ -612,6 +615,7 @@ async fn link_task(
                         _ = &mut out_task.0 => return,
                     }
                 }
+                let _ = dead_tx.send(generation);
                 let _ = state.send(LinkState::Connecting);
                 telemetry::disconnected("io");
                 tracing::info!(%remote, "link lost; reconnecting");
@@ -677,6 +681,7 @@ async fn outbound(
     mut local: unix::OwnedReadHalf,
     mut remotes: mpsc::Receiver<(u64, WriteHalf)>,
     fail: mpsc::Sender<u64>,
+    mut dead: watch::Receiver<u64>,
     is_sub: bool,
     limits: ScanLimits,
 ) {
@@ -701,7 +706,12 @@ async fn outbound(
                 None => return,
             }
         } else {
+            let g = remote.as_ref().map(|r| r.0).unwrap_or(0);
             tokio::select! {
+                _ = is_dead(&mut dead, g) => {
+                    remote = None;
+                    continue;
+                }
                 r = remotes.recv() => match r {
                     Some(r) => {
                         remote = Some(r);
@@ -747,14 +757,24 @@ async fn outbound(
             }
         }
         if let Some((g, w)) = &mut remote {
-            if w.write_all(&buf[start..n]).await.is_err() {
-                let _ = fail.send(*g).await;
+            let g = *g;
+            let written = tokio::select! {
+                r = w.write_all(&buf[start..n]) => r.is_ok(),
+                _ = is_dead(&mut dead, g) => false,
+            };
+            if !written {
+                let _ = fail.send(g).await;
                 remote = None;
                 skip = !scanner.at_boundary();
                 telemetry::dropped("link_down", ends.len().max(1) as u64);
             }
         }
     }
+}
+
+/// Resolves once generation `g` is known dead (or the coordinator is gone).
+async fn is_dead(dead: &mut watch::Receiver<u64>, g: u64) {
+    let _ = dead.wait_for(|d| *d >= g).await;
 }
 
 /// Sends the remembered subscriptions on a fresh connection.
@@ -781,6 +801,7 @@ async fn inbound(
     mut local: unix::OwnedWriteHalf,
     mut remotes: mpsc::Receiver<(u64, ReadHalf)>,
     fail: mpsc::Sender<u64>,
+    mut dead: watch::Receiver<u64>,
     limits: ScanLimits,
 ) {
     let mut ends = Vec::new();
@@ -790,9 +811,12 @@ async fn inbound(
         loop {
             let before = buf.len();
             buf.reserve(CHUNK);
-            match r.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            tokio::select! {
+                n = r.read_buf(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                },
+                _ = is_dead(&mut dead, g) => break,
             }
             ends.clear();
             if let Err(e) = scanner.feed(&buf[before..], &mut ends) {
