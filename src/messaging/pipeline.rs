@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use zeromq::{PullSocket, PushSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{PullSocket, PushSocket, Socket, SocketSend, ZmqMessage};
 
 use super::{Delivery, SocketBuilder};
 use crate::endpoint::Endpoint;
@@ -33,7 +33,7 @@ use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
 use crate::transport::guard::SocketKind;
 use crate::transport::inproc::{Family, InMsg, RecvLink, Registration, RoundRobin, SenderCore};
-use crate::transport::{open_inproc, open_zmq, InprocRole, Zmq, ZmqSide};
+use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, Zmq, ZmqSide};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind, Limits};
 
 /// Sends typed messages to one of its pullers at a time.
@@ -240,7 +240,7 @@ impl<T> Puller<T> {
                     return Ok(Delivery::new(Bytes::new(), m.env, 0));
                 }
                 PullInner::Zmq { sock, .. } => {
-                    let msg = sock.recv().await.map_err(|_| RecvError::Closed)?;
+                    let msg = zmq_recv(&mut **sock).await.ok_or(RecvError::Closed)?;
                     match wire::decode_pairs(&msg.into_vec(), &self.limits) {
                         Ok(envs) => {
                             for env in envs {

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
+use zeromq::{PubSocket, Socket, SocketSend, SubSocket, ZmqMessage};
 
 use super::{Delivery, GapTracker, SocketBuilder};
 use crate::endpoint::Endpoint;
@@ -37,7 +37,7 @@ use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
 use crate::transport::guard::SocketKind;
 use crate::transport::inproc::{Family, InMsg, RecvLink, Registration, SenderCore};
-use crate::transport::{open_inproc, open_zmq, InprocRole, LinkState, Zmq, ZmqSide};
+use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind, Limits};
 
 /// Sends typed messages to every subscriber whose prefix matches the topic.
@@ -355,7 +355,7 @@ impl<T> Subscriber<T> {
                     self.accept(m.topic, m.env);
                 }
                 SubInner::Zmq { sock, .. } => {
-                    let msg = sock.recv().await.map_err(|_| RecvError::Closed)?;
+                    let msg = zmq_recv(&mut **sock).await.ok_or(RecvError::Closed)?;
                     let mut frames = msg.into_vec();
                     if frames.len() < 3 {
                         telemetry::dropped("malformed", 1);

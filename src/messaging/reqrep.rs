@@ -31,8 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use zeromq::{
-    DealerSendHalf, DealerSocket, RouterSendHalf, RouterSocket, Socket, SocketRecv, SocketSend,
-    ZmqMessage,
+    DealerSendHalf, DealerSocket, RouterSendHalf, RouterSocket, Socket, SocketSend, ZmqMessage,
 };
 
 use super::SocketBuilder;
@@ -43,7 +42,7 @@ use crate::transport::guard::{AbortOnDrop, SocketKind};
 use crate::transport::inproc::{
     Family, InMsg, Origin, RecvLink, Registration, RoundRobin, SenderCore,
 };
-use crate::transport::{open_inproc, open_zmq, InprocRole, LinkState, Zmq, ZmqSide};
+use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide};
 use crate::wire::{self, Deadline, Envelope, Header, IdGen, Kind, Limits, MessageId, RemoteError};
 
 /// Default time a request waits for its reply.
@@ -164,7 +163,7 @@ impl SocketBuilder {
             let (send, mut recv) = sock.split();
             let p = pending.clone();
             let task = tokio::spawn(async move {
-                while let Ok(msg) = recv.recv().await {
+                while let Some(msg) = zmq_recv(&mut recv).await {
                     match wire::decode_pairs(&msg.into_vec(), &limits) {
                         Ok(envs) => envs.into_iter().for_each(|e| deliver_reply(&p, e)),
                         Err(e) => {
@@ -416,7 +415,9 @@ where
                     None => return,
                 },
                 ServerRx::Zmq { recv, .. } => {
-                    let Ok(msg) = recv.recv().await else { return };
+                    let Some(msg) = zmq_recv(&mut **recv).await else {
+                        return;
+                    };
                     let mut frames = msg.into_vec();
                     if frames.len() < 3 {
                         telemetry::dropped("malformed", 1);

@@ -42,6 +42,23 @@ impl<T> std::ops::DerefMut for Zmq<T> {
     }
 }
 
+/// Receives the next message from a `zeromq` socket. The crate reports a
+/// single peer's failure (a broken connection, a codec error) as an error
+/// of `recv` while the socket stays usable: those are counted and skipped.
+/// `None` means the socket itself is finished.
+pub(crate) async fn zmq_recv<S: zeromq::SocketRecv>(sock: &mut S) -> Option<zeromq::ZmqMessage> {
+    loop {
+        match sock.recv().await {
+            Ok(m) => return Some(m),
+            Err(zeromq::ZmqError::NoMessage) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "a peer of a zeromq socket failed");
+                crate::telemetry::disconnected("peer_error");
+            }
+        }
+    }
+}
+
 /// The parsed endpoints of one socket.
 #[derive(Debug)]
 pub(crate) struct Plan {
