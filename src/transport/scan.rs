@@ -369,4 +369,52 @@ mod tests {
         sc.feed(&s, &mut Vec::new()).unwrap();
         assert_eq!(sc.take_captured(), vec![b"\x01abc".to_vec()]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_streams_never_panic_and_report_ends_in_order(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            split in 0usize..2048,
+        ) {
+            let mut sc = FrameScanner::new(LIMITS);
+            let mut ends = Vec::new();
+            let cut = split.min(bytes.len());
+            let a = sc.feed(&bytes[..cut], &mut ends);
+            if a.is_ok() {
+                let _ = sc.feed(&bytes[cut..], &mut ends);
+            }
+            let mut last = 0;
+            for e in ends {
+                proptest::prop_assert!(e >= last);
+                last = e;
+            }
+        }
+
+        #[test]
+        fn chunking_does_not_change_what_the_scanner_sees(
+            sizes in proptest::collection::vec(0usize..400, 1..6),
+            split in 1usize..64,
+        ) {
+            let mut s = greeting();
+            for (i, n) in sizes.iter().enumerate() {
+                s.extend(frame(*n, i + 1 < sizes.len() && n % 2 == 0, false));
+            }
+            let mut whole = FrameScanner::new(LIMITS);
+            let mut e1 = Vec::new();
+            let r1 = whole.feed(&s, &mut e1);
+            let mut parts = FrameScanner::new(LIMITS);
+            let mut e2 = Vec::new();
+            let mut r2 = Ok(());
+            for (k, chunk) in s.chunks(split).enumerate() {
+                let mut e = Vec::new();
+                r2 = parts.feed(chunk, &mut e);
+                e2.extend(e.into_iter().map(|x| x + k * split));
+                if r2.is_err() {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(r1, r2);
+            proptest::prop_assert_eq!(e1, e2);
+        }
+    }
 }
