@@ -93,17 +93,11 @@ pub(crate) fn plan(binds: &[String], connects: &[String]) -> Result<Plan, OpenEr
 /// the guarded listeners in front of it and its outgoing links.
 #[derive(Debug, Default)]
 pub(crate) struct ZmqSide {
+    /// The private ipc path the `zeromq` socket binds (it removes the file
+    /// itself when it closes).
     private: Option<PathBuf>,
     _listeners: Vec<GuardedListener>,
     links: Vec<Link>,
-}
-
-impl Drop for ZmqSide {
-    fn drop(&mut self) {
-        if let Some(p) = &self.private {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 impl ZmqSide {
