@@ -25,12 +25,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use zeromq::{PullSocket, PushSocket, Socket, SocketSend, ZmqMessage};
+use zeromq::{PullSocket, PushSocket, Socket};
 
 use super::{Delivery, SocketBuilder};
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
+use crate::transport::batch::Batcher;
 use crate::transport::guard::SocketKind;
 use crate::transport::inproc::{Family, InMsg, RecvLink, Registration, RoundRobin, SenderCore};
 use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, Zmq, ZmqSide};
@@ -53,7 +54,7 @@ enum PushInner {
         _regs: Vec<Registration>,
     },
     Zmq {
-        sock: tokio::sync::Mutex<Zmq<PushSocket>>,
+        sock: Arc<Batcher<PushSocket>>,
         side: ZmqSide,
     },
 }
@@ -93,7 +94,7 @@ impl SocketBuilder {
             let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Push, &self.config).await?;
             (
                 PushInner::Zmq {
-                    sock: tokio::sync::Mutex::new(Zmq(sock)),
+                    sock: Batcher::new(sock, side.progress.clone(), self.config.queue_capacity),
                     side,
                 },
                 eps,
@@ -181,14 +182,7 @@ impl<T: Serialize> Pusher<T> {
                     RoundRobin::NoPeer => Err(SendError::NoPeer),
                 }
             }
-            PushInner::Zmq { sock, .. } => {
-                let msg = ZmqMessage::try_from(vec![wire::encode_header(&header), body])
-                    .map_err(|_| SendError::Closed)?;
-                sock.lock().await.send(msg).await.map_err(|e| match e {
-                    zeromq::ZmqError::ReturnToSender { .. } => SendError::NoPeer,
-                    other => SendError::Zmq(other.to_string()),
-                })
-            }
+            PushInner::Zmq { sock, .. } => sock.send(wire::encode_header(&header), body).await,
         }
     }
 

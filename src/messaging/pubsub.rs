@@ -189,7 +189,8 @@ impl<T: Serialize> Publisher<T> {
                 let topic = Bytes::copy_from_slice(topic);
                 let env = Envelope { header, body };
                 let mut closed = false;
-                for link in core.snapshot() {
+                let links = core.links.read().map_err(|_| SendError::Closed)?;
+                for link in links.iter() {
                     if !link.matches(&topic) {
                         continue;
                     }
@@ -206,6 +207,7 @@ impl<T: Serialize> Publisher<T> {
                         Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
                     }
                 }
+                drop(links);
                 if closed {
                     core.prune();
                 }

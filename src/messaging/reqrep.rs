@@ -38,6 +38,7 @@ use super::SocketBuilder;
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RequestError, SendError};
 use crate::telemetry;
+use crate::transport::batch::Batcher;
 use crate::transport::guard::{AbortOnDrop, SocketKind};
 use crate::transport::inproc::{
     Family, InMsg, Origin, RecvLink, Registration, RoundRobin, SenderCore,
@@ -71,7 +72,7 @@ enum ClientTx {
         _regs: Vec<Registration>,
     },
     Zmq {
-        send: tokio::sync::Mutex<Zmq<DealerSendHalf>>,
+        send: Arc<Batcher<DealerSendHalf>>,
         side: ZmqSide,
     },
 }
@@ -175,7 +176,7 @@ impl SocketBuilder {
             });
             (
                 ClientTx::Zmq {
-                    send: tokio::sync::Mutex::new(Zmq(send)),
+                    send: Batcher::new(send, side.progress.clone(), self.config.queue_capacity),
                     side,
                 },
                 eps,
@@ -312,14 +313,7 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
                         RoundRobin::NoPeer => Err(SendError::NoPeer),
                     }
                 }
-                ClientTx::Zmq { send, .. } => {
-                    let msg = ZmqMessage::try_from(vec![wire::encode_header(&header), body])
-                        .map_err(|_| SendError::Closed)?;
-                    send.lock().await.send(msg).await.map_err(|e| match e {
-                        zeromq::ZmqError::ReturnToSender { .. } => SendError::NoPeer,
-                        other => SendError::Zmq(other.to_string()),
-                    })
-                }
+                ClientTx::Zmq { send, .. } => send.send(wire::encode_header(&header), body).await,
             }
         };
         let outcome = tokio::time::timeout(timeout, async {

@@ -24,7 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use tokio::net::{tcp, unix, TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::batch::Progress;
 use super::scan::{frame_header, FrameScanner, ScanLimits};
 use crate::config::SocketConfig;
 use crate::endpoint::Endpoint;
@@ -42,7 +43,7 @@ use crate::telemetry;
 
 /// Largest handshake or command frame accepted from a peer.
 pub(crate) const MAX_COMMAND: u64 = 64 * 1024;
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 /// ZeroMQ socket roles zfabric uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +141,7 @@ impl Stream {
         match ep {
             Endpoint::Tcp { host, port } => {
                 let s = TcpStream::connect((host.as_str(), *port)).await?;
-                s.set_nodelay(true)?;
+                tune_tcp(&s)?;
                 Ok(Stream::Tcp(s))
             }
             Endpoint::Ipc(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
@@ -211,6 +212,19 @@ impl AsyncWrite for WriteHalf {
     }
 }
 
+/// TCP buffer size for relayed connections (as the `zeromq` crate uses).
+const TCP_BUFFER: usize = 4 * 1024 * 1024;
+
+/// No Nagle delay, and socket buffers large enough for batched bursts.
+fn tune_tcp(s: &TcpStream) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(s);
+    // Best effort: the kernel may cap these.
+    let _ = sock.set_send_buffer_size(TCP_BUFFER);
+    let _ = sock.set_recv_buffer_size(TCP_BUFFER);
+    Ok(())
+}
+
 /// Aborts a task when dropped.
 #[derive(Debug)]
 pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
@@ -250,7 +264,7 @@ impl AnyListener {
         match self {
             AnyListener::Tcp(l) => {
                 let (s, _) = l.accept().await?;
-                s.set_nodelay(true)?;
+                tune_tcp(&s)?;
                 Ok(Stream::Tcp(s))
             }
             AnyListener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
@@ -264,6 +278,7 @@ pub(crate) async fn bind_guarded(
     ep: &Endpoint,
     target: PathBuf,
     cfg: &SocketConfig,
+    progress: Arc<Progress>,
 ) -> Result<GuardedListener, BindError> {
     let io_err = |source| BindError::Io {
         endpoint: ep.clone(),
@@ -314,7 +329,7 @@ pub(crate) async fn bind_guarded(
         }
     };
     let limits = scan_limits(cfg);
-    let task = tokio::spawn(accept_loop(listener, target, limits));
+    let task = tokio::spawn(accept_loop(listener, target, limits, progress));
     Ok(GuardedListener {
         endpoint,
         _task: AbortOnDrop(task),
@@ -348,13 +363,23 @@ async fn clear_stale_socket(ep: &Endpoint, path: &Path) -> Result<(), BindError>
     }
 }
 
-async fn accept_loop(listener: AnyListener, target: PathBuf, limits: ScanLimits) {
+async fn accept_loop(
+    listener: AnyListener,
+    target: PathBuf,
+    limits: ScanLimits,
+    progress: Arc<Progress>,
+) {
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
         match listener.accept().await {
             Ok(stream) => {
-                conns.spawn(relay_accepted(stream, target.clone(), limits));
+                conns.spawn(relay_accepted(
+                    stream,
+                    target.clone(),
+                    limits,
+                    progress.clone(),
+                ));
             }
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -365,7 +390,12 @@ async fn accept_loop(listener: AnyListener, target: PathBuf, limits: ScanLimits)
     }
 }
 
-async fn relay_accepted(peer: Stream, target: PathBuf, limits: ScanLimits) {
+async fn relay_accepted(
+    peer: Stream,
+    target: PathBuf,
+    limits: ScanLimits,
+    progress: Arc<Progress>,
+) {
     let inner = match UnixStream::connect(&target).await {
         Ok(s) => s,
         Err(e) => {
@@ -396,7 +426,17 @@ async fn relay_accepted(peer: Stream, target: PathBuf, limits: ScanLimits) {
         }
     };
     let outbound = async {
-        let _ = tokio::io::copy(&mut ir, &mut pw).await;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match ir.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            progress.relayed(n);
+            if pw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
     };
     tokio::select! {
         _ = inbound => {}
@@ -429,6 +469,7 @@ pub(crate) async fn connect_guarded(
     remote: Endpoint,
     kind: SocketKind,
     cfg: &SocketConfig,
+    progress: Arc<Progress>,
 ) -> io::Result<(Link, PathBuf)> {
     let path = private_path()?;
     let listener = UnixListener::bind(&path)?;
@@ -440,6 +481,7 @@ pub(crate) async fn connect_guarded(
         kind,
         cfg.clone(),
         tx,
+        progress,
     ));
     Ok((
         Link {
@@ -543,6 +585,7 @@ async fn link_task(
     kind: SocketKind,
     cfg: SocketConfig,
     state: watch::Sender<LinkState>,
+    progress: Arc<Progress>,
 ) {
     let local = match listener.accept().await {
         Ok((s, _)) => s,
@@ -577,6 +620,7 @@ async fn link_task(
         dead_rx.clone(),
         kind == SocketKind::Sub,
         limits,
+        progress,
     )));
     let _in_task = AbortOnDrop(tokio::spawn(inbound(lw, in_rx, fail_tx, dead_rx, limits)));
 
@@ -684,6 +728,7 @@ async fn outbound(
     mut dead: watch::Receiver<u64>,
     is_sub: bool,
     limits: ScanLimits,
+    progress: Arc<Progress>,
 ) {
     let mut scanner = FrameScanner::after_handshake(limits);
     if is_sub {
@@ -727,6 +772,7 @@ async fn outbound(
                 },
             }
         };
+        progress.relayed(n);
         ends.clear();
         if let Err(e) = scanner.feed(&buf[..n], &mut ends) {
             tracing::error!(error = ?e, "link: local socket wrote a malformed stream");

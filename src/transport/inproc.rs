@@ -80,11 +80,6 @@ impl SenderCore {
         self.attached.notify_waiters();
     }
 
-    /// A snapshot of the live links.
-    pub(crate) fn snapshot(&self) -> Vec<Arc<RecvLink>> {
-        self.links.read().map(|l| l.clone()).unwrap_or_default()
-    }
-
     /// Removes links whose receiver is gone.
     pub(crate) fn prune(&self) {
         if let Ok(mut l) = self.links.write() {
@@ -267,36 +262,47 @@ impl SenderCore {
     pub(crate) async fn send_round_robin(&self, mut msg: InMsg, wait_for_peer: bool) -> RoundRobin {
         loop {
             let notified = self.attached.notified();
-            let links = self.snapshot();
-            if links.is_empty() {
+            // Try every link without allocating, under the read lock; only
+            // when all are full is one link cloned out to wait on.
+            let (chosen, saw_closed) = {
+                let Ok(links) = self.links.read() else {
+                    return RoundRobin::NoPeer;
+                };
+                if links.is_empty() {
+                    (None, false)
+                } else {
+                    let start = self.next.fetch_add(1, Ordering::Relaxed);
+                    let mut saw_closed = false;
+                    let n = links.len();
+                    for i in 0..n {
+                        match links[(start + i) % n].tx.try_send(msg) {
+                            Ok(()) => {
+                                drop(links);
+                                if saw_closed {
+                                    self.prune();
+                                }
+                                return RoundRobin::Sent;
+                            }
+                            Err(mpsc::error::TrySendError::Full(m)) => msg = m,
+                            Err(mpsc::error::TrySendError::Closed(m)) => {
+                                saw_closed = true;
+                                msg = m;
+                            }
+                        }
+                    }
+                    (Some(links[start % n].clone()), saw_closed)
+                }
+            };
+            if saw_closed {
+                self.prune();
+            }
+            let Some(link) = chosen else {
                 if !wait_for_peer {
                     return RoundRobin::NoPeer;
                 }
                 notified.await;
                 continue;
-            }
-            let start = self.next.fetch_add(1, Ordering::Relaxed);
-            let mut saw_closed = false;
-            for i in 0..links.len() {
-                let link = &links[(start + i) % links.len()];
-                match link.tx.try_send(msg) {
-                    Ok(()) => {
-                        if saw_closed {
-                            self.prune();
-                        }
-                        return RoundRobin::Sent;
-                    }
-                    Err(mpsc::error::TrySendError::Full(m)) => msg = m,
-                    Err(mpsc::error::TrySendError::Closed(m)) => {
-                        saw_closed = true;
-                        msg = m;
-                    }
-                }
-            }
-            if saw_closed {
-                self.prune();
-            }
-            let link = &links[start % links.len()];
+            };
             match link.tx.send(msg).await {
                 Ok(()) => return RoundRobin::Sent,
                 Err(mpsc::error::SendError(m)) => {

@@ -5,6 +5,7 @@
 //! those two). See [`guard`] for what the relay guarantees on ipc/tcp and
 //! [`inproc`] for the in-process transport.
 
+pub(crate) mod batch;
 pub(crate) mod guard;
 pub(crate) mod inproc;
 mod scan;
@@ -96,6 +97,8 @@ pub(crate) struct ZmqSide {
     /// The private ipc path the `zeromq` socket binds (it removes the file
     /// itself when it closes).
     private: Option<PathBuf>,
+    /// Bytes the relays have taken off the socket (drives batching).
+    pub(crate) progress: Arc<batch::Progress>,
     _listeners: Vec<GuardedListener>,
     links: Vec<Link>,
 }
@@ -138,13 +141,13 @@ pub(crate) async fn open_zmq<S: zeromq::Socket>(
             .map_err(|e| BindError::Zmq(e.to_string()))?;
         side.private = Some(private.clone());
         for ep in &plan.binds {
-            let l = guard::bind_guarded(ep, private.clone(), cfg).await?;
+            let l = guard::bind_guarded(ep, private.clone(), cfg, side.progress.clone()).await?;
             resolved.push(l.endpoint.clone());
             side._listeners.push(l);
         }
     }
     for ep in &plan.connects {
-        let (link, path) = guard::connect_guarded(ep.clone(), kind, cfg)
+        let (link, path) = guard::connect_guarded(ep.clone(), kind, cfg, side.progress.clone())
             .await
             .map_err(|source| ConnectError::Io {
                 endpoint: ep.clone(),
