@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, Mutex};
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
@@ -261,5 +262,10 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, reqrep_rtt, push_pull, codec);
-criterion_main!(benches);
+mod group {
+    // criterion_group! generates an undocumented `pub fn`.
+    #![allow(missing_docs)]
+    use super::*;
+    criterion_group!(benches, reqrep_rtt, push_pull, codec);
+}
+criterion_main!(group::benches);
