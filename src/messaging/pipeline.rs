@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use zeromq::{PullSocket, PushSocket, Socket};
 
 use super::{Delivery, SocketBuilder};
@@ -33,7 +32,9 @@ use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
 use crate::transport::batch::Batcher;
 use crate::transport::guard::SocketKind;
-use crate::transport::inproc::{Family, InMsg, RecvLink, Registration, RoundRobin, SenderCore};
+use crate::transport::inproc::{
+    self, Family, InMsg, InprocRx, Registration, RoundRobin, SenderCore,
+};
 use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, Zmq, ZmqSide};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind, Limits};
 
@@ -72,7 +73,7 @@ pub struct Puller<T> {
 #[derive(Debug)]
 enum PullInner {
     Inproc {
-        rx: mpsc::Receiver<InMsg>,
+        rx: InprocRx,
         _regs: Vec<Registration>,
     },
     Zmq {
@@ -113,8 +114,7 @@ impl SocketBuilder {
     pub async fn puller<T>(self) -> Result<Puller<T>, OpenError> {
         let plan = self.plan()?;
         let (inner, endpoints) = if plan.inproc {
-            let (tx, rx) = mpsc::channel(self.config.queue_capacity);
-            let link = Arc::new(RecvLink { tx, subs: None });
+            let (link, rx) = inproc::inbox(self.config.queue_capacity, None);
             let (regs, eps) = open_inproc(&plan, Family::Pipeline, InprocRole::Receiver(&link))?;
             (PullInner::Inproc { rx, _regs: regs }, eps)
         } else {

@@ -36,7 +36,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
 use crate::transport::guard::SocketKind;
-use crate::transport::inproc::{Family, InMsg, RecvLink, Registration, SenderCore};
+use crate::transport::inproc::{self, Family, InMsg, InprocRx, Item, Registration, SenderCore};
 use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind, Limits};
 
@@ -98,11 +98,7 @@ impl SocketBuilder {
         let plan = self.plan()?;
         let subs = Arc::new(RwLock::new(Vec::new()));
         let inner = if plan.inproc {
-            let (tx, rx) = mpsc::channel(self.config.queue_capacity);
-            let link = Arc::new(RecvLink {
-                tx,
-                subs: Some(subs.clone()),
-            });
+            let (link, rx) = inproc::inbox(self.config.queue_capacity, Some(subs.clone()));
             let (regs, eps) = open_inproc(&plan, Family::PubSub, InprocRole::Receiver(&link))?;
             (SubInner::Inproc { rx, _regs: regs }, eps)
         } else {
@@ -199,7 +195,7 @@ impl<T: Serialize> Publisher<T> {
                         env: env.clone(),
                         origin: None,
                     };
-                    match link.tx.try_send(msg) {
+                    match link.tx.try_send(Item::One(msg)) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             telemetry::dropped("subscriber_queue_full", 1)
@@ -277,7 +273,7 @@ pub struct Subscriber<T> {
 #[derive(Debug)]
 enum SubInner {
     Inproc {
-        rx: mpsc::Receiver<InMsg>,
+        rx: InprocRx,
         _regs: Vec<Registration>,
     },
     Zmq {

@@ -41,7 +41,7 @@ use crate::telemetry;
 use crate::transport::batch::Batcher;
 use crate::transport::guard::{AbortOnDrop, SocketKind};
 use crate::transport::inproc::{
-    Family, InMsg, Origin, RecvLink, Registration, RoundRobin, SenderCore,
+    self, Family, InMsg, InprocRx, Origin, Registration, RoundRobin, SenderCore,
 };
 use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide};
 use crate::wire::{self, Deadline, Envelope, Header, IdGen, Kind, Limits, MessageId, RemoteError};
@@ -109,7 +109,7 @@ pub struct Server<Req, Rep> {
 #[derive(Debug)]
 enum ServerRx {
     Inproc {
-        rx: mpsc::Receiver<InMsg>,
+        rx: InprocRx,
         _regs: Vec<Registration>,
     },
     Zmq {
@@ -199,11 +199,7 @@ impl SocketBuilder {
     pub async fn server<Req, Rep>(self) -> Result<Server<Req, Rep>, OpenError> {
         let plan = self.plan()?;
         let (rx, tx, endpoints) = if plan.inproc {
-            let (itx, irx) = mpsc::channel(self.config.queue_capacity);
-            let link = Arc::new(RecvLink {
-                tx: itx,
-                subs: None,
-            });
+            let (link, irx) = inproc::inbox(self.config.queue_capacity, None);
             let (regs, eps) = open_inproc(&plan, Family::ReqRep, InprocRole::Receiver(&link))?;
             (
                 ServerRx::Inproc {

@@ -15,8 +15,9 @@
 //! Each inbox is a bounded queue of `SocketConfig::queue_capacity`
 //! messages; what happens when it is full is the pattern's policy.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, RwLock, Weak};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -41,12 +42,88 @@ pub(crate) struct Origin {
     pub(crate) tx: mpsc::Sender<InMsg>,
 }
 
+/// What travels through an inproc queue: one message, or a batch formed
+/// while the receiver was backed up.
+#[derive(Debug)]
+pub(crate) enum Item {
+    One(InMsg),
+    Many(Vec<InMsg>),
+}
+
+/// Creates a receiver's inbox of `capacity` queue slots.
+pub(crate) fn inbox(
+    capacity: usize,
+    subs: Option<Arc<RwLock<Vec<Bytes>>>>,
+) -> (Arc<RecvLink>, InprocRx) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let link = Arc::new(RecvLink {
+        tx,
+        subs,
+        backlog: Mutex::new(Backlog::default()),
+        backlogged: AtomicBool::new(false),
+        space: Notify::new(),
+        capacity: capacity.max(1),
+    });
+    (
+        link,
+        InprocRx {
+            rx,
+            buf: VecDeque::new(),
+        },
+    )
+}
+
+/// The receiving end of an inbox; unpacks batches.
+#[derive(Debug)]
+pub(crate) struct InprocRx {
+    rx: mpsc::Receiver<Item>,
+    buf: VecDeque<InMsg>,
+}
+
+impl InprocRx {
+    /// The next message, or `None` once every sender is gone.
+    pub(crate) async fn recv(&mut self) -> Option<InMsg> {
+        loop {
+            if let Some(m) = self.buf.pop_front() {
+                return Some(m);
+            }
+            match self.rx.recv().await? {
+                Item::One(m) => return Some(m),
+                Item::Many(v) => self.buf.extend(v),
+            }
+        }
+    }
+}
+
 /// A receiver's inbox as seen by a sender.
+///
+/// When the queue is full, round-robin senders park messages in a bounded
+/// backlog (up to the queue's capacity) that a flusher task delivers as one
+/// batch as soon as a slot frees: the receiver then pays one queue
+/// operation for many messages. No sender bypasses a non-empty backlog, so
+/// order per sender is kept.
 #[derive(Debug)]
 pub(crate) struct RecvLink {
-    pub(crate) tx: mpsc::Sender<InMsg>,
+    pub(crate) tx: mpsc::Sender<Item>,
     /// Subscription prefixes (pub/sub only; empty list = nothing matches).
     pub(crate) subs: Option<Arc<RwLock<Vec<Bytes>>>>,
+    backlog: Mutex<Backlog>,
+    backlogged: AtomicBool,
+    space: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Backlog {
+    msgs: Vec<InMsg>,
+    flushing: bool,
+}
+
+/// Outcome of parking a message in a backlog.
+enum Park {
+    Parked,
+    Full(InMsg),
+    Closed(InMsg),
 }
 
 impl RecvLink {
@@ -57,6 +134,51 @@ impl RecvLink {
                 .read()
                 .map(|s| s.iter().any(|p| topic.starts_with(p)))
                 .unwrap_or(false),
+        }
+    }
+
+    fn park(self: &Arc<Self>, msg: InMsg) -> Park {
+        if self.tx.is_closed() {
+            return Park::Closed(msg);
+        }
+        let Ok(mut b) = self.backlog.lock() else {
+            return Park::Closed(msg);
+        };
+        if b.msgs.len() >= self.capacity {
+            return Park::Full(msg);
+        }
+        b.msgs.push(msg);
+        self.backlogged.store(true, Ordering::Release);
+        if !b.flushing {
+            b.flushing = true;
+            tokio::spawn(self.clone().flush());
+        }
+        Park::Parked
+    }
+
+    async fn flush(self: Arc<Self>) {
+        loop {
+            let permit = self.tx.reserve().await;
+            let batch = {
+                let Ok(mut b) = self.backlog.lock() else {
+                    return;
+                };
+                if permit.is_err() {
+                    crate::telemetry::dropped("no_peer", b.msgs.len() as u64);
+                    b.msgs.clear();
+                }
+                if b.msgs.is_empty() {
+                    b.flushing = false;
+                    self.backlogged.store(false, Ordering::Release);
+                    self.space.notify_waiters();
+                    return;
+                }
+                std::mem::take(&mut b.msgs)
+            };
+            self.space.notify_waiters();
+            if let Ok(p) = permit {
+                p.send(Item::Many(batch));
+            }
         }
     }
 }
@@ -257,13 +379,14 @@ pub(crate) enum RoundRobin {
 
 impl SenderCore {
     /// Sends to one receiver, round-robin, skipping full ones; when all are
-    /// full waits for the chosen one (backpressure); with none attached
-    /// waits until one is attached if `wait_for_peer`.
+    /// full, parks the message in the chosen receiver's backlog (delivered
+    /// as a batch), and waits only when that backlog is full too. With no
+    /// receiver attached, waits until one is if `wait_for_peer`.
     pub(crate) async fn send_round_robin(&self, mut msg: InMsg, wait_for_peer: bool) -> RoundRobin {
         loop {
             let notified = self.attached.notified();
             // Try every link without allocating, under the read lock; only
-            // when all are full is one link cloned out to wait on.
+            // when all are full is one link cloned out.
             let (chosen, saw_closed) = {
                 let Ok(links) = self.links.read() else {
                     return RoundRobin::NoPeer;
@@ -275,7 +398,11 @@ impl SenderCore {
                     let mut saw_closed = false;
                     let n = links.len();
                     for i in 0..n {
-                        match links[(start + i) % n].tx.try_send(msg) {
+                        let link = &links[(start + i) % n];
+                        if link.backlogged.load(Ordering::Acquire) {
+                            continue;
+                        }
+                        match link.tx.try_send(Item::One(msg)) {
                             Ok(()) => {
                                 drop(links);
                                 if saw_closed {
@@ -283,11 +410,12 @@ impl SenderCore {
                                 }
                                 return RoundRobin::Sent;
                             }
-                            Err(mpsc::error::TrySendError::Full(m)) => msg = m,
-                            Err(mpsc::error::TrySendError::Closed(m)) => {
+                            Err(mpsc::error::TrySendError::Full(Item::One(m))) => msg = m,
+                            Err(mpsc::error::TrySendError::Closed(Item::One(m))) => {
                                 saw_closed = true;
                                 msg = m;
                             }
+                            Err(_) => unreachable!("an Item::One was sent"),
                         }
                     }
                     (Some(links[start % n].clone()), saw_closed)
@@ -303,11 +431,18 @@ impl SenderCore {
                 notified.await;
                 continue;
             };
-            match link.tx.send(msg).await {
-                Ok(()) => return RoundRobin::Sent,
-                Err(mpsc::error::SendError(m)) => {
-                    self.prune();
+            let space = link.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match link.park(msg) {
+                Park::Parked => return RoundRobin::Sent,
+                Park::Full(m) => {
                     msg = m;
+                    space.await;
+                }
+                Park::Closed(m) => {
+                    msg = m;
+                    self.prune();
                 }
             }
         }
