@@ -100,9 +100,10 @@ pub enum RequestError {
     /// The reply body is not the expected type.
     #[error("bad reply: {0}")]
     Decode(#[from] DecodeError),
-    /// The client was closed while the request was in flight.
-    #[error("client closed")]
-    Closed,
+    /// The server that had the request went away before replying. Over
+    /// inproc this is known at once; over ipc/tcp it shows as `Timeout`.
+    #[error("the server went away before replying")]
+    PeerGone,
 }
 
 /// Why a socket could not be opened from a [`SocketBuilder`](crate::SocketBuilder).

@@ -399,7 +399,10 @@ async fn a_client_recovers_after_its_server_restarts(tp: Tp) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, RequestError::Timeout(_) | RequestError::Send(_)),
+        matches!(
+            err,
+            RequestError::Timeout(_) | RequestError::Send(_) | RequestError::PeerGone
+        ),
         "{err:?}"
     );
 

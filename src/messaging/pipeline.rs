@@ -175,7 +175,7 @@ impl<T: Serialize> Pusher<T> {
                 let msg = InMsg {
                     topic: Bytes::new(),
                     env: Envelope { header, body },
-                    origin: None,
+                    reply: None,
                 };
                 match core.send_round_robin(msg, true).await {
                     RoundRobin::Sent => Ok(()),

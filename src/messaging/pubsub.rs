@@ -193,7 +193,7 @@ impl<T: Serialize> Publisher<T> {
                     let msg = InMsg {
                         topic: topic.clone(),
                         env: env.clone(),
-                        origin: None,
+                        reply: None,
                     };
                     match link.tx.try_send(Item::One(msg)) {
                         Ok(()) => {}

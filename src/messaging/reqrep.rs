@@ -20,16 +20,20 @@
 //! module for idempotent retries). A reply that arrives after its request
 //! timed out is dropped and counted (`late_reply`).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::oneshot;
 use zeromq::{
     DealerSendHalf, DealerSocket, RouterSendHalf, RouterSocket, Socket, SocketSend, ZmqMessage,
 };
@@ -41,7 +45,7 @@ use crate::telemetry;
 use crate::transport::batch::Batcher;
 use crate::transport::guard::{AbortOnDrop, SocketKind};
 use crate::transport::inproc::{
-    self, Family, InMsg, InprocRx, Origin, Registration, RoundRobin, SenderCore,
+    self, Family, InMsg, InprocRx, Registration, RoundRobin, SenderCore,
 };
 use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide};
 use crate::wire::{self, Deadline, Envelope, Header, IdGen, Kind, Limits, MessageId, RemoteError};
@@ -56,11 +60,12 @@ type Pending = Arc<DashMap<MessageId, oneshot::Sender<Envelope>>>;
 pub struct Client<Req, Rep> {
     tx: ClientTx,
     pending: Pending,
+    in_flight: AtomicUsize,
     ids: IdGen,
     limits: Limits,
     timeout: Duration,
     endpoints: Vec<Endpoint>,
-    _recv: AbortOnDrop,
+    _recv: Option<AbortOnDrop>,
     _t: PhantomData<fn(&Req) -> Rep>,
 }
 
@@ -68,7 +73,6 @@ pub struct Client<Req, Rep> {
 enum ClientTx {
     Inproc {
         core: Arc<SenderCore>,
-        origin: Arc<Origin>,
         _regs: Vec<Registration>,
     },
     Zmq {
@@ -126,7 +130,7 @@ enum ServerTx {
 
 /// Where a reply goes.
 enum ReplyTo {
-    Inproc(Arc<Origin>),
+    Inproc(oneshot::Sender<Envelope>),
     Zmq(Bytes),
 }
 
@@ -140,24 +144,8 @@ impl SocketBuilder {
         let limits = self.config.limits;
         let (tx, endpoints, recv_task) = if plan.inproc {
             let core = Arc::new(SenderCore::default());
-            let (otx, mut orx) = mpsc::channel(self.config.queue_capacity);
-            let origin = Arc::new(Origin { tx: otx });
             let (regs, eps) = open_inproc(&plan, Family::ReqRep, InprocRole::Sender(&core))?;
-            let p = pending.clone();
-            let task = tokio::spawn(async move {
-                while let Some(m) = orx.recv().await {
-                    deliver_reply(&p, m.env);
-                }
-            });
-            (
-                ClientTx::Inproc {
-                    core,
-                    origin,
-                    _regs: regs,
-                },
-                eps,
-                task,
-            )
+            (ClientTx::Inproc { core, _regs: regs }, eps, None)
         } else {
             let mut sock = DealerSocket::new();
             let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Dealer, &self.config).await?;
@@ -180,17 +168,18 @@ impl SocketBuilder {
                     side,
                 },
                 eps,
-                task,
+                Some(AbortOnDrop(task)),
             )
         };
         Ok(Client {
             tx,
             pending,
+            in_flight: AtomicUsize::new(0),
             ids: IdGen::new(),
             limits,
             timeout: DEFAULT_REQUEST_TIMEOUT,
             endpoints,
-            _recv: AbortOnDrop(recv_task),
+            _recv: recv_task,
             _t: PhantomData,
         })
     }
@@ -294,15 +283,26 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
         let mut header = Header::new(Kind::Request, id, self.ids.source(), id.0 as u64);
         header.deadline = Some(Deadline::after(timeout));
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(id, tx);
-        let cleanup = RemoveOnDrop(&self.pending, id);
+        let _counted = Counted::enter(&self.in_flight);
+        // Inproc requests carry their reply path; ipc/tcp replies are
+        // matched by correlation id.
+        let mut reply = Some(tx);
+        let cleanup = match &self.tx {
+            ClientTx::Zmq { .. } => {
+                if let Some(tx) = reply.take() {
+                    self.pending.insert(id, tx);
+                }
+                Some(RemoveOnDrop(&self.pending, id))
+            }
+            ClientTx::Inproc { .. } => None,
+        };
         let sent = async {
             match &self.tx {
-                ClientTx::Inproc { core, origin, .. } => {
+                ClientTx::Inproc { core, .. } => {
                     let msg = InMsg {
                         topic: Bytes::new(),
                         env: Envelope { header, body },
-                        origin: Some(origin.clone()),
+                        reply,
                     };
                     match core.send_round_robin(msg, true).await {
                         RoundRobin::Sent => Ok(()),
@@ -314,7 +314,7 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
         };
         let outcome = tokio::time::timeout(timeout, async {
             sent.await?;
-            rx.await.map_err(|_| RequestError::Closed)
+            rx.await.map_err(|_| RequestError::PeerGone)
         })
         .await;
         drop(cleanup);
@@ -333,7 +333,7 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
 
     /// Requests currently waiting for a reply.
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Waits until every connected endpoint's link is up.
@@ -354,6 +354,22 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
     /// The endpoints this client bound.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
+    }
+}
+
+/// Counts a request as in flight for as long as it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Counted(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -380,69 +396,55 @@ where
         &self.endpoints
     }
 
-    /// Serves requests with `handler` until the socket closes. Each request
-    /// runs in its own task; a handler's `Err` travels back to the caller
-    /// as [`RequestError::Remote`].
+    /// Serves requests with `handler` until the socket closes.
+    ///
+    /// Up to `SocketConfig::queue_capacity` requests run concurrently, as
+    /// futures driven by this task (no task per request, so no extra
+    /// wake-up on the request path); beyond that the server stops reading
+    /// (backpressure). A handler that blocks or burns CPU holds up the
+    /// others: give such work its own threads. A handler's `Err` travels
+    /// back to the caller as [`RequestError::Remote`].
     pub async fn run<H, Fut>(mut self, handler: H)
     where
         H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut in_flight = FuturesUnordered::new();
+        let mut queued: VecDeque<(Envelope, ReplyTo)> = VecDeque::new();
         loop {
-            let batch: Vec<(Envelope, ReplyTo)> = match &mut self.rx {
-                ServerRx::Inproc { rx, .. } => match rx.recv().await {
-                    Some(InMsg {
-                        env,
-                        origin: Some(o),
-                        ..
-                    }) => vec![(env, ReplyTo::Inproc(o))],
-                    Some(_) => {
-                        telemetry::dropped("no_reply_path", 1);
-                        continue;
-                    }
-                    None => return,
-                },
-                ServerRx::Zmq { recv, .. } => {
-                    let Some(msg) = zmq_recv(&mut **recv).await else {
-                        return;
-                    };
-                    let mut frames = msg.into_vec();
-                    if frames.len() < 3 {
-                        telemetry::dropped("malformed", 1);
-                        continue;
-                    }
-                    let rest = frames.split_off(1);
-                    let identity = frames.pop().unwrap_or_default();
-                    match wire::decode_pairs(&rest, &self.limits) {
-                        Ok(envs) => envs
-                            .into_iter()
-                            .map(|e| (e, ReplyTo::Zmq(identity.clone())))
-                            .collect(),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "server dropped a malformed request");
-                            telemetry::dropped(e.reason(), 1);
-                            continue;
-                        }
-                    }
-                }
-            };
-            for (env, to) in batch {
+            while in_flight.len() < self.max_in_flight {
+                let Some((env, to)) = queued.pop_front() else {
+                    break;
+                };
                 if env.header.kind != Kind::Request {
                     telemetry::dropped("unexpected_kind", 1);
                     continue;
                 }
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let handler = handler.clone();
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
+                let (handler, tx) = (handler.clone(), self.tx.clone());
+                let mut fut = Box::pin(async move {
                     let outcome = serve_one(&*handler, &env).await;
                     send_reply(&tx, to, &env.header, outcome).await;
                 });
+                // Most handlers finish without waiting: poll once here and
+                // only park the ones that are pending.
+                let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+                if first.is_pending() {
+                    in_flight.push(fut);
+                }
+            }
+            let room = in_flight.len() < self.max_in_flight && queued.is_empty();
+            tokio::select! {
+                biased;
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                batch = recv_requests(&mut self.rx, &self.limits), if room => match batch {
+                    Some(b) => queued.extend(b),
+                    None => {
+                        // Socket closed: finish what was started.
+                        while in_flight.next().await.is_some() {}
+                        return;
+                    }
+                },
             }
         }
     }
@@ -457,6 +459,46 @@ where
         ServerHandle {
             endpoints,
             _task: AbortOnDrop(tokio::spawn(self.run(handler))),
+        }
+    }
+}
+
+/// Receives the next message's requests; `None` when the socket is closed.
+/// Cancel-safe: nothing is lost if the future is dropped before it resolves.
+async fn recv_requests(rx: &mut ServerRx, limits: &Limits) -> Option<Vec<(Envelope, ReplyTo)>> {
+    loop {
+        match rx {
+            ServerRx::Inproc { rx, .. } => match rx.recv().await? {
+                InMsg {
+                    env,
+                    reply: Some(r),
+                    ..
+                } => return Some(vec![(env, ReplyTo::Inproc(r))]),
+                _ => telemetry::dropped("no_reply_path", 1),
+            },
+            ServerRx::Zmq { recv, .. } => {
+                let msg = zmq_recv(&mut **recv).await?;
+                let mut frames = msg.into_vec();
+                if frames.len() < 3 {
+                    telemetry::dropped("malformed", 1);
+                    continue;
+                }
+                let rest = frames.split_off(1);
+                let identity = frames.pop().unwrap_or_default();
+                match wire::decode_pairs(&rest, limits) {
+                    Ok(envs) => {
+                        return Some(
+                            envs.into_iter()
+                                .map(|e| (e, ReplyTo::Zmq(identity.clone())))
+                                .collect(),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "server dropped a malformed request");
+                        telemetry::dropped(e.reason(), 1);
+                    }
+                }
+            }
         }
     }
 }
@@ -500,14 +542,9 @@ async fn send_reply(tx: &ServerTx, to: ReplyTo, req: &Header, outcome: Result<By
     header.correlation = Some(req.id);
     header.traceparent = req.traceparent.clone();
     match (tx, to) {
-        (_, ReplyTo::Inproc(origin)) => {
-            let msg = InMsg {
-                topic: Bytes::new(),
-                env: Envelope { header, body },
-                origin: None,
-            };
-            if origin.tx.send(msg).await.is_err() {
-                telemetry::dropped("no_peer", 1);
+        (_, ReplyTo::Inproc(reply)) => {
+            if reply.send(Envelope { header, body }).is_err() {
+                telemetry::dropped("late_reply", 1);
             }
         }
         (ServerTx::Zmq(send), ReplyTo::Zmq(identity)) => {

@@ -32,14 +32,8 @@ pub(crate) struct InMsg {
     pub(crate) topic: Bytes,
     /// The envelope.
     pub(crate) env: Envelope,
-    /// Where replies go (requests only).
-    pub(crate) origin: Option<Arc<Origin>>,
-}
-
-/// The reply path of an inproc client.
-#[derive(Debug)]
-pub(crate) struct Origin {
-    pub(crate) tx: mpsc::Sender<InMsg>,
+    /// Where the reply goes (requests only): the waiting caller itself.
+    pub(crate) reply: Option<tokio::sync::oneshot::Sender<Envelope>>,
 }
 
 /// What travels through an inproc queue: one message, or a batch formed
