@@ -14,9 +14,13 @@ pub struct SocketConfig {
     /// Size limits enforced on every incoming message before it is
     /// decoded, and on ipc/tcp before it is read off the socket.
     pub limits: Limits,
-    /// High-water mark: messages queued per receiving peer (inproc) or per
-    /// socket receive buffer before the full-queue policy of the pattern
-    /// applies. Memory cost: up to this many messages per peer.
+    /// High-water mark, in messages. Over inproc: the queue of each
+    /// receiving socket, plus as many parked sends per receiver while it is
+    /// full. Over ipc/tcp: zfabric's batch queue per sending socket (the
+    /// `zeromq` crate keeps its own, fixed, 100,000-message queue per peer
+    /// underneath, which zfabric cannot change). For a server: requests
+    /// handled at once. When it is reached the pattern's full-queue policy
+    /// applies (see each pattern). Memory cost: up to this many messages.
     pub queue_capacity: usize,
     /// First delay before reconnecting a lost outgoing link.
     pub reconnect_initial: Duration,

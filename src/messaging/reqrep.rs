@@ -15,6 +15,13 @@
 //! - Requests are spread round-robin over the servers a client is
 //!   attached to.
 //!
+//! # Full-queue policy
+//! A client whose queue is full (`SocketConfig::queue_capacity` requests
+//! waiting to be written) makes the next request wait for room, within its
+//! deadline. Before a connected client's link is up, requests wait for it,
+//! also within their deadline. A server with `queue_capacity` requests in
+//! progress stops reading until one finishes.
+//!
 //! # Not guaranteed
 //! A request is sent once: no retry happens here (see the resilience
 //! module for idempotent retries). A reply that arrives after its request

@@ -28,6 +28,9 @@ use crate::telemetry;
 
 /// Bytes the `zeromq` socket may hold before sends start to batch.
 pub(crate) const BACKLOG_LIMIT: u64 = 8 * 1024;
+/// In batch mode, the next batch goes out once the backlog is below this,
+/// so the relay always has work queued while the next batch accumulates.
+const REFILL_BELOW: u64 = 64 * 1024;
 /// Most envelopes in one batch.
 const MAX_BATCH: usize = 1024;
 /// Most bytes in one batch.
@@ -154,7 +157,7 @@ impl<S: SocketSend + Send + 'static> Batcher<S> {
     }
 
     async fn wait_for_drain(&self) {
-        if self.backlog() <= BACKLOG_LIMIT {
+        if self.backlog() <= REFILL_BELOW {
             return;
         }
         self.progress.waiting.store(true, Ordering::Relaxed);
@@ -163,7 +166,7 @@ impl<S: SocketSend + Send + 'static> Batcher<S> {
             let drained = self.progress.notify.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            if self.backlog() <= BACKLOG_LIMIT {
+            if self.backlog() <= REFILL_BELOW {
                 break;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {

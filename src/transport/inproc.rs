@@ -393,7 +393,11 @@ impl SenderCore {
                     let n = links.len();
                     for i in 0..n {
                         let link = &links[(start + i) % n];
-                        if link.backlogged.load(Ordering::Acquire) {
+                        // Past half full, join (or start) the batch
+                        // instead of taking a slot per message.
+                        if link.backlogged.load(Ordering::Acquire)
+                            || link.tx.capacity() < link.capacity / 2
+                        {
                             continue;
                         }
                         match link.tx.try_send(Item::One(msg)) {
