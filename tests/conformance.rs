@@ -151,6 +151,14 @@ per_transport!(pubsub_gap_detection, a_subscriber_counts_messages_it_missed);
 
 // ---------------------------------------------------------------- push/pull
 
+async fn next_tick(pl: &mut Puller<Tick>) -> Tick {
+    pl.recv_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .decode()
+        .unwrap()
+}
+
 async fn push_spreads_round_robin_over_pullers(tp: Tp) {
     let dir = tempfile::tempdir().unwrap();
     let mut pullers = Vec::new();
@@ -207,12 +215,7 @@ async fn pull_fair_queues_several_pushers(tp: Tp) {
     }
     let mut next: HashMap<u32, u32> = HashMap::new();
     for _ in 0..300 {
-        let t = pl
-            .recv_timeout(Duration::from_secs(10))
-            .await
-            .unwrap()
-            .decode()
-            .unwrap();
+        let t = next_tick(&mut pl).await;
         let e = next.entry(t.from).or_default();
         assert_eq!(t.n, *e, "in order per pusher");
         *e += 1;
@@ -249,12 +252,7 @@ async fn a_backed_up_puller_gets_everything_in_order(tp: Tp) {
         push
     });
     for n in 0..2000 {
-        let t = pl
-            .recv_timeout(Duration::from_secs(10))
-            .await
-            .unwrap()
-            .decode()
-            .unwrap();
+        let t = next_tick(&mut pl).await;
         assert_eq!(t.n, n);
     }
     drop(sender.await.unwrap());

@@ -35,7 +35,9 @@ use crate::transport::guard::SocketKind;
 use crate::transport::inproc::{
     self, Family, InMsg, InprocRx, Registration, RoundRobin, SenderCore,
 };
-use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, Zmq, ZmqSide};
+use crate::transport::{
+    decode_received, open_inproc, open_zmq, zmq_recv, InprocRole, Zmq, ZmqSide,
+};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind, Limits};
 
 /// Sends typed messages to one of its pullers at a time.
@@ -235,19 +237,13 @@ impl<T> Puller<T> {
                 }
                 PullInner::Zmq { sock, .. } => {
                     let msg = zmq_recv(&mut **sock).await.ok_or(RecvError::Closed)?;
-                    match wire::decode_pairs(&msg.into_vec(), &self.limits) {
-                        Ok(envs) => {
-                            for env in envs {
-                                if env.header.kind == Kind::Event {
-                                    self.pending.push_back(env);
-                                } else {
-                                    telemetry::dropped("unexpected_kind", 1);
-                                }
+                    if let Some((_, envs)) = decode_received(msg, false, &self.limits, "puller") {
+                        for env in envs {
+                            if env.header.kind == Kind::Event {
+                                self.pending.push_back(env);
+                            } else {
+                                telemetry::dropped("unexpected_kind", 1);
                             }
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "puller dropped a malformed message");
-                            telemetry::dropped(e.reason(), 1);
                         }
                     }
                 }

@@ -37,7 +37,9 @@ use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
 use crate::transport::guard::SocketKind;
 use crate::transport::inproc::{self, Family, InMsg, InprocRx, Item, Registration, SenderCore};
-use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide};
+use crate::transport::{
+    decode_received, open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide,
+};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind, Limits};
 
 /// Sends typed messages to every subscriber whose prefix matches the topic.
@@ -354,22 +356,11 @@ impl<T> Subscriber<T> {
                 }
                 SubInner::Zmq { sock, .. } => {
                     let msg = zmq_recv(&mut **sock).await.ok_or(RecvError::Closed)?;
-                    let mut frames = msg.into_vec();
-                    if frames.len() < 3 {
-                        telemetry::dropped("malformed", 1);
-                        continue;
-                    }
-                    let rest = frames.split_off(1);
-                    let topic = frames.pop().unwrap_or_default();
-                    match wire::decode_pairs(&rest, &self.limits) {
-                        Ok(envs) => {
-                            for env in envs {
-                                self.accept(topic.clone(), env);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "subscriber dropped a malformed message");
-                            telemetry::dropped(e.reason(), 1);
+                    if let Some((topic, envs)) =
+                        decode_received(msg, true, &self.limits, "subscriber")
+                    {
+                        for env in envs {
+                            self.accept(topic.clone(), env);
                         }
                     }
                 }

@@ -54,7 +54,9 @@ use crate::transport::guard::{AbortOnDrop, SocketKind};
 use crate::transport::inproc::{
     self, Family, InMsg, InprocRx, Registration, RoundRobin, SenderCore,
 };
-use crate::transport::{open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide};
+use crate::transport::{
+    decode_received, open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide,
+};
 use crate::wire::{self, Deadline, Envelope, Header, IdGen, Kind, Limits, MessageId, RemoteError};
 
 /// Default time a request waits for its reply.
@@ -160,12 +162,8 @@ impl SocketBuilder {
             let p = pending.clone();
             let task = tokio::spawn(async move {
                 while let Some(msg) = zmq_recv(&mut recv).await {
-                    match wire::decode_pairs(&msg.into_vec(), &limits) {
-                        Ok(envs) => envs.into_iter().for_each(|e| deliver_reply(&p, e)),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "client dropped a malformed reply");
-                            telemetry::dropped(e.reason(), 1);
-                        }
+                    if let Some((_, envs)) = decode_received(msg, false, &limits, "client") {
+                        envs.into_iter().for_each(|e| deliver_reply(&p, e));
                     }
                 }
             });
@@ -485,25 +483,12 @@ async fn recv_requests(rx: &mut ServerRx, limits: &Limits) -> Option<Vec<(Envelo
             },
             ServerRx::Zmq { recv, .. } => {
                 let msg = zmq_recv(&mut **recv).await?;
-                let mut frames = msg.into_vec();
-                if frames.len() < 3 {
-                    telemetry::dropped("malformed", 1);
-                    continue;
-                }
-                let rest = frames.split_off(1);
-                let identity = frames.pop().unwrap_or_default();
-                match wire::decode_pairs(&rest, limits) {
-                    Ok(envs) => {
-                        return Some(
-                            envs.into_iter()
-                                .map(|e| (e, ReplyTo::Zmq(identity.clone())))
-                                .collect(),
-                        )
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "server dropped a malformed request");
-                        telemetry::dropped(e.reason(), 1);
-                    }
+                if let Some((identity, envs)) = decode_received(msg, true, limits, "server") {
+                    return Some(
+                        envs.into_iter()
+                            .map(|e| (e, ReplyTo::Zmq(identity.clone())))
+                            .collect(),
+                    );
                 }
             }
         }

@@ -60,6 +60,39 @@ pub(crate) async fn zmq_recv<S: zeromq::SocketRecv>(sock: &mut S) -> Option<zero
     }
 }
 
+/// Decodes a message received on a `zeromq` socket: a one-frame routing
+/// prefix (a topic or a peer identity) when `prefixed`, then envelope pairs.
+/// A malformed message is dropped, counted by reason and logged; `None`
+/// then. The prefix is empty when not `prefixed`.
+pub(crate) fn decode_received(
+    msg: zeromq::ZmqMessage,
+    prefixed: bool,
+    limits: &crate::wire::Limits,
+    socket: &'static str,
+) -> Option<(bytes::Bytes, Vec<crate::wire::Envelope>)> {
+    let mut frames = msg.into_vec();
+    let prefix = if prefixed {
+        if frames.len() < 3 {
+            crate::telemetry::dropped("malformed", 1);
+            return None;
+        }
+        let rest = frames.split_off(1);
+        std::mem::replace(&mut frames, rest)
+            .pop()
+            .unwrap_or_default()
+    } else {
+        bytes::Bytes::new()
+    };
+    match crate::wire::decode_pairs(&frames, limits) {
+        Ok(envs) => Some((prefix, envs)),
+        Err(e) => {
+            tracing::debug!(error = %e, socket, "dropped a malformed message");
+            crate::telemetry::dropped(e.reason(), 1);
+            None
+        }
+    }
+}
+
 /// The parsed endpoints of one socket.
 #[derive(Debug)]
 pub(crate) struct Plan {
