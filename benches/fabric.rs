@@ -12,23 +12,33 @@
 //! ratio of the two is the number to read (absolute microseconds on a
 //! shared 2-vCPU machine are mostly wake-up cost, see BASELINE.md).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use serde_bytes::ByteBuf;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, Mutex};
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
-use zfabric::{Client, Puller, Pusher, RemoteError, Server};
+use zfabric::{Client, Publisher, Puller, Pusher, RemoteError, Server, Subscriber};
 
 const TRANSPORTS: [&str; 3] = ["inproc", "ipc", "tcp"];
 
-fn runtime() -> Runtime {
+fn multi_thread() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
@@ -46,142 +56,73 @@ fn endpoint(tp: &str, tag: &str) -> String {
     }
 }
 
-// ---------------------------------------------------------------- latency
-
-fn reqrep_rtt(c: &mut Criterion) {
-    let rt = runtime();
-    let mut g = c.benchmark_group("reqrep_rtt_64B");
-    g.measurement_time(Duration::from_secs(4));
-    let body = ByteBuf::from(vec![7u8; 64]);
-    for tp in TRANSPORTS {
-        // zfabric Client -> Server echo.
-        let (client, _server) = rt.block_on(async {
-            let server: Server<ByteBuf, ByteBuf> = Server::bind(&endpoint(tp, "rr")).await.unwrap();
-            let ep = server.endpoints()[0].to_string();
-            let h = server.spawn(|req| async move { Ok::<_, RemoteError>(req.body) });
-            let client: Client<ByteBuf, ByteBuf> = Client::connect(&ep).await.unwrap();
-            client.wait_connected().await;
-            (Arc::new(client), h)
-        });
-        g.bench_function(BenchmarkId::new("zfabric", tp), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let client = client.clone();
-                let body = body.clone();
-                async move {
-                    let t0 = Instant::now();
-                    for _ in 0..iters {
-                        client.request(&body).await.unwrap();
-                    }
-                    t0.elapsed()
+/// Times `iters` sequential round trips made by `one`.
+fn bench_rtt<F, Fut>(g: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime, id: BenchmarkId, one: F)
+where
+    F: Fn() -> Fut + Clone + 'static,
+    Fut: Future<Output = ()>,
+{
+    g.bench_function(id, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let one = one.clone();
+            async move {
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    one().await;
                 }
-            })
-        });
-        drop(client);
-
-        if tp == "inproc" {
-            // Baseline: a tokio mpsc ping-pong between two tasks.
-            let (req_tx, mut req_rx) = mpsc::channel::<Bytes>(1024);
-            let (rep_tx, rep_rx) = mpsc::channel::<Bytes>(1024);
-            rt.spawn(async move {
-                while let Some(m) = req_rx.recv().await {
-                    if rep_tx.send(m).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            let rep_rx = Arc::new(Mutex::new(rep_rx));
-            let payload = Bytes::from(body.to_vec());
-            g.bench_function(BenchmarkId::new("baseline", tp), |b| {
-                b.to_async(&rt).iter_custom(|iters| {
-                    let req_tx = req_tx.clone();
-                    let rep_rx = rep_rx.clone();
-                    let payload = payload.clone();
-                    async move {
-                        let mut rx = rep_rx.lock().await;
-                        let t0 = Instant::now();
-                        for _ in 0..iters {
-                            req_tx.send(payload.clone()).await.unwrap();
-                            rx.recv().await.unwrap();
-                        }
-                        t0.elapsed()
-                    }
-                })
-            });
-        } else {
-            // Baseline: raw zeromq DEALER -> ROUTER echo.
-            let dealer = rt.block_on(async {
-                let mut router = zeromq::RouterSocket::new();
-                let ep = router
-                    .bind(&endpoint(tp, "raw-rr"))
-                    .await
-                    .unwrap()
-                    .to_string();
-                tokio::spawn(async move {
-                    while let Ok(m) = router.recv().await {
-                        if router.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                let mut dealer = zeromq::DealerSocket::new();
-                dealer.connect(&ep).await.unwrap();
-                Arc::new(Mutex::new(dealer))
-            });
-            let payload = Bytes::from(body.to_vec());
-            g.bench_function(BenchmarkId::new("baseline", tp), |b| {
-                b.to_async(&rt).iter_custom(|iters| {
-                    let dealer = dealer.clone();
-                    let payload = payload.clone();
-                    async move {
-                        let mut d = dealer.lock().await;
-                        let t0 = Instant::now();
-                        for _ in 0..iters {
-                            d.send(ZmqMessage::from(payload.clone())).await.unwrap();
-                            d.recv().await.unwrap();
-                        }
-                        t0.elapsed()
-                    }
-                })
-            });
-        }
-    }
-    g.finish();
+                t0.elapsed()
+            }
+        })
+    });
 }
 
-/// The same round trips on a single-threaded runtime: no cross-thread
-/// wake-ups, which is how a latency-critical in-process service would run.
-fn reqrep_rtt_current_thread(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut g = c.benchmark_group("reqrep_rtt_64B_current_thread");
-    g.measurement_time(Duration::from_secs(4));
-    let body = ByteBuf::from(vec![7u8; 64]);
-    for tp in ["inproc", "tcp"] {
-        let (client, _server) = rt.block_on(async {
-            let server: Server<ByteBuf, ByteBuf> =
-                Server::bind(&endpoint(tp, "rr-ct")).await.unwrap();
-            let ep = server.endpoints()[0].to_string();
-            let h = server.spawn(|req| async move { Ok::<_, RemoteError>(req.body) });
-            let client: Client<ByteBuf, ByteBuf> = Client::connect(&ep).await.unwrap();
-            client.wait_connected().await;
-            (Arc::new(client), h)
-        });
-        g.bench_function(BenchmarkId::new("zfabric", tp), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let client = client.clone();
-                let body = body.clone();
-                async move {
-                    let t0 = Instant::now();
-                    for _ in 0..iters {
-                        client.request(&body).await.unwrap();
-                    }
-                    t0.elapsed()
-                }
-            })
-        });
-    }
+/// Times `iters` messages: `send(iters)` runs on its own task while
+/// `recv(iters)` runs here and returns how many it received; the time is
+/// scaled to messages actually received (loss can only lower the figure).
+fn bench_thr<S, SF, R, RF>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    id: BenchmarkId,
+    send: S,
+    recv: R,
+) where
+    S: Fn(u64) -> SF + Clone + 'static,
+    SF: Future<Output = ()> + Send + 'static,
+    R: Fn(u64) -> RF + Clone + 'static,
+    RF: Future<Output = u64>,
+{
+    g.bench_function(id, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (send, recv) = (send.clone(), recv.clone());
+            async move {
+                let t0 = Instant::now();
+                let sender = tokio::spawn(send(iters));
+                let got = recv(iters).await;
+                sender.await.unwrap();
+                t0.elapsed().mul_f64(iters as f64 / got.max(1) as f64)
+            }
+        })
+    });
+}
+
+/// A zfabric echo server and a connected client on `tp`.
+fn echo_pair(
+    rt: &Runtime,
+    tp: &str,
+    tag: &str,
+) -> (Arc<Client<ByteBuf, ByteBuf>>, zfabric::ServerHandle) {
+    rt.block_on(async {
+        let server: Server<ByteBuf, ByteBuf> = Server::bind(&endpoint(tp, tag)).await.unwrap();
+        let ep = server.endpoints()[0].to_string();
+        let h = server.spawn(|req| async move { Ok::<_, RemoteError>(req.body) });
+        let client: Client<ByteBuf, ByteBuf> = Client::connect(&ep).await.unwrap();
+        client.wait_connected().await;
+        (Arc::new(client), h)
+    })
+}
+
+/// A tokio mpsc ping-pong between two tasks: the inproc latency baseline.
+fn mpsc_rtt(g: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime) {
     let (req_tx, mut req_rx) = mpsc::channel::<Bytes>(1024);
     let (rep_tx, rep_rx) = mpsc::channel::<Bytes>(1024);
     rt.spawn(async move {
@@ -192,28 +133,93 @@ fn reqrep_rtt_current_thread(c: &mut Criterion) {
         }
     });
     let rep_rx = Arc::new(Mutex::new(rep_rx));
-    let payload = Bytes::from(body.to_vec());
-    g.bench_function(BenchmarkId::new("baseline", "inproc"), |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (req_tx, rep_rx, payload) = (req_tx.clone(), rep_rx.clone(), payload.clone());
-            async move {
-                let mut rx = rep_rx.lock().await;
-                let t0 = Instant::now();
-                for _ in 0..iters {
-                    req_tx.send(payload.clone()).await.unwrap();
-                    rx.recv().await.unwrap();
-                }
-                t0.elapsed()
-            }
-        })
+    let payload = Bytes::from(vec![7u8; 64]);
+    bench_rtt(g, rt, BenchmarkId::new("baseline", "inproc"), move || {
+        let (req_tx, rep_rx, payload) = (req_tx.clone(), rep_rx.clone(), payload.clone());
+        async move {
+            req_tx.send(payload).await.unwrap();
+            rep_rx.lock().await.recv().await.unwrap();
+        }
     });
+}
+
+// ---------------------------------------------------------------- latency
+
+fn reqrep_rtt(c: &mut Criterion) {
+    let rt = multi_thread();
+    let mut g = c.benchmark_group("reqrep_rtt_64B");
+    g.measurement_time(Duration::from_secs(4));
+    let body = ByteBuf::from(vec![7u8; 64]);
+    for tp in TRANSPORTS {
+        let (client, _server) = echo_pair(&rt, tp, "rr");
+        let b = body.clone();
+        bench_rtt(&mut g, &rt, BenchmarkId::new("zfabric", tp), move || {
+            let (client, b) = (client.clone(), b.clone());
+            async move {
+                client.request(&b).await.unwrap();
+            }
+        });
+        if tp == "inproc" {
+            mpsc_rtt(&mut g, &rt);
+            continue;
+        }
+        // Baseline: raw zeromq DEALER -> ROUTER echo.
+        let dealer = rt.block_on(async {
+            let mut router = zeromq::RouterSocket::new();
+            let ep = router
+                .bind(&endpoint(tp, "raw-rr"))
+                .await
+                .unwrap()
+                .to_string();
+            tokio::spawn(async move {
+                while let Ok(m) = router.recv().await {
+                    if router.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut dealer = zeromq::DealerSocket::new();
+            dealer.connect(&ep).await.unwrap();
+            Arc::new(Mutex::new(dealer))
+        });
+        let payload = Bytes::from(body.to_vec());
+        bench_rtt(&mut g, &rt, BenchmarkId::new("baseline", tp), move || {
+            let (dealer, payload) = (dealer.clone(), payload.clone());
+            async move {
+                let mut d = dealer.lock().await;
+                d.send(ZmqMessage::from(payload)).await.unwrap();
+                d.recv().await.unwrap();
+            }
+        });
+    }
+    g.finish();
+}
+
+/// The same round trips on a single-threaded runtime: no cross-thread
+/// wake-ups, which is how a latency-critical in-process service would run.
+fn reqrep_rtt_current_thread(c: &mut Criterion) {
+    let rt = current_thread();
+    let mut g = c.benchmark_group("reqrep_rtt_64B_current_thread");
+    g.measurement_time(Duration::from_secs(4));
+    let body = ByteBuf::from(vec![7u8; 64]);
+    for tp in ["inproc", "tcp"] {
+        let (client, _server) = echo_pair(&rt, tp, "rr-ct");
+        let b = body.clone();
+        bench_rtt(&mut g, &rt, BenchmarkId::new("zfabric", tp), move || {
+            let (client, b) = (client.clone(), b.clone());
+            async move {
+                client.request(&b).await.unwrap();
+            }
+        });
+    }
+    mpsc_rtt(&mut g, &rt);
     g.finish();
 }
 
 // ---------------------------------------------------------------- throughput
 
 fn push_pull(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = multi_thread();
     for size in [64usize, 1024] {
         let mut g = c.benchmark_group(format!("push_pull_{size}B"));
         g.throughput(Throughput::Elements(1));
@@ -229,104 +235,115 @@ fn push_pull(c: &mut Criterion) {
                 pusher.wait_connected().await;
                 (Arc::new(pusher), Arc::new(Mutex::new(puller)))
             });
-            g.bench_function(BenchmarkId::new("zfabric", tp), |b| {
-                b.to_async(&rt).iter_custom(|iters| {
-                    let (pusher, puller, payload) =
-                        (pusher.clone(), puller.clone(), payload.clone());
+            let p = payload.clone();
+            bench_thr(
+                &mut g,
+                &rt,
+                BenchmarkId::new("zfabric", tp),
+                move |n| {
+                    let (pusher, p) = (pusher.clone(), p.clone());
+                    async move {
+                        for _ in 0..n {
+                            pusher.send_bytes(p.clone()).await.unwrap();
+                        }
+                    }
+                },
+                move |n| {
+                    let puller = puller.clone();
                     async move {
                         let mut rx = puller.lock().await;
-                        let t0 = Instant::now();
-                        let s = tokio::spawn(async move {
-                            for _ in 0..iters {
-                                pusher.send_bytes(payload.clone()).await.unwrap();
-                            }
-                        });
-                        for _ in 0..iters {
+                        for _ in 0..n {
                             rx.recv().await.unwrap();
                         }
-                        s.await.unwrap();
-                        t0.elapsed()
+                        n
                     }
-                })
-            });
-            drop((pusher, puller));
+                },
+            );
 
             if tp == "inproc" {
                 let (tx, rx) = mpsc::channel::<Bytes>(1000);
                 let rx = Arc::new(Mutex::new(rx));
-                g.bench_function(BenchmarkId::new("baseline", tp), |b| {
-                    b.to_async(&rt).iter_custom(|iters| {
-                        let (tx, rx, payload) = (tx.clone(), rx.clone(), payload.clone());
+                let p = payload.clone();
+                bench_thr(
+                    &mut g,
+                    &rt,
+                    BenchmarkId::new("baseline", tp),
+                    move |n| {
+                        let (tx, p) = (tx.clone(), p.clone());
+                        async move {
+                            for _ in 0..n {
+                                tx.send(p.clone()).await.unwrap();
+                            }
+                        }
+                    },
+                    move |n| {
+                        let rx = rx.clone();
                         async move {
                             let mut rx = rx.lock().await;
-                            let t0 = Instant::now();
-                            let s = tokio::spawn(async move {
-                                for _ in 0..iters {
-                                    tx.send(payload.clone()).await.unwrap();
-                                }
-                            });
-                            for _ in 0..iters {
+                            for _ in 0..n {
                                 rx.recv().await.unwrap();
                             }
-                            s.await.unwrap();
-                            t0.elapsed()
+                            n
                         }
-                    })
-                });
-            } else {
-                let (push, pull) = rt.block_on(async {
-                    let mut pull = zeromq::PullSocket::new();
-                    let ep = pull
-                        .bind(&endpoint(tp, &format!("raw-pp{size}")))
-                        .await
-                        .unwrap()
-                        .to_string();
-                    let mut push = zeromq::PushSocket::new();
-                    push.connect(&ep).await.unwrap();
-                    (Arc::new(Mutex::new(push)), Arc::new(Mutex::new(pull)))
-                });
-                g.bench_function(BenchmarkId::new("baseline", tp), |b| {
-                    b.to_async(&rt).iter_custom(|iters| {
-                        let (push, pull, payload) = (push.clone(), pull.clone(), payload.clone());
-                        async move {
-                            let mut rx = pull.lock().await;
-                            let t0 = Instant::now();
-                            let s = tokio::spawn(async move {
-                                let mut tx = push.lock().await;
-                                for _ in 0..iters {
-                                    tx.send(ZmqMessage::from(payload.clone())).await.unwrap();
-                                }
-                            });
-                            for _ in 0..iters {
-                                rx.recv().await.unwrap();
-                            }
-                            s.await.unwrap();
-                            t0.elapsed()
-                        }
-                    })
-                });
+                    },
+                );
+                continue;
             }
+            let (push, pull) = rt.block_on(async {
+                let mut pull = zeromq::PullSocket::new();
+                let ep = pull
+                    .bind(&endpoint(tp, &format!("raw-pp{size}")))
+                    .await
+                    .unwrap()
+                    .to_string();
+                let mut push = zeromq::PushSocket::new();
+                push.connect(&ep).await.unwrap();
+                (Arc::new(Mutex::new(push)), Arc::new(Mutex::new(pull)))
+            });
+            let p = payload.clone();
+            bench_thr(
+                &mut g,
+                &rt,
+                BenchmarkId::new("baseline", tp),
+                move |n| {
+                    let (push, p) = (push.clone(), p.clone());
+                    async move {
+                        let mut tx = push.lock().await;
+                        for _ in 0..n {
+                            tx.send(ZmqMessage::from(p.clone())).await.unwrap();
+                        }
+                    }
+                },
+                move |n| {
+                    let pull = pull.clone();
+                    async move {
+                        let mut rx = pull.lock().await;
+                        for _ in 0..n {
+                            rx.recv().await.unwrap();
+                        }
+                        n
+                    }
+                },
+            );
         }
         g.finish();
     }
 }
 
-/// Pub/sub throughput counted at the subscriber. Messages the publisher
-/// drops (slow subscriber) are not counted: the time is scaled to the
-/// messages actually delivered, so loss can only lower the figure.
+/// Pub/sub throughput counted at the subscriber. The publisher ends each
+/// run with a `d.end` marker; messages it dropped (slow subscriber) are not
+/// counted, so loss can only lower the figure.
 fn pub_sub(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = multi_thread();
     let mut g = c.benchmark_group("pub_sub_64B");
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(4));
     let payload = Bytes::from(vec![7u8; 64]);
     for tp in TRANSPORTS {
         let (publisher, sub) = rt.block_on(async {
-            let p: zfabric::Publisher<()> =
-                zfabric::Publisher::bind(&endpoint(tp, "ps")).await.unwrap();
+            let p: Publisher<()> = Publisher::bind(&endpoint(tp, "ps")).await.unwrap();
             let ep = p.endpoints()[0].to_string();
-            let mut s: zfabric::Subscriber<()> =
-                zfabric::Subscriber::connect(&ep, &["d"]).await.unwrap();
+            let mut s: Subscriber<()> = Subscriber::connect(&ep, &["d"]).await.unwrap();
             for _ in 0..1000 {
                 p.publish_bytes(b"d.sync", Bytes::new()).await.unwrap();
                 if s.recv_timeout(Duration::from_millis(10)).await.is_ok() {
@@ -336,31 +353,38 @@ fn pub_sub(c: &mut Criterion) {
             while s.recv_timeout(Duration::from_millis(20)).await.is_ok() {}
             (Arc::new(p), Arc::new(Mutex::new(s)))
         });
-        g.bench_function(BenchmarkId::new("zfabric", tp), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (p, s, payload) = (publisher.clone(), sub.clone(), payload.clone());
+        let p = payload.clone();
+        bench_thr(
+            &mut g,
+            &rt,
+            BenchmarkId::new("zfabric", tp),
+            move |n| {
+                let (publisher, p) = (publisher.clone(), p.clone());
                 async move {
-                    let mut s = s.lock().await;
-                    let t0 = Instant::now();
-                    let task = tokio::spawn(async move {
-                        for _ in 0..iters {
-                            p.publish_bytes(b"d.x", payload.clone()).await.unwrap();
-                        }
-                        p.publish_bytes(b"d.end", Bytes::new()).await.unwrap();
-                    });
-                    let mut got = 0u64;
+                    for _ in 0..n {
+                        publisher.publish_bytes(b"d.x", p.clone()).await.unwrap();
+                    }
+                    publisher
+                        .publish_bytes(b"d.end", Bytes::new())
+                        .await
+                        .unwrap();
+                }
+            },
+            move |_| {
+                let sub = sub.clone();
+                async move {
+                    let mut s = sub.lock().await;
+                    let mut got = 0;
                     while let Ok(d) = s.recv_timeout(Duration::from_secs(1)).await {
                         if d.topic.as_ref() == b"d.end" {
                             break;
                         }
                         got += 1;
                     }
-                    task.await.unwrap();
-                    t0.elapsed().mul_f64(iters as f64 / got.max(1) as f64)
+                    got
                 }
-            })
-        });
-        drop((publisher, sub));
+            },
+        );
         if tp == "inproc" {
             continue; // no broadcast baseline: tokio's broadcast has other semantics
         }
@@ -387,40 +411,42 @@ fn pub_sub(c: &mut Criterion) {
             {}
             (Arc::new(Mutex::new(p)), Arc::new(Mutex::new(s)))
         });
-        g.bench_function(BenchmarkId::new("baseline", tp), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (p, s, payload) = (publisher.clone(), sub.clone(), payload.clone());
+        let p = payload.clone();
+        bench_thr(
+            &mut g,
+            &rt,
+            BenchmarkId::new("baseline", tp),
+            move |n| {
+                let (publisher, p) = (publisher.clone(), p.clone());
                 async move {
-                    let mut s = s.lock().await;
-                    let t0 = Instant::now();
-                    let task = tokio::spawn(async move {
-                        let mut p = p.lock().await;
-                        for _ in 0..iters {
-                            let m = ZmqMessage::try_from(vec![
-                                Bytes::from_static(b"d.x"),
-                                payload.clone(),
-                            ])
+                    let mut pb = publisher.lock().await;
+                    for _ in 0..n {
+                        let m = ZmqMessage::try_from(vec![Bytes::from_static(b"d.x"), p.clone()])
                             .unwrap();
-                            p.send(m).await.unwrap();
-                        }
-                        p.send(ZmqMessage::from(Bytes::from_static(b"d.end")))
-                            .await
-                            .unwrap();
-                    });
-                    let mut got = 0u64;
+                        pb.send(m).await.unwrap();
+                    }
+                    pb.send(ZmqMessage::from(Bytes::from_static(b"d.end")))
+                        .await
+                        .unwrap();
+                }
+            },
+            move |_| {
+                let sub = sub.clone();
+                async move {
+                    let mut s = sub.lock().await;
+                    let mut got = 0;
                     while let Ok(Ok(m)) =
                         tokio::time::timeout(Duration::from_secs(1), s.recv()).await
                     {
-                        if m.get(0).map(|f| f.as_ref() == b"d.end").unwrap_or(false) {
+                        if m.get(0).is_some_and(|f| f.as_ref() == b"d.end") {
                             break;
                         }
                         got += 1;
                     }
-                    task.await.unwrap();
-                    t0.elapsed().mul_f64(iters as f64 / got.max(1) as f64)
+                    got
                 }
-            })
-        });
+            },
+        );
     }
     g.finish();
 }
