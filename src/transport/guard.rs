@@ -43,7 +43,17 @@ use crate::telemetry;
 
 /// Largest handshake or command frame accepted from a peer.
 pub(crate) const MAX_COMMAND: u64 = 64 * 1024;
+/// Read buffers start small and double, up to this, while reads fill them:
+/// an idle connection costs little, a busy one reads in large chunks.
 const CHUNK: usize = 256 * 1024;
+const FIRST_CHUNK: usize = 8 * 1024;
+
+/// Doubles a read buffer (up to [`CHUNK`]) after a read that filled it.
+fn grow_after(buf: &mut Vec<u8>, n: usize) {
+    if n == buf.len() && buf.len() < CHUNK {
+        buf.resize(buf.len() * 2, 0);
+    }
+}
 
 /// ZeroMQ socket roles zfabric uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,7 +417,7 @@ async fn relay_accepted(
     let (mut ir, mut iw) = inner.into_split();
     let inbound = async {
         let mut scanner = FrameScanner::new(limits);
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; FIRST_CHUNK];
         let mut ends = Vec::new();
         loop {
             let n = match pr.read(&mut buf).await {
@@ -423,10 +433,11 @@ async fn relay_accepted(
             if iw.write_all(&buf[..n]).await.is_err() {
                 return;
             }
+            grow_after(&mut buf, n);
         }
     };
     let outbound = async {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; FIRST_CHUNK];
         loop {
             let n = match ir.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
@@ -436,6 +447,7 @@ async fn relay_accepted(
             if pw.write_all(&buf[..n]).await.is_err() {
                 return;
             }
+            grow_after(&mut buf, n);
         }
     };
     tokio::select! {
@@ -737,7 +749,7 @@ async fn outbound(
     let mut subscriptions: Vec<Vec<u8>> = Vec::new();
     let mut remote: Option<(u64, WriteHalf)> = None;
     let mut skip = false;
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; FIRST_CHUNK];
     let mut ends = Vec::new();
     loop {
         let n = if remote.is_none() {
@@ -773,6 +785,7 @@ async fn outbound(
             }
         };
         progress.relayed(n);
+        grow_after(&mut buf, n);
         ends.clear();
         if let Err(e) = scanner.feed(&buf[..n], &mut ends) {
             tracing::error!(error = ?e, "link: local socket wrote a malformed stream");
@@ -853,14 +866,19 @@ async fn inbound(
     let mut ends = Vec::new();
     while let Some((g, mut r)) = remotes.recv().await {
         let mut scanner = FrameScanner::after_handshake(limits);
-        let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut buf = BytesMut::with_capacity(FIRST_CHUNK);
+        let mut want = FIRST_CHUNK;
         loop {
             let before = buf.len();
-            buf.reserve(CHUNK);
+            buf.reserve(want);
             tokio::select! {
                 n = r.read_buf(&mut buf) => match n {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                    Ok(n) => {
+                        if n >= want {
+                            want = (want * 2).min(CHUNK);
+                        }
+                    }
                 },
                 _ = is_dead(&mut dead, g) => break,
             }
