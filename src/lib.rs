@@ -33,6 +33,7 @@
 //!   non-blocking connect and reconnection in front of every `zeromq`
 //!   socket (see `docs/SECURITY.md`).
 //! - `messaging`: the typed patterns and their delivery guarantees.
+//! - [`node`]: membership and failure detection (the fabric layer, in progress).
 //! - [`telemetry`]: metric names; every drop is counted with a reason.
 //!
 //! ## Guarantees at a glance
@@ -46,6 +47,7 @@ mod config;
 mod endpoint;
 mod error;
 mod messaging;
+pub mod node;
 pub mod telemetry;
 mod transport;
 pub mod wire;
