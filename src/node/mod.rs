@@ -1,9 +1,13 @@
 //! Nodes: a process's presence on the fabric.
 //!
-//! This module grows into the `Node` (identity, membership, discovery,
-//! name-addressed messaging). Its first part is the membership registry,
-//! the failure-detection state machine every node runs.
+//! A [`Node`] joins the fabric from one seed, keeps a [`Membership`] view
+//! fed by heartbeats and gossip, serves named services and calls them by
+//! name (anycast) or by peer (unicast). Multicast, DNS and LAN-beacon
+//! discovery and graceful leave are still to come.
 
 mod membership;
+#[allow(clippy::module_inception)]
+mod node;
 
 pub use membership::{Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState};
+pub use node::{CallError, Node, NodeBuilder, NodeConfig};

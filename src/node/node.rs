@@ -1,0 +1,520 @@
+//! A node: one process's presence on the fabric.
+//!
+//! A node is composed of parts that each do one job:
+//! - a [`Server`] on the node's endpoints that answers hellos and service
+//!   calls from other nodes;
+//! - one [`Client`] per known peer (the peer links), made and dropped as
+//!   peers come and go;
+//! - the [`Membership`] registry, fed by hellos;
+//! - a heartbeat task that says hello to every peer and to the seeds each
+//!   interval, applies the passage of time to the registry and publishes
+//!   membership events.
+//!
+//! # Discovery
+//! A node needs one seed endpoint to find the whole fabric. Every hello
+//! carries the peers the sender knows (gossip); a node says hello to the
+//! ones it does not know yet, and they become members once they answer.
+//! Hearsay alone never makes a peer a member.
+//!
+//! # Guarantees
+//! A request to a service goes to one member serving it, alive members
+//! first, round-robin among them (anycast). An unknown service or peer is a
+//! typed error at once, not a timeout. Views are eventually consistent (see
+//! [`Membership`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use tokio::sync::broadcast;
+
+use super::membership::{
+    Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState,
+};
+use crate::endpoint::Endpoint;
+use crate::messaging::reqrep::{Client, Request, Server, ServerHandle};
+use crate::transport::guard::AbortOnDrop;
+use crate::wire::{self, RemoteError};
+use crate::{OpenError, RequestError, SocketBuilder};
+
+/// A node's settings.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// Failure-detection timings.
+    pub membership: MembershipConfig,
+}
+
+/// What nodes say to each other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum NodeMsg {
+    Hello(Hello),
+    Call { service: String, body: ByteBuf },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum NodeReply {
+    Hello(Hello),
+    Result(ByteBuf),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Hello {
+    from: WirePeer,
+    incarnation: u64,
+    known: Vec<WirePeer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WirePeer {
+    id: u64,
+    name: String,
+    endpoints: Vec<String>,
+    services: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl WirePeer {
+    fn from_info(i: &PeerInfo) -> Self {
+        WirePeer {
+            id: i.id.0,
+            name: i.name.clone(),
+            endpoints: i.endpoints.iter().map(ToString::to_string).collect(),
+            services: i.services.clone(),
+            groups: i.groups.clone(),
+        }
+    }
+
+    /// `None` when an endpoint does not parse (the hello is ignored).
+    fn to_info(&self) -> Option<PeerInfo> {
+        Some(PeerInfo {
+            id: PeerId(self.id),
+            name: self.name.clone(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| e.parse().ok())
+                .collect::<Option<_>>()?,
+            services: self.services.clone(),
+            groups: self.groups.clone(),
+            metadata: Default::default(),
+        })
+    }
+}
+
+type BoxFut = Pin<Box<dyn Future<Output = Result<Bytes, RemoteError>> + Send>>;
+type Handler = Arc<dyn Fn(Request<ByteBuf>) -> BoxFut + Send + Sync>;
+type Link = Arc<Client<NodeMsg, NodeReply>>;
+
+/// Why a call to a service or peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No member of the fabric serves this service.
+    #[error("no member serves {0:?}")]
+    NoSuchService(String),
+    /// The peer is not a member (never seen, or gone).
+    #[error("peer {0:?} is not a member")]
+    UnknownPeer(PeerId),
+    /// The request failed (timeout, remote error, ...).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The reply was not a service result.
+    #[error("unexpected reply from {0:?}")]
+    BadReply(PeerId),
+}
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    name: String,
+    config: NodeConfig,
+    binds: Vec<String>,
+    seeds: Vec<String>,
+    services: HashMap<String, Handler>,
+    groups: Vec<String>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.name)
+            .field("binds", &self.binds)
+            .field("seeds", &self.seeds)
+            .field("services", &self.services.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl NodeBuilder {
+    /// Uses `config`.
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds an endpoint the node listens on (port 0 allowed).
+    pub fn bind(mut self, endpoint: impl Into<String>) -> Self {
+        self.binds.push(endpoint.into());
+        self
+    }
+
+    /// Adds a seed: an endpoint of some node of the fabric.
+    pub fn seed(mut self, endpoint: impl Into<String>) -> Self {
+        self.seeds.push(endpoint.into());
+        self
+    }
+
+    /// Joins a multicast group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.groups.push(group.into());
+        self
+    }
+
+    /// Serves `service` with a typed handler. Requests run concurrently.
+    pub fn serve<Req, Rep, H, Fut>(mut self, service: impl Into<String>, handler: H) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Rep: Serialize + Send + 'static,
+        H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let h: Handler = Arc::new(move |req: Request<ByteBuf>| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let body: Req = wire::decode_body(&req.body)
+                    .map_err(|e| RemoteError::new("bad_request", e.to_string()))?;
+                let rep = handler(Request {
+                    body,
+                    header: req.header,
+                })
+                .await?;
+                wire::encode_body(&rep).map_err(|e| RemoteError::new("bad_reply", e.to_string()))
+            }) as BoxFut
+        });
+        self.services.insert(service.into(), h);
+        self
+    }
+
+    /// Starts the node: binds, starts heartbeats, says hello to the seeds.
+    pub async fn start(self) -> Result<Node, OpenError> {
+        let mut sb = SocketBuilder::new();
+        for b in &self.binds {
+            sb = sb.bind(b.clone());
+        }
+        let server: Server<NodeMsg, NodeReply> = sb.server().await?;
+        let endpoints = server.endpoints().to_vec();
+        let id = PeerId(wire::random_u64());
+        let info = PeerInfo {
+            id,
+            name: self.name,
+            endpoints,
+            services: self.services.keys().cloned().collect(),
+            groups: self.groups,
+            metadata: Default::default(),
+        };
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            info,
+            incarnation: wire::random_u64() >> 1,
+            membership: Mutex::new(Membership::new(id, self.config.membership)),
+            links: Mutex::new(HashMap::new()),
+            services: self.services,
+            events,
+            next: AtomicUsize::new(0),
+            config: self.config,
+        });
+        let handler_inner = inner.clone();
+        let server = server.spawn(move |req: Request<NodeMsg>| {
+            let inner = handler_inner.clone();
+            async move { inner.handle(req).await }
+        });
+        let mut seeds = Vec::new();
+        for s in &self.seeds {
+            let link: Link = Arc::new(
+                SocketBuilder::new()
+                    .connect(s.clone())
+                    .client()
+                    .await?
+                    .with_timeout(inner.config.membership.heartbeat_interval),
+            );
+            seeds.push(link);
+        }
+        let hb = tokio::spawn(heartbeats(inner.clone(), seeds));
+        Ok(Node {
+            inner,
+            _server: server,
+            _heartbeats: AbortOnDrop(hb),
+        })
+    }
+}
+
+struct Inner {
+    info: PeerInfo,
+    incarnation: u64,
+    membership: Mutex<Membership>,
+    links: Mutex<HashMap<PeerId, Link>>,
+    services: HashMap<String, Handler>,
+    events: broadcast::Sender<MembershipEvent>,
+    next: AtomicUsize,
+    config: NodeConfig,
+}
+
+impl Inner {
+    fn hello(&self) -> Hello {
+        let known = self
+            .membership
+            .lock()
+            .map(|m| m.members().into_iter().map(WirePeer::from_info).collect())
+            .unwrap_or_default();
+        Hello {
+            from: WirePeer::from_info(&self.info),
+            incarnation: self.incarnation,
+            known,
+        }
+    }
+
+    /// Records a hello: the sender is alive; peers it knows that we do not
+    /// are returned, to be greeted.
+    fn heard(&self, h: &Hello) -> Vec<PeerInfo> {
+        let Some(info) = h.from.to_info() else {
+            return Vec::new();
+        };
+        let Ok(mut m) = self.membership.lock() else {
+            return Vec::new();
+        };
+        if let Some(ev) = m.observe(info, h.incarnation, Instant::now()) {
+            let _ = self.events.send(ev);
+        }
+        h.known
+            .iter()
+            .filter(|p| p.id != self.info.id.0 && m.state(PeerId(p.id)).is_none())
+            .filter_map(WirePeer::to_info)
+            .collect()
+    }
+
+    async fn handle(&self, req: Request<NodeMsg>) -> Result<NodeReply, RemoteError> {
+        match req.body {
+            NodeMsg::Hello(h) => {
+                // Gossip learned from a request is greeted on the next beat.
+                let _ = self.heard(&h);
+                Ok(NodeReply::Hello(self.hello()))
+            }
+            NodeMsg::Call { service, body } => {
+                let handler = self
+                    .services
+                    .get(&service)
+                    .ok_or_else(|| RemoteError::new("no_such_service", service.clone()))?;
+                let out = handler(Request {
+                    body,
+                    header: req.header,
+                })
+                .await?;
+                Ok(NodeReply::Result(ByteBuf::from(out.to_vec())))
+            }
+        }
+    }
+
+    /// The link to a member, made on first use.
+    async fn link(&self, id: PeerId) -> Option<Link> {
+        if let Some(l) = self.links.lock().ok()?.get(&id) {
+            return Some(l.clone());
+        }
+        let ep = self
+            .membership
+            .lock()
+            .ok()?
+            .get(id)?
+            .endpoints
+            .first()?
+            .clone();
+        let client = SocketBuilder::new()
+            .connect(ep.to_string())
+            .client()
+            .await
+            .ok()?
+            .with_timeout(self.config.membership.heartbeat_interval);
+        let link: Link = Arc::new(client);
+        Some(self.links.lock().ok()?.entry(id).or_insert(link).clone())
+    }
+}
+
+async fn say_hello(inner: &Arc<Inner>, link: &Link) {
+    if let Ok(NodeReply::Hello(h)) = link.request(&NodeMsg::Hello(inner.hello())).await {
+        for p in inner.heard(&h) {
+            // Greet newly learned peers through a fresh link.
+            let Some(ep) = p.endpoints.first() else {
+                continue;
+            };
+            if let Ok(c) = SocketBuilder::new().connect(ep.to_string()).client().await {
+                let l: Link = Arc::new(c.with_timeout(inner.config.membership.heartbeat_interval));
+                let inner2 = inner.clone();
+                tokio::spawn(async move {
+                    if let Ok(NodeReply::Hello(h)) =
+                        l.request(&NodeMsg::Hello(inner2.hello())).await
+                    {
+                        inner2.heard(&h);
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn heartbeats(inner: Arc<Inner>, seeds: Vec<Link>) {
+    let mut tick = tokio::time::interval(inner.config.membership.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let peers: Vec<PeerId> = inner
+            .membership
+            .lock()
+            .map(|m| m.members().iter().map(|p| p.id).collect())
+            .unwrap_or_default();
+        let mut beats = Vec::new();
+        for id in peers {
+            if let Some(link) = inner.link(id).await {
+                let inner = inner.clone();
+                beats.push(tokio::spawn(async move { say_hello(&inner, &link).await }));
+            }
+        }
+        for s in &seeds {
+            let (inner, s) = (inner.clone(), s.clone());
+            beats.push(tokio::spawn(async move { say_hello(&inner, &s).await }));
+        }
+        let events = inner
+            .membership
+            .lock()
+            .map(|mut m| m.tick(Instant::now()))
+            .unwrap_or_default();
+        for ev in events {
+            if let MembershipEvent::Gone(id) = ev {
+                if let Ok(mut l) = inner.links.lock() {
+                    l.remove(&id);
+                }
+            }
+            let _ = inner.events.send(ev);
+        }
+        drop(beats); // they finish on their own, within one interval
+    }
+}
+
+/// A running node. Dropping it stops it.
+pub struct Node {
+    inner: Arc<Inner>,
+    _server: ServerHandle,
+    _heartbeats: AbortOnDrop,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.info.id)
+            .field("name", &self.inner.info.name)
+            .field("endpoints", &self.inner.info.endpoints)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts building a node called `name`.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            name: name.into(),
+            config: NodeConfig::default(),
+            binds: Vec::new(),
+            seeds: Vec::new(),
+            services: HashMap::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> PeerId {
+        self.inner.info.id
+    }
+
+    /// The endpoints this node listens on (ports resolved).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.inner.info.endpoints
+    }
+
+    /// The current members (alive or suspect), by id.
+    pub fn members(&self) -> Vec<PeerInfo> {
+        self.inner
+            .membership
+            .lock()
+            .map(|m| m.members().into_iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A peer's state, if known.
+    pub fn peer_state(&self, id: PeerId) -> Option<PeerState> {
+        self.inner.membership.lock().ok()?.state(id)
+    }
+
+    /// Membership changes from now on.
+    pub fn events(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Calls `service` on one member serving it (anycast): alive members
+    /// first, round-robin.
+    pub async fn request<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        service: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Rep, CallError> {
+        let members = self
+            .inner
+            .membership
+            .lock()
+            .map(|m| m.serving(service))
+            .unwrap_or_default();
+        let alive: Vec<PeerId> = members
+            .iter()
+            .filter(|(_, s)| *s == PeerState::Alive)
+            .map(|(id, _)| *id)
+            .collect();
+        let pool = if alive.is_empty() {
+            members.iter().map(|(id, _)| *id).collect()
+        } else {
+            alive
+        };
+        if pool.is_empty() {
+            return Err(CallError::NoSuchService(service.to_owned()));
+        }
+        let id = pool[self.inner.next.fetch_add(1, Ordering::Relaxed) % pool.len()];
+        self.request_peer(id, service, req, timeout).await
+    }
+
+    /// Calls `service` on the named peer (unicast).
+    pub async fn request_peer<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        peer: PeerId,
+        service: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Rep, CallError> {
+        let link = self
+            .inner
+            .link(peer)
+            .await
+            .ok_or(CallError::UnknownPeer(peer))?;
+        let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
+        let msg = NodeMsg::Call {
+            service: service.to_owned(),
+            body: ByteBuf::from(body.to_vec()),
+        };
+        match link.request_within(&msg, timeout).await? {
+            NodeReply::Result(b) => Ok(wire::decode_body(&b).map_err(RequestError::Decode)?),
+            NodeReply::Hello(_) => Err(CallError::BadReply(peer)),
+        }
+    }
+}

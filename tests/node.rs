@@ -1,0 +1,154 @@
+//! Multi-node fabrics in one process, on inproc, ipc and tcp.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{endpoint, Tp};
+use zfabric::node::{CallError, MembershipConfig, MembershipEvent, Node, NodeConfig, PeerId};
+use zfabric::RemoteError;
+
+/// Fast failure detection so the tests finish quickly; the tests wait on
+/// behaviour (membership reached, events seen), never on elapsed time.
+fn fast() -> NodeConfig {
+    NodeConfig {
+        membership: MembershipConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            suspect_after: Duration::from_millis(300),
+            gone_after: Duration::from_secs(1),
+            forget_after: Duration::from_secs(5),
+        },
+    }
+}
+
+async fn start(
+    name: &str,
+    tp: Tp,
+    dir: &tempfile::TempDir,
+    seed: Option<&str>,
+    service: Option<&str>,
+) -> Node {
+    let mut b = Node::builder(name).config(fast()).bind(endpoint(tp, dir));
+    if let Some(s) = seed {
+        b = b.seed(s);
+    }
+    if let Some(svc) = service {
+        let me = name.to_string();
+        b = b.serve(svc, move |req: zfabric::Request<u32>| {
+            let me = me.clone();
+            async move { Ok::<_, RemoteError>(format!("{me}:{}", req.body)) }
+        });
+    }
+    b.start().await.unwrap()
+}
+
+/// Waits (bounded) until every node sees `n - 1` members.
+async fn converge(nodes: &[&Node]) {
+    for _ in 0..400 {
+        if nodes.iter().all(|n| n.members().len() == nodes.len() - 1) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen: Vec<usize> = nodes.iter().map(|n| n.members().len()).collect();
+    panic!("fabric did not converge: members seen per node {seen:?}");
+}
+
+async fn one_seed_finds_the_whole_fabric_and_anycast_spreads_the_load(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = start("seed", tp, &dir, None, None).await;
+    let seed_ep = seed.endpoints()[0].to_string();
+    let a = start("a", tp, &dir, Some(&seed_ep), Some("echo")).await;
+    let b = start("b", tp, &dir, Some(&seed_ep), Some("echo")).await;
+    let c = start("c", tp, &dir, Some(&seed_ep), Some("echo")).await;
+    // b and c only know the seed; they find each other through gossip.
+    converge(&[&seed, &a, &b, &c]).await;
+
+    let mut served = HashSet::new();
+    for i in 0..30u32 {
+        let r: String = seed
+            .request("echo", &i, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (who, n) = r.split_once(':').unwrap();
+        assert_eq!(n, i.to_string());
+        served.insert(who.to_string());
+    }
+    assert_eq!(served.len(), 3, "round-robin over every member: {served:?}");
+
+    // Unicast to one named peer.
+    let r: String = seed
+        .request_peer(b.id(), "echo", &7u32, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r, "b:7");
+}
+per_transport!(
+    discovery_and_anycast,
+    one_seed_finds_the_whole_fabric_and_anycast_spreads_the_load
+);
+
+async fn unknown_services_and_peers_are_typed_errors_at_once(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start("a", tp, &dir, None, Some("echo")).await;
+    let b = start("b", tp, &dir, Some(&a.endpoints()[0].to_string()), None).await;
+    converge(&[&a, &b]).await;
+    let r = b
+        .request::<u32, String>("nope", &1, Duration::from_secs(5))
+        .await;
+    assert!(matches!(r, Err(CallError::NoSuchService(s)) if s == "nope"));
+    let r = b
+        .request_peer::<u32, String>(PeerId(12345), "echo", &1, Duration::from_secs(5))
+        .await;
+    assert!(matches!(r, Err(CallError::UnknownPeer(PeerId(12345)))));
+    // A member asked for a service it does not serve answers with a typed
+    // remote error.
+    let r = a
+        .request_peer::<u32, String>(b.id(), "echo", &1, Duration::from_secs(5))
+        .await;
+    match r {
+        Err(CallError::Request(zfabric::RequestError::Remote(e))) => {
+            assert_eq!(e.code, "no_such_service")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+per_transport!(
+    typed_errors,
+    unknown_services_and_peers_are_typed_errors_at_once
+);
+
+async fn a_member_that_dies_leaves_every_route(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let client = start("client", tp, &dir, None, None).await;
+    let seed_ep = client.endpoints()[0].to_string();
+    let a = start("a", tp, &dir, Some(&seed_ep), Some("echo")).await;
+    let b = start("b", tp, &dir, Some(&seed_ep), Some("echo")).await;
+    converge(&[&client, &a, &b]).await;
+    let mut events = client.events();
+    let dead = b.id();
+    drop(b);
+    // The client sees it go (bounded wait on the event, not on time).
+    let gone = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(MembershipEvent::Gone(id)) = events.recv().await {
+                if id == dead {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the dead member was never declared gone");
+    // From then on every request goes to the survivor.
+    for i in 0..10u32 {
+        let r: String = client
+            .request("echo", &i, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(r.starts_with("a:"), "{r}");
+    }
+    assert!(client.members().iter().all(|m| m.id != dead));
+}
+per_transport!(member_death, a_member_that_dies_leaves_every_route);
