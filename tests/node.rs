@@ -152,3 +152,41 @@ async fn a_member_that_dies_leaves_every_route(tp: Tp) {
     assert!(client.members().iter().all(|m| m.id != dead));
 }
 per_transport!(member_death, a_member_that_dies_leaves_every_route);
+
+async fn a_member_that_leaves_is_dropped_at_once(tp: Tp) {
+    // Expiry is a minute here: only the leave message can explain a quick
+    // removal.
+    let slow = NodeConfig {
+        membership: MembershipConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            suspect_after: Duration::from_secs(30),
+            gone_after: Duration::from_secs(60),
+            forget_after: Duration::from_secs(60),
+        },
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::builder("a")
+        .config(slow.clone())
+        .bind(endpoint(tp, &dir))
+        .start()
+        .await
+        .unwrap();
+    let b = Node::builder("b")
+        .config(slow)
+        .bind(endpoint(tp, &dir))
+        .seed(a.endpoints()[0].to_string())
+        .start()
+        .await
+        .unwrap();
+    converge(&[&a, &b]).await;
+    let mut events = a.events();
+    let leaving = b.id();
+    b.shutdown(Duration::from_secs(5)).await;
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+    assert!(
+        matches!(ev, Ok(Ok(MembershipEvent::Gone(id))) if id == leaving),
+        "{ev:?}"
+    );
+    assert!(a.members().is_empty());
+}
+per_transport!(graceful_leave, a_member_that_leaves_is_dropped_at_once);

@@ -10,7 +10,8 @@
 //! After `suspect_after` without one it becomes **suspect**; it still
 //! counts as a member but routing should prefer others. After `gone_after`
 //! it is **gone**: removed from every lookup and, after `forget_after`,
-//! from the registry. A peer that announces it is leaving is gone at once.
+//! from the registry. A peer that announces it is leaving is gone at once,
+//! and only a restart (newer incarnation) brings it back.
 //!
 //! # Restarts
 //! Every process start picks a new *incarnation* (a number that only
@@ -109,6 +110,8 @@ struct Entry {
     incarnation: u64,
     state: PeerState,
     last_seen: Instant,
+    /// It announced its departure: only a newer incarnation brings it back.
+    left: bool,
 }
 
 /// The registry of peers.
@@ -154,14 +157,16 @@ impl Membership {
                     incarnation,
                     state: PeerState::Alive,
                     last_seen: now,
+                    left: false,
                 },
             );
             return Some(MembershipEvent::Joined(id));
         };
-        if incarnation < e.incarnation {
-            return None; // stale: from before a restart
-        }
         let restarted = incarnation > e.incarnation;
+        if incarnation < e.incarnation || (e.left && !restarted) {
+            return None; // stale: from before a restart, or sent before it left
+        }
+        e.left = false;
         let was = e.state;
         e.last_seen = e.last_seen.max(now);
         e.incarnation = incarnation;
@@ -184,6 +189,7 @@ impl Membership {
             return None;
         }
         e.state = PeerState::Gone;
+        e.left = true;
         // Remember it from now on, so stale heartbeats are recognised.
         e.last_seen = now;
         Some(MembershipEvent::Gone(id))
@@ -367,6 +373,14 @@ mod tests {
         );
         assert!(m.in_group("audit").is_empty());
         assert_eq!(m.leave(PeerId(1), 1, t0), None, "only once");
+        // A heartbeat it sent before leaving does not bring it back; a
+        // restart (newer incarnation) does.
+        assert_eq!(m.observe(info(1, &[], &["audit"]), 1, t0), None);
+        assert!(m.in_group("audit").is_empty());
+        assert_eq!(
+            m.observe(info(1, &[], &["audit"]), 2, t0),
+            Some(MembershipEvent::Rejoined(PeerId(1)))
+        );
         assert_eq!(m.leave(PeerId(9), 1, t0), None, "unknown peer");
     }
 

@@ -56,12 +56,14 @@ pub struct NodeConfig {
 enum NodeMsg {
     Hello(Hello),
     Call { service: String, body: ByteBuf },
+    Leave { id: u64, incarnation: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum NodeReply {
     Hello(Hello),
     Result(ByteBuf),
+    Ack,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -305,6 +307,20 @@ impl Inner {
                 let _ = self.heard(&h);
                 Ok(NodeReply::Hello(self.hello()))
             }
+            NodeMsg::Leave { id, incarnation } => {
+                let ev = self
+                    .membership
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.leave(PeerId(id), incarnation, Instant::now()));
+                if let Some(ev) = ev {
+                    if let Ok(mut l) = self.links.lock() {
+                        l.remove(&PeerId(id));
+                    }
+                    let _ = self.events.send(ev);
+                }
+                Ok(NodeReply::Ack)
+            }
             NodeMsg::Call { service, body } => {
                 let handler = self
                     .services
@@ -434,6 +450,29 @@ impl Node {
         }
     }
 
+    /// Leaves the fabric: tells every member (waiting up to `timeout` for
+    /// their acknowledgements) so that they drop this node from every route
+    /// at once instead of after the failure-detection delay, then stops.
+    pub async fn shutdown(self, timeout: Duration) {
+        let members: Vec<PeerId> = self.members().iter().map(|p| p.id).collect();
+        let msg = NodeMsg::Leave {
+            id: self.inner.info.id.0,
+            incarnation: self.inner.incarnation,
+        };
+        let mut acks = Vec::new();
+        for id in members {
+            if let Some(link) = self.inner.link(id).await {
+                let msg = msg.clone();
+                acks.push(tokio::spawn(async move {
+                    link.request_within(&msg, timeout).await
+                }));
+            }
+        }
+        for a in acks {
+            let _ = a.await;
+        }
+    }
+
     /// This node's id.
     pub fn id(&self) -> PeerId {
         self.inner.info.id
@@ -514,7 +553,7 @@ impl Node {
         };
         match link.request_within(&msg, timeout).await? {
             NodeReply::Result(b) => Ok(wire::decode_body(&b).map_err(RequestError::Decode)?),
-            NodeReply::Hello(_) => Err(CallError::BadReply(peer)),
+            NodeReply::Hello(_) | NodeReply::Ack => Err(CallError::BadReply(peer)),
         }
     }
 }
