@@ -190,3 +190,86 @@ async fn a_member_that_leaves_is_dropped_at_once(tp: Tp) {
     assert!(a.members().is_empty());
 }
 per_transport!(graceful_leave, a_member_that_leaves_is_dropped_at_once);
+
+/// Waits (bounded) until `node` sees exactly `n` members in `group`.
+async fn group_size(node: &Node, group: &str, n: usize) {
+    for _ in 0..400 {
+        if node
+            .members()
+            .iter()
+            .filter(|m| m.groups.iter().any(|g| g == group))
+            .count()
+            == n
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("group {group} never had {n} members");
+}
+
+async fn multicast_reaches_every_member_and_reports_the_missing(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u32)>();
+    let sender = start("sender", tp, &dir, None, None).await;
+    let seed_ep = sender.endpoints()[0].to_string();
+    let mut members = Vec::new();
+    for name in ["m1", "m2", "m3"] {
+        let tx = tx.clone();
+        let me = name.to_string();
+        let n = Node::builder(name)
+            .config(fast())
+            .bind(endpoint(tp, &dir))
+            .seed(seed_ep.clone())
+            .group("audit", move |req: zfabric::Request<u32>| {
+                let _ = tx.send((me.clone(), req.body));
+                async { Ok::<_, RemoteError>(()) }
+            })
+            .start()
+            .await
+            .unwrap();
+        members.push(n);
+    }
+    group_size(&sender, "audit", 3).await;
+
+    let report = sender
+        .multicast("audit", &1u32, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(report.delivered.len(), 3, "{report:?}");
+    let mut got: Vec<String> = (0..3).map(|_| rx.try_recv().unwrap().0).collect();
+    got.sort();
+    assert_eq!(got, ["m1", "m2", "m3"]);
+
+    // Leaving and joining at run time.
+    members[0].leave_group("audit");
+    group_size(&sender, "audit", 2).await;
+    let report = sender
+        .multicast("audit", &2u32, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(report.delivered.len(), 2);
+    let tx2 = tx.clone();
+    members[0].join("audit", move |req: zfabric::Request<u32>| {
+        let _ = tx2.send(("m1-again".into(), req.body));
+        async { Ok::<_, RemoteError>(()) }
+    });
+    group_size(&sender, "audit", 3).await;
+    while rx.try_recv().is_ok() {}
+
+    // A member that died (before it was declared gone) is reported missing.
+    let dead = members.pop().unwrap();
+    let dead_id = dead.id();
+    drop(dead);
+    let report = sender
+        .multicast("audit", &3u32, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(report.delivered.len(), 2, "{report:?}");
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, dead_id);
+}
+per_transport!(
+    multicast,
+    multicast_reaches_every_member_and_reports_the_missing
+);

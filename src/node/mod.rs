@@ -2,12 +2,12 @@
 //!
 //! A [`Node`] joins the fabric from one seed, keeps a [`Membership`] view
 //! fed by heartbeats and gossip, serves named services and calls them by
-//! name (anycast) or by peer (unicast). Multicast, DNS and LAN-beacon
-//! discovery and graceful leave are still to come.
+//! name (anycast) or by peer (unicast), sends to groups (multicast) and
+//! leaves gracefully. DNS and LAN-beacon discovery are still to come.
 
 mod membership;
 #[allow(clippy::module_inception)]
 mod node;
 
 pub use membership::{Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState};
-pub use node::{CallError, Node, NodeBuilder, NodeConfig};
+pub use node::{CallError, MulticastReport, Node, NodeBuilder, NodeConfig};

@@ -57,6 +57,7 @@ enum NodeMsg {
     Hello(Hello),
     Call { service: String, body: ByteBuf },
     Leave { id: u64, incarnation: u64 },
+    Deliver { group: String, body: ByteBuf },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +132,15 @@ pub enum CallError {
     BadReply(PeerId),
 }
 
+/// The outcome of a multicast: who acknowledged, who did not.
+#[derive(Debug, Default)]
+pub struct MulticastReport {
+    /// Members that received and accepted the message.
+    pub delivered: Vec<PeerId>,
+    /// Members that did not, with the reason (timeout, refused, gone).
+    pub failed: Vec<(PeerId, CallError)>,
+}
+
 /// Builds a [`Node`].
 pub struct NodeBuilder {
     name: String,
@@ -138,7 +148,7 @@ pub struct NodeBuilder {
     binds: Vec<String>,
     seeds: Vec<String>,
     services: HashMap<String, Handler>,
-    groups: Vec<String>,
+    groups: HashMap<String, Handler>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -171,9 +181,14 @@ impl NodeBuilder {
         self
     }
 
-    /// Joins a multicast group.
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.groups.push(group.into());
+    /// Joins a multicast group; `handler` receives what is sent to it.
+    pub fn group<T, H, Fut>(mut self, group: impl Into<String>, handler: H) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        H: Fn(Request<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.groups.insert(group.into(), typed_handler(handler));
         self
     }
 
@@ -185,20 +200,7 @@ impl NodeBuilder {
         H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
-        let h: Handler = Arc::new(move |req: Request<ByteBuf>| {
-            let handler = handler.clone();
-            Box::pin(async move {
-                let body: Req = wire::decode_body(&req.body)
-                    .map_err(|e| RemoteError::new("bad_request", e.to_string()))?;
-                let rep = handler(Request {
-                    body,
-                    header: req.header,
-                })
-                .await?;
-                wire::encode_body(&rep).map_err(|e| RemoteError::new("bad_reply", e.to_string()))
-            }) as BoxFut
-        });
+        let h = typed_handler(handler);
         self.services.insert(service.into(), h);
         self
     }
@@ -217,12 +219,13 @@ impl NodeBuilder {
             name: self.name,
             endpoints,
             services: self.services.keys().cloned().collect(),
-            groups: self.groups,
+            groups: Vec::new(),
             metadata: Default::default(),
         };
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             info,
+            groups: Mutex::new(self.groups),
             incarnation: wire::random_u64() >> 1,
             membership: Mutex::new(Membership::new(id, self.config.membership)),
             links: Mutex::new(HashMap::new()),
@@ -256,8 +259,35 @@ impl NodeBuilder {
     }
 }
 
+/// Wraps a typed handler as one on raw MessagePack bodies.
+fn typed_handler<Req, Rep, H, Fut>(handler: H) -> Handler
+where
+    Req: DeserializeOwned + Send + 'static,
+    Rep: Serialize + Send + 'static,
+    H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |req: Request<ByteBuf>| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let body: Req = wire::decode_body(&req.body)
+                .map_err(|e| RemoteError::new("bad_request", e.to_string()))?;
+            let rep = handler(Request {
+                body,
+                header: req.header,
+            })
+            .await?;
+            wire::encode_body(&rep).map_err(|e| RemoteError::new("bad_reply", e.to_string()))
+        }) as BoxFut
+    })
+}
+
 struct Inner {
     info: PeerInfo,
+    /// Groups joined, with their handlers (changes at run time; hellos
+    /// carry the current list).
+    groups: Mutex<HashMap<String, Handler>>,
     incarnation: u64,
     membership: Mutex<Membership>,
     links: Mutex<HashMap<PeerId, Link>>,
@@ -274,8 +304,18 @@ impl Inner {
             .lock()
             .map(|m| m.members().into_iter().map(WirePeer::from_info).collect())
             .unwrap_or_default();
+        let mut from = WirePeer::from_info(&self.info);
+        from.groups = self
+            .groups
+            .lock()
+            .map(|g| {
+                let mut v: Vec<String> = g.keys().cloned().collect();
+                v.sort();
+                v
+            })
+            .unwrap_or_default();
         Hello {
-            from: WirePeer::from_info(&self.info),
+            from,
             incarnation: self.incarnation,
             known,
         }
@@ -319,6 +359,20 @@ impl Inner {
                     }
                     let _ = self.events.send(ev);
                 }
+                Ok(NodeReply::Ack)
+            }
+            NodeMsg::Deliver { group, body } => {
+                let handler = self
+                    .groups
+                    .lock()
+                    .ok()
+                    .and_then(|g| g.get(&group).cloned())
+                    .ok_or_else(|| RemoteError::new("not_in_group", group.clone()))?;
+                handler(Request {
+                    body,
+                    header: req.header,
+                })
+                .await?;
                 Ok(NodeReply::Ack)
             }
             NodeMsg::Call { service, body } => {
@@ -446,7 +500,7 @@ impl Node {
             binds: Vec::new(),
             seeds: Vec::new(),
             services: HashMap::new(),
-            groups: Vec::new(),
+            groups: HashMap::new(),
         }
     }
 
@@ -531,6 +585,71 @@ impl Node {
         }
         let id = pool[self.inner.next.fetch_add(1, Ordering::Relaxed) % pool.len()];
         self.request_peer(id, service, req, timeout).await
+    }
+
+    /// Joins `group` at run time (peers learn it with the next heartbeat).
+    pub fn join<T, H, Fut>(&self, group: impl Into<String>, handler: H)
+    where
+        T: DeserializeOwned + Send + 'static,
+        H: Fn(Request<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        if let Ok(mut g) = self.inner.groups.lock() {
+            g.insert(group.into(), typed_handler(handler));
+        }
+    }
+
+    /// Leaves `group` (peers learn it with the next heartbeat; until then a
+    /// message sent to the group is refused with `not_in_group`).
+    pub fn leave_group(&self, group: &str) {
+        if let Ok(mut g) = self.inner.groups.lock() {
+            g.remove(group);
+        }
+    }
+
+    /// Sends `msg` to every current member of `group`, concurrently, and
+    /// reports which members acknowledged it and which did not (with why).
+    /// Fails only if `msg` cannot be encoded.
+    pub async fn multicast<T: Serialize>(
+        &self,
+        group: &str,
+        msg: &T,
+        timeout: Duration,
+    ) -> Result<MulticastReport, CallError> {
+        let members: Vec<PeerId> = self
+            .inner
+            .membership
+            .lock()
+            .map(|m| m.in_group(group).into_iter().map(|(id, _)| id).collect())
+            .unwrap_or_default();
+        let body = wire::encode_body(msg).map_err(|e| RequestError::Send(e.into()))?;
+        let body = ByteBuf::from(body.to_vec());
+        let sends = members.into_iter().map(|id| {
+            let msg = NodeMsg::Deliver {
+                group: group.to_owned(),
+                body: body.clone(),
+            };
+            let inner = self.inner.clone();
+            async move {
+                let Some(link) = inner.link(id).await else {
+                    return (id, Err(CallError::UnknownPeer(id)));
+                };
+                let r = match link.request_within(&msg, timeout).await {
+                    Ok(NodeReply::Ack) => Ok(()),
+                    Ok(_) => Err(CallError::BadReply(id)),
+                    Err(e) => Err(CallError::Request(e)),
+                };
+                (id, r)
+            }
+        });
+        let mut report = MulticastReport::default();
+        for (id, r) in futures_util::future::join_all(sends).await {
+            match r {
+                Ok(()) => report.delivered.push(id),
+                Err(e) => report.failed.push((id, e)),
+            }
+        }
+        Ok(report)
     }
 
     /// Calls `service` on the named peer (unicast).
