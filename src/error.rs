@@ -101,7 +101,9 @@ pub enum RequestError {
     #[error("bad reply: {0}")]
     Decode(#[from] DecodeError),
     /// The server that had the request went away before replying. Over
-    /// inproc this is known at once; over ipc/tcp it shows as `Timeout`.
+    /// inproc this is known at once; over ipc/tcp, when the client's only
+    /// link breaks while the request is out (with several links it shows
+    /// as `Timeout`).
     #[error("the server went away before replying")]
     PeerGone,
 }

@@ -3,8 +3,10 @@
 //! # Guarantees
 //! - Each [`Client::request`] ends with exactly one outcome before its
 //!   deadline: the reply, a typed remote error
-//!   ([`RequestError::Remote`]), or [`RequestError::Timeout`]. It never
-//!   hangs, also when the server dies or the link is down.
+//!   ([`RequestError::Remote`]), [`RequestError::PeerGone`] (the server
+//!   went away with the request: at once over inproc, and over ipc/tcp when
+//!   the client's only link breaks while the request is out), or
+//!   [`RequestError::Timeout`]. It never hangs.
 //! - Many requests may be in flight on one client; replies are matched by
 //!   correlation id, in any order.
 //! - The deadline travels in the request header; a server does not start
@@ -319,7 +321,15 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
         };
         let outcome = tokio::time::timeout(timeout, async {
             sent.await?;
-            rx.await.map_err(|_| RequestError::PeerGone)
+            match &self.tx {
+                // A reply cannot come back over a connection that broke:
+                // with one link, its loss ends the request at once.
+                ClientTx::Zmq { side, .. } => tokio::select! {
+                    r = rx => r.map_err(|_| RequestError::PeerGone),
+                    _ = side.link_lost() => Err(RequestError::PeerGone),
+                },
+                ClientTx::Inproc { .. } => rx.await.map_err(|_| RequestError::PeerGone),
+            }
         })
         .await;
         drop(cleanup);
