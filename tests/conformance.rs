@@ -519,3 +519,41 @@ async fn a_stale_ipc_socket_file_is_replaced_but_a_live_one_is_not() {
     ));
     assert_eq!(std::fs::read(&file).unwrap(), b"keep");
 }
+
+async fn a_request_in_flight_when_its_server_dies_ends_at_once(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = calc_server(Server::bind(&endpoint(tp, &dir)).await.unwrap());
+    let client: Arc<Client<Calc, u64>> = Arc::new(
+        Client::connect(&server.endpoints()[0].to_string())
+            .await
+            .unwrap(),
+    );
+    client.wait_connected().await;
+    let c = client.clone();
+    let pending = tokio::spawn(async move {
+        c.request_within(
+            &Calc {
+                x: 1,
+                delay_ms: 5_000,
+                fail: false,
+            },
+            Duration::from_secs(30),
+        )
+        .await
+    });
+    // Wait until the request is out, then kill the server.
+    while client.in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(server);
+    let r = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("the request ended long before its 30 s deadline")
+        .unwrap();
+    assert!(matches!(r, Err(RequestError::PeerGone)), "{r:?}");
+}
+per_transport!(
+    reqrep_server_dies,
+    a_request_in_flight_when_its_server_dies_ends_at_once
+);

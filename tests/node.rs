@@ -273,3 +273,134 @@ per_transport!(
     multicast,
     multicast_reaches_every_member_and_reports_the_missing
 );
+
+async fn start_slow(
+    name: &str,
+    tp: Tp,
+    dir: &tempfile::TempDir,
+    seed: &str,
+    delay: Duration,
+) -> Node {
+    let me = name.to_string();
+    Node::builder(name)
+        .config(fast())
+        .bind(endpoint(tp, dir))
+        .seed(seed)
+        .serve("work", move |req: zfabric::Request<u32>| {
+            let me = me.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, RemoteError>(format!("{me}:{}", req.body))
+            }
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn killing_a_member_mid_load_loses_no_idempotent_request(tp: Tp) {
+    use std::sync::Arc;
+    use zfabric::node::CallOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Arc::new(start("client", tp, &dir, None, None).await);
+    let seed = client.endpoints()[0].to_string();
+    let a = start_slow("a", tp, &dir, &seed, Duration::from_millis(300)).await;
+    let b = start_slow("b", tp, &dir, &seed, Duration::from_millis(300)).await;
+    converge(&[&client, &a, &b]).await;
+
+    // On this current-thread runtime spawned tasks first run in spawn
+    // order, so each group takes its round-robin turns in a row and is
+    // spread over both members.
+    let mut idem = Vec::new();
+    for i in 0..10u32 {
+        let c = client.clone();
+        idem.push(tokio::spawn(async move {
+            let opts = CallOptions::default()
+                .timeout(Duration::from_secs(10))
+                .idempotent();
+            c.request_with::<u32, String>("work", &i, opts).await
+        }));
+    }
+    let mut plain = Vec::new();
+    for i in 0..10u32 {
+        let c = client.clone();
+        plain.push(tokio::spawn(async move {
+            c.request::<u32, String>("work", &i, Duration::from_secs(10))
+                .await
+        }));
+    }
+    // Requests are in flight on both members (their handlers take 300 ms).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(b);
+    for (i, h) in idem.into_iter().enumerate() {
+        let r = h
+            .await
+            .unwrap()
+            .expect("an idempotent request survives a member's death");
+        assert!(r.ends_with(&format!(":{i}")), "{r}");
+    }
+    let mut failed = 0;
+    for h in plain {
+        match h.await.unwrap() {
+            Ok(_) => {}
+            Err(CallError::Request(zfabric::RequestError::PeerGone)) => failed += 1,
+            Err(e) => panic!("a non-idempotent failure must be typed PeerGone, got {e}"),
+        }
+    }
+    assert!(failed > 0, "some plain requests were on the dead member");
+}
+mod anycast_retry {
+    use super::*;
+    #[tokio::test(flavor = "current_thread")]
+    async fn inproc() {
+        common::watchdog(killing_a_member_mid_load_loses_no_idempotent_request(
+            Tp::Inproc,
+        ))
+        .await
+    }
+    #[tokio::test(flavor = "current_thread")]
+    async fn ipc() {
+        common::watchdog(killing_a_member_mid_load_loses_no_idempotent_request(
+            Tp::Ipc,
+        ))
+        .await
+    }
+    #[tokio::test(flavor = "current_thread")]
+    async fn tcp() {
+        common::watchdog(killing_a_member_mid_load_loses_no_idempotent_request(
+            Tp::Tcp,
+        ))
+        .await
+    }
+}
+
+async fn least_outstanding_avoids_a_busy_member(tp: Tp) {
+    use std::sync::Arc;
+    use zfabric::node::CallOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let client = Arc::new(start("client", tp, &dir, None, None).await);
+    let seed = client.endpoints()[0].to_string();
+    let slow = start_slow("slow", tp, &dir, &seed, Duration::from_secs(2)).await;
+    let quick = start_slow("quick", tp, &dir, &seed, Duration::ZERO).await;
+    converge(&[&client, &slow, &quick]).await;
+    // Five requests held by the slow member...
+    let mut held = Vec::new();
+    for i in 0..5u32 {
+        let (c, id) = (client.clone(), slow.id());
+        held.push(tokio::spawn(async move {
+            c.request_peer::<u32, String>(id, "work", &i, Duration::from_secs(10))
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so every least-outstanding request goes to the quick one.
+    for i in 0..6u32 {
+        let opts = CallOptions::default().least_outstanding();
+        let r: String = client.request_with("work", &i, opts).await.unwrap();
+        assert!(r.starts_with("quick:"), "{r}");
+    }
+    for h in held {
+        assert!(h.await.unwrap().unwrap().starts_with("slow:"));
+    }
+}
+per_transport!(least_outstanding, least_outstanding_avoids_a_busy_member);

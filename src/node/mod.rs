@@ -10,4 +10,4 @@ mod membership;
 mod node;
 
 pub use membership::{Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState};
-pub use node::{CallError, MulticastReport, Node, NodeBuilder, NodeConfig};
+pub use node::{Balance, CallError, CallOptions, MulticastReport, Node, NodeBuilder, NodeConfig};

@@ -42,7 +42,7 @@ use crate::endpoint::Endpoint;
 use crate::messaging::reqrep::{Client, Request, Server, ServerHandle};
 use crate::transport::guard::AbortOnDrop;
 use crate::wire::{self, RemoteError};
-use crate::{OpenError, RequestError, SocketBuilder};
+use crate::{LinkState, OpenError, RequestError, SocketBuilder};
 
 /// A node's settings.
 #[derive(Debug, Clone, Default)]
@@ -130,6 +130,71 @@ pub enum CallError {
     /// The reply was not a service result.
     #[error("unexpected reply from {0:?}")]
     BadReply(PeerId),
+}
+
+impl CallError {
+    /// Whether the member failed (went away, unreachable), as opposed to
+    /// answering: such a call may be retried elsewhere if idempotent.
+    fn is_member_failure(&self) -> bool {
+        matches!(
+            self,
+            CallError::UnknownPeer(_)
+                | CallError::Request(RequestError::PeerGone | RequestError::Send(_))
+        )
+    }
+}
+
+/// How a member is chosen among those serving a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// In turn (the default).
+    #[default]
+    RoundRobin,
+    /// The one with the fewest requests from this node still waiting for a
+    /// reply; ties in turn.
+    LeastOutstanding,
+}
+
+/// Options of an anycast request.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions {
+    /// Deadline for the whole call, retries included. Default 5 s.
+    pub timeout: Duration,
+    /// Whether the request may be processed twice without harm; if so a
+    /// member failure is retried once on another member.
+    pub idempotent: bool,
+    /// How the member is chosen.
+    pub balance: Balance,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        CallOptions {
+            timeout: Duration::from_secs(5),
+            idempotent: false,
+            balance: Balance::RoundRobin,
+        }
+    }
+}
+
+impl CallOptions {
+    /// Sets the deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Marks the request idempotent (retried once on another member).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// Chooses the least-loaded member instead of taking turns.
+    pub fn least_outstanding(mut self) -> Self {
+        self.balance = Balance::LeastOutstanding;
+        self
+    }
 }
 
 /// The outcome of a multicast: who acknowledged, who did not.
@@ -556,20 +621,60 @@ impl Node {
         self.inner.events.subscribe()
     }
 
-    /// Calls `service` on one member serving it (anycast): alive members
-    /// first, round-robin.
+    /// Calls `service` on one member serving it (anycast), round-robin
+    /// over alive members (suspect ones only if none is alive).
     pub async fn request<Req: Serialize, Rep: DeserializeOwned>(
         &self,
         service: &str,
         req: &Req,
         timeout: Duration,
     ) -> Result<Rep, CallError> {
-        let members = self
+        self.request_with(service, req, CallOptions::default().timeout(timeout))
+            .await
+    }
+
+    /// Calls `service` on one member serving it, as `opts` say. A request
+    /// marked idempotent whose member fails (it went away, or the request
+    /// could not be sent) is retried once on another member, within the
+    /// same deadline.
+    pub async fn request_with<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        service: &str,
+        req: &Req,
+        opts: CallOptions,
+    ) -> Result<Rep, CallError> {
+        let deadline = tokio::time::Instant::now() + opts.timeout;
+        let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
+        let mut tried: Vec<PeerId> = Vec::new();
+        loop {
+            let Some(id) = self.pick(service, opts.balance, &tried) else {
+                return Err(CallError::NoSuchService(service.to_owned()));
+            };
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.call(id, service, body.clone(), remaining).await {
+                Err(e) if opts.idempotent && tried.is_empty() && e.is_member_failure() => {
+                    tracing::debug!(peer = ?id, error = %e, "retrying an idempotent request on another member");
+                    tried.push(id);
+                    if self.pick(service, opts.balance, &tried).is_none() {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Chooses a member serving `service`, not in `exclude`.
+    fn pick(&self, service: &str, balance: Balance, exclude: &[PeerId]) -> Option<PeerId> {
+        let members: Vec<(PeerId, PeerState)> = self
             .inner
             .membership
             .lock()
-            .map(|m| m.serving(service))
-            .unwrap_or_default();
+            .ok()?
+            .serving(service)
+            .into_iter()
+            .filter(|(id, _)| !exclude.contains(id))
+            .collect();
         let alive: Vec<PeerId> = members
             .iter()
             .filter(|(_, s)| *s == PeerState::Alive)
@@ -581,10 +686,20 @@ impl Node {
             alive
         };
         if pool.is_empty() {
-            return Err(CallError::NoSuchService(service.to_owned()));
+            return None;
         }
-        let id = pool[self.inner.next.fetch_add(1, Ordering::Relaxed) % pool.len()];
-        self.request_peer(id, service, req, timeout).await
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed) % pool.len();
+        match balance {
+            Balance::RoundRobin => Some(pool[start]),
+            Balance::LeastOutstanding => {
+                let links = self.inner.links.lock().ok()?;
+                let load = |id: &PeerId| links.get(id).map(|l| l.in_flight()).unwrap_or(0);
+                // Ties go round-robin.
+                (0..pool.len())
+                    .map(|i| pool[(start + i) % pool.len()])
+                    .min_by_key(|id| load(id))
+            }
+        }
     }
 
     /// Joins `group` at run time (peers learn it with the next heartbeat).
@@ -660,12 +775,40 @@ impl Node {
         req: &Req,
         timeout: Duration,
     ) -> Result<Rep, CallError> {
+        let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
+        self.call(peer, service, body, timeout).await
+    }
+
+    async fn call<Rep: DeserializeOwned>(
+        &self,
+        peer: PeerId,
+        service: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Rep, CallError> {
         let link = self
             .inner
             .link(peer)
             .await
             .ok_or(CallError::UnknownPeer(peer))?;
-        let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
+        // A member whose connection broke is unreachable until it is back:
+        // fail now (a member failure, retried elsewhere if idempotent)
+        // instead of queueing the request for a process that may be dead.
+        if link
+            .link_states()
+            .iter()
+            .any(|(_, s)| *s == LinkState::Reconnecting)
+        {
+            return Err(CallError::Request(RequestError::PeerGone));
+        }
+        // A link still making its first connection gets two heartbeats.
+        let patience = (self.inner.config.membership.heartbeat_interval * 2).min(timeout);
+        if tokio::time::timeout(patience, link.wait_connected())
+            .await
+            .is_err()
+        {
+            return Err(CallError::Request(RequestError::PeerGone));
+        }
         let msg = NodeMsg::Call {
             service: service.to_owned(),
             body: ByteBuf::from(body.to_vec()),

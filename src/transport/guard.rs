@@ -461,10 +461,12 @@ async fn relay_accepted(
 /// State of an outgoing link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
-    /// Not connected to the remote; retrying with backoff.
+    /// Not connected yet (first attempts).
     Connecting,
     /// Connected and past the handshake.
     Connected,
+    /// Was connected and lost it; retrying with backoff.
+    Reconnecting,
 }
 
 /// An outgoing, self-reconnecting link to one remote endpoint.
@@ -672,7 +674,7 @@ async fn link_task(
                     }
                 }
                 let _ = dead_tx.send(generation);
-                let _ = state.send(LinkState::Connecting);
+                let _ = state.send(LinkState::Reconnecting);
                 telemetry::disconnected("io");
                 tracing::info!(%remote, "link lost; reconnecting");
             }

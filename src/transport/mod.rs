@@ -145,19 +145,19 @@ impl ZmqSide {
         }
     }
 
-    /// For a socket with exactly one outgoing link: resolves when that link,
-    /// up at the time of the call, goes down. Never resolves otherwise
-    /// (with several links, one going down says nothing about a given
-    /// message).
+    /// For a socket with exactly one outgoing link: resolves when that link
+    /// is lost, once it is (or has come) up. A message queued while the link
+    /// is down goes out when it comes back, so only a loss after that counts.
+    /// Never resolves for sockets with several links (one going down says
+    /// nothing about a given message).
     pub(crate) async fn link_lost(&self) {
         let [link] = self.links.as_slice() else {
             return std::future::pending().await;
         };
         let mut rx = link.state.clone();
-        if *rx.borrow_and_update() != LinkState::Connected {
-            return std::future::pending().await;
-        }
-        if rx.wait_for(|s| *s != LinkState::Connected).await.is_err() {
+        if rx.wait_for(|s| *s == LinkState::Connected).await.is_err()
+            || rx.wait_for(|s| *s != LinkState::Connected).await.is_err()
+        {
             std::future::pending::<()>().await;
         }
     }
