@@ -216,6 +216,65 @@ fn reqrep_rtt_current_thread(c: &mut Criterion) {
     g.finish();
 }
 
+/// Anycast through a node (membership lookup, node envelope, peer link)
+/// against the plain router/dealer round trip, both over tcp.
+fn node_anycast_rtt(c: &mut Criterion) {
+    use zfabric::node::Node;
+    let rt = multi_thread();
+    let mut g = c.benchmark_group("anycast_rtt_64B_tcp");
+    g.measurement_time(Duration::from_secs(4));
+    let (caller, _member) = rt.block_on(async {
+        let caller = Node::builder("caller")
+            .bind("tcp://127.0.0.1:0")
+            .start()
+            .await
+            .unwrap();
+        let seed = caller.endpoints()[0].to_string();
+        let member = Node::builder("member")
+            .bind("tcp://127.0.0.1:0")
+            .seed(seed)
+            .serve("echo", |req: zfabric::Request<ByteBuf>| async move {
+                Ok::<_, RemoteError>(req.body)
+            })
+            .start()
+            .await
+            .unwrap();
+        while caller.members().is_empty() || member.members().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (Arc::new(caller), member)
+    });
+    let body = ByteBuf::from(vec![7u8; 64]);
+    let b = body.clone();
+    bench_rtt(
+        &mut g,
+        &rt,
+        BenchmarkId::new("zfabric", "anycast"),
+        move || {
+            let (caller, b) = (caller.clone(), b.clone());
+            async move {
+                let _: ByteBuf = caller
+                    .request("echo", &b, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+            }
+        },
+    );
+    let (client, _server) = echo_pair(&rt, "tcp", "anycast-base");
+    bench_rtt(
+        &mut g,
+        &rt,
+        BenchmarkId::new("baseline", "router_dealer"),
+        move || {
+            let (client, b) = (client.clone(), body.clone());
+            async move {
+                client.request(&b).await.unwrap();
+            }
+        },
+    );
+    g.finish();
+}
+
 // ---------------------------------------------------------------- throughput
 
 fn push_pull(c: &mut Criterion) {
@@ -476,6 +535,7 @@ mod group {
         benches,
         reqrep_rtt,
         reqrep_rtt_current_thread,
+        node_anycast_rtt,
         push_pull,
         pub_sub,
         codec

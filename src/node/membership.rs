@@ -79,8 +79,10 @@ pub enum MembershipEvent {
 /// Timings of failure detection.
 ///
 /// The defaults are tuned for a LAN: a heartbeat every 500 ms, suspect
-/// after 3 missed beats (1.5 s), gone after 6 (3 s), forgotten a minute
-/// later.
+/// after 3 missed beats (1.5 s), gone after 5 (2.5 s), forgotten a minute
+/// later. A node checks for expiry twice per heartbeat, so a silent peer is
+/// out of every route within `gone_after` plus half a heartbeat (2.75 s by
+/// default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MembershipConfig {
     /// How often a node sends heartbeats.
@@ -98,7 +100,7 @@ impl Default for MembershipConfig {
         MembershipConfig {
             heartbeat_interval: Duration::from_millis(500),
             suspect_after: Duration::from_millis(1500),
-            gone_after: Duration::from_secs(3),
+            gone_after: Duration::from_millis(2500),
             forget_after: Duration::from_secs(60),
         }
     }

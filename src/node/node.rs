@@ -501,11 +501,19 @@ async fn say_hello(inner: &Arc<Inner>, link: &Link) {
     }
 }
 
+/// Says hello every heartbeat interval and checks for expiry twice as
+/// often (so detection lags `gone_after` by at most half an interval).
 async fn heartbeats(inner: Arc<Inner>, seeds: Vec<Link>) {
-    let mut tick = tokio::time::interval(inner.config.membership.heartbeat_interval);
+    let mut tick = tokio::time::interval(inner.config.membership.heartbeat_interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut half = false;
     loop {
         tick.tick().await;
+        half = !half;
+        if !half {
+            expire(&inner);
+            continue;
+        }
         let peers: Vec<PeerId> = inner
             .membership
             .lock()
@@ -522,20 +530,26 @@ async fn heartbeats(inner: Arc<Inner>, seeds: Vec<Link>) {
             let (inner, s) = (inner.clone(), s.clone());
             beats.push(tokio::spawn(async move { say_hello(&inner, &s).await }));
         }
-        let events = inner
-            .membership
-            .lock()
-            .map(|mut m| m.tick(Instant::now()))
-            .unwrap_or_default();
-        for ev in events {
-            if let MembershipEvent::Gone(id) = ev {
-                if let Ok(mut l) = inner.links.lock() {
-                    l.remove(&id);
-                }
-            }
-            let _ = inner.events.send(ev);
-        }
+        expire(&inner);
         drop(beats); // they finish on their own, within one interval
+    }
+}
+
+/// Applies the passage of time to the registry and publishes the changes;
+/// links to peers that are gone are closed.
+fn expire(inner: &Inner) {
+    let events = inner
+        .membership
+        .lock()
+        .map(|mut m| m.tick(Instant::now()))
+        .unwrap_or_default();
+    for ev in events {
+        if let MembershipEvent::Gone(id) = ev {
+            if let Ok(mut l) = inner.links.lock() {
+                l.remove(&id);
+            }
+        }
+        let _ = inner.events.send(ev);
     }
 }
 
