@@ -404,3 +404,58 @@ async fn least_outstanding_avoids_a_busy_member(tp: Tp) {
     }
 }
 per_transport!(least_outstanding, least_outstanding_avoids_a_busy_member);
+
+async fn publish_reaches_subscribers_on_every_node_by_prefix(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = start("pub", tp, &dir, None, None).await;
+    let seed = publisher.endpoints()[0].to_string();
+    let a = start("a", tp, &dir, Some(&seed), None).await;
+    let b = start("b", tp, &dir, Some(&seed), None).await;
+    converge(&[&publisher, &a, &b]).await;
+    let mut sa = a.subscribe("prices.", 64);
+    let mut sb = b.subscribe("prices.eu", 64);
+    let b_news = b.subscribe("news", 64);
+    // Wait (bounded) until the publisher knows both prefixes.
+    for _ in 0..400 {
+        let topics: usize = publisher.members().iter().map(|m| m.topics.len()).sum();
+        if topics == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let n = publisher
+        .publish("prices.eu.btc", &42u32, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "both matching subscriptions took it");
+    let n = publisher
+        .publish("prices.us.btc", &43u32, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only a's prefix matches");
+    let m = sa.recv().await.unwrap();
+    assert_eq!(
+        (m.topic.as_str(), m.decode::<u32>().unwrap()),
+        ("prices.eu.btc", 42)
+    );
+    assert_eq!(sa.recv().await.unwrap().decode::<u32>().unwrap(), 43);
+    assert_eq!(sb.recv().await.unwrap().decode::<u32>().unwrap(), 42);
+    // Unsubscribing (dropping) reaches the publisher with the next hellos.
+    drop(b_news);
+    for _ in 0..400 {
+        if publisher
+            .publish("news.x", &1u32, Duration::from_secs(5))
+            .await
+            .unwrap()
+            == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the dropped subscription kept receiving");
+}
+per_transport!(
+    fabric_pubsub,
+    publish_reaches_subscribers_on_every_node_by_prefix
+);

@@ -45,6 +45,8 @@ pub struct PeerInfo {
     pub services: Vec<String>,
     /// Groups it belongs to (multicast targets).
     pub groups: Vec<String>,
+    /// Topic prefixes it subscribes to (fabric pub/sub).
+    pub topics: Vec<String>,
     /// Free-form labels.
     pub metadata: BTreeMap<String, String>,
 }
@@ -285,6 +287,7 @@ mod tests {
             endpoints: vec![format!("tcp://127.0.0.1:{}", 7000 + id).parse().unwrap()],
             services: services.iter().map(|s| s.to_string()).collect(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
+            topics: Vec::new(),
             metadata: BTreeMap::new(),
         }
     }

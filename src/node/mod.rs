@@ -2,12 +2,16 @@
 //!
 //! A [`Node`] joins the fabric from one seed, keeps a [`Membership`] view
 //! fed by heartbeats and gossip, serves named services and calls them by
-//! name (anycast) or by peer (unicast), sends to groups (multicast) and
-//! leaves gracefully. DNS and LAN-beacon discovery are still to come.
+//! name (anycast) or by peer (unicast), sends to groups (multicast),
+//! publishes to subscribers anywhere on the fabric, and leaves gracefully.
+//! DNS and LAN-beacon discovery are still to come.
 
 mod membership;
 #[allow(clippy::module_inception)]
 mod node;
 
 pub use membership::{Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState};
-pub use node::{Balance, CallError, CallOptions, MulticastReport, Node, NodeBuilder, NodeConfig};
+pub use node::{
+    Balance, CallError, CallOptions, MulticastReport, Node, NodeBuilder, NodeConfig,
+    NodeSubscription, Published,
+};

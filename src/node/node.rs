@@ -58,6 +58,7 @@ enum NodeMsg {
     Call { service: String, body: ByteBuf },
     Leave { id: u64, incarnation: u64 },
     Deliver { group: String, body: ByteBuf },
+    Publish { topic: String, body: ByteBuf },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +66,8 @@ enum NodeReply {
     Hello(Hello),
     Result(ByteBuf),
     Ack,
+    /// How many local subscriptions took a published message.
+    Delivered(u32),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +84,8 @@ struct WirePeer {
     endpoints: Vec<String>,
     services: Vec<String>,
     groups: Vec<String>,
+    #[serde(default)]
+    topics: Vec<String>,
 }
 
 impl WirePeer {
@@ -91,6 +96,7 @@ impl WirePeer {
             endpoints: i.endpoints.iter().map(ToString::to_string).collect(),
             services: i.services.clone(),
             groups: i.groups.clone(),
+            topics: i.topics.clone(),
         }
     }
 
@@ -106,8 +112,41 @@ impl WirePeer {
                 .collect::<Option<_>>()?,
             services: self.services.clone(),
             groups: self.groups.clone(),
+            topics: self.topics.clone(),
             metadata: Default::default(),
         })
+    }
+}
+
+/// A message published on the fabric, as a subscriber receives it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The topic it was published on.
+    pub topic: String,
+    /// The MessagePack body.
+    pub body: Bytes,
+    /// The publisher's header (source, id, trace context).
+    pub header: crate::wire::Header,
+}
+
+impl Published {
+    /// Decodes the body as `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, crate::wire::DecodeError> {
+        wire::decode_body(&self.body)
+    }
+}
+
+/// A subscription to topics published anywhere on the fabric.
+/// Dropping it unsubscribes (peers learn it with the next heartbeat).
+#[derive(Debug)]
+pub struct NodeSubscription {
+    rx: tokio::sync::mpsc::Receiver<Published>,
+}
+
+impl NodeSubscription {
+    /// The next message; `None` once the node is gone.
+    pub async fn recv(&mut self) -> Option<Published> {
+        self.rx.recv().await
     }
 }
 
@@ -285,11 +324,13 @@ impl NodeBuilder {
             endpoints,
             services: self.services.keys().cloned().collect(),
             groups: Vec::new(),
+            topics: Vec::new(),
             metadata: Default::default(),
         };
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             info,
+            subscriptions: Mutex::new(Vec::new()),
             groups: Mutex::new(self.groups),
             incarnation: wire::random_u64() >> 1,
             membership: Mutex::new(Membership::new(id, self.config.membership)),
@@ -350,6 +391,8 @@ where
 
 struct Inner {
     info: PeerInfo,
+    /// Local subscriptions: prefix and where matching messages go.
+    subscriptions: Mutex<Vec<(String, tokio::sync::mpsc::Sender<Published>)>>,
     /// Groups joined, with their handlers (changes at run time; hellos
     /// carry the current list).
     groups: Mutex<HashMap<String, Handler>>,
@@ -376,6 +419,17 @@ impl Inner {
             .map(|g| {
                 let mut v: Vec<String> = g.keys().cloned().collect();
                 v.sort();
+                v
+            })
+            .unwrap_or_default();
+        from.topics = self
+            .subscriptions
+            .lock()
+            .map(|mut subs| {
+                subs.retain(|(_, tx)| !tx.is_closed());
+                let mut v: Vec<String> = subs.iter().map(|(p, _)| p.clone()).collect();
+                v.sort();
+                v.dedup();
                 v
             })
             .unwrap_or_default();
@@ -425,6 +479,26 @@ impl Inner {
                     let _ = self.events.send(ev);
                 }
                 Ok(NodeReply::Ack)
+            }
+            NodeMsg::Publish { topic, body } => {
+                let msg = Published {
+                    topic: topic.clone(),
+                    body: Bytes::from(body.into_vec()),
+                    header: req.header,
+                };
+                let mut delivered = 0u32;
+                if let Ok(mut subs) = self.subscriptions.lock() {
+                    subs.retain(|(_, tx)| !tx.is_closed());
+                    for (prefix, tx) in subs.iter() {
+                        if topic.starts_with(prefix.as_str()) {
+                            match tx.try_send(msg.clone()) {
+                                Ok(()) => delivered += 1,
+                                Err(_) => crate::telemetry::dropped("subscriber_queue_full", 1),
+                            }
+                        }
+                    }
+                }
+                Ok(NodeReply::Delivered(delivered))
             }
             NodeMsg::Deliver { group, body } => {
                 let handler = self
@@ -716,6 +790,61 @@ impl Node {
         }
     }
 
+    /// Subscribes to topics starting with `prefix`, published by any node
+    /// of the fabric (peers learn of it with the next heartbeat). Up to
+    /// `capacity` messages wait for `recv`; beyond that new ones are
+    /// dropped and counted (`subscriber_queue_full`).
+    pub fn subscribe(&self, prefix: impl Into<String>, capacity: usize) -> NodeSubscription {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        if let Ok(mut subs) = self.inner.subscriptions.lock() {
+            subs.push((prefix.into(), tx));
+        }
+        NodeSubscription { rx }
+    }
+
+    /// Publishes `msg` on `topic` to every member subscribed to a prefix
+    /// of it, concurrently; returns how many subscriptions took it. At
+    /// most once: a member that fails to acknowledge within `timeout` is
+    /// skipped (counted as `link_down`). Fails only if `msg` cannot be
+    /// encoded.
+    pub async fn publish<T: Serialize>(
+        &self,
+        topic: &str,
+        msg: &T,
+        timeout: Duration,
+    ) -> Result<u32, CallError> {
+        let body = wire::encode_body(msg).map_err(|e| RequestError::Send(e.into()))?;
+        let body = ByteBuf::from(body.to_vec());
+        let targets: Vec<PeerId> = self
+            .members()
+            .into_iter()
+            .filter(|m| m.topics.iter().any(|p| topic.starts_with(p.as_str())))
+            .map(|m| m.id)
+            .collect();
+        let sends = targets.into_iter().map(|id| {
+            let msg = NodeMsg::Publish {
+                topic: topic.to_owned(),
+                body: body.clone(),
+            };
+            let inner = self.inner.clone();
+            async move {
+                let link = inner.link(id).await?;
+                match link.request_within(&msg, timeout).await {
+                    Ok(NodeReply::Delivered(n)) => Some(n),
+                    _ => {
+                        crate::telemetry::dropped("link_down", 1);
+                        None
+                    }
+                }
+            }
+        });
+        Ok(futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .sum())
+    }
+
     /// Joins `group` at run time (peers learn it with the next heartbeat).
     pub fn join<T, H, Fut>(&self, group: impl Into<String>, handler: H)
     where
@@ -829,7 +958,9 @@ impl Node {
         };
         match link.request_within(&msg, timeout).await? {
             NodeReply::Result(b) => Ok(wire::decode_body(&b).map_err(RequestError::Decode)?),
-            NodeReply::Hello(_) | NodeReply::Ack => Err(CallError::BadReply(peer)),
+            NodeReply::Hello(_) | NodeReply::Ack | NodeReply::Delivered(_) => {
+                Err(CallError::BadReply(peer))
+            }
         }
     }
 }
