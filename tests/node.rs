@@ -459,3 +459,41 @@ per_transport!(
     fabric_pubsub,
     publish_reaches_subscribers_on_every_node_by_prefix
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_given_by_host_name_is_resolved() {
+    common::watchdog(async {
+        let dir = tempfile::tempdir().unwrap();
+        let a = start("a", Tp::Tcp, &dir, None, Some("echo")).await;
+        let zfabric::Endpoint::Tcp { port, .. } = a.endpoints()[0] else {
+            unreachable!()
+        };
+        // "localhost" resolves to 127.0.0.1 (and maybe ::1, where nothing
+        // listens: that address just never answers).
+        let b = start(
+            "b",
+            Tp::Tcp,
+            &dir,
+            Some(&format!("tcp://localhost:{port}")),
+            None,
+        )
+        .await;
+        converge(&[&a, &b]).await;
+        let r: String = b
+            .request("echo", &5u32, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r, "a:5");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_malformed_seed_is_refused_at_start() {
+    let r = Node::builder("x")
+        .bind("inproc://x-bad-seed")
+        .seed("tcp://no-port")
+        .start()
+        .await;
+    assert!(matches!(r, Err(zfabric::OpenError::Endpoint(_))), "{r:?}");
+}

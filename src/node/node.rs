@@ -279,7 +279,10 @@ impl NodeBuilder {
         self
     }
 
-    /// Adds a seed: an endpoint of some node of the fabric.
+    /// Adds a seed: an endpoint of some node of the fabric. A tcp seed may
+    /// name a host: it is resolved every ten heartbeats and every address
+    /// it has becomes a seed (how a Kubernetes headless Service lists its
+    /// pods).
     pub fn seed(mut self, endpoint: impl Into<String>) -> Self {
         self.seeds.push(endpoint.into());
         self
@@ -345,17 +348,12 @@ impl NodeBuilder {
             let inner = handler_inner.clone();
             async move { inner.handle(req).await }
         });
-        let mut seeds = Vec::new();
-        for s in &self.seeds {
-            let link: Link = Arc::new(
-                SocketBuilder::new()
-                    .connect(s.clone())
-                    .client()
-                    .await?
-                    .with_timeout(inner.config.membership.heartbeat_interval),
-            );
-            seeds.push(link);
-        }
+        // Malformed seeds are refused here; names are resolved later.
+        let seeds = self
+            .seeds
+            .iter()
+            .map(|s| s.parse::<Endpoint>())
+            .collect::<Result<Vec<_>, _>>()?;
         let hb = tokio::spawn(heartbeats(inner.clone(), seeds));
         Ok(Node {
             inner,
@@ -577,7 +575,35 @@ async fn say_hello(inner: &Arc<Inner>, link: &Link) {
 
 /// Says hello every heartbeat interval and checks for expiry twice as
 /// often (so detection lags `gone_after` by at most half an interval).
-async fn heartbeats(inner: Arc<Inner>, seeds: Vec<Link>) {
+/// Seed endpoints, with host names resolved to every address they have
+/// (a Kubernetes headless Service name gives one per pod).
+async fn resolve_seeds(seeds: &[Endpoint]) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for ep in seeds {
+        match ep {
+            Endpoint::Tcp { host, port } if host.parse::<std::net::IpAddr>().is_err() => {
+                match tokio::net::lookup_host((host.as_str(), *port)).await {
+                    Ok(addrs) => out.extend(addrs.map(|a| Endpoint::Tcp {
+                        host: a.ip().to_string(),
+                        port: a.port(),
+                    })),
+                    Err(e) => tracing::debug!(%ep, error = %e, "seed name did not resolve"),
+                }
+            }
+            other => out.push(other.clone()),
+        }
+    }
+    out.sort_by_key(|e| e.to_string());
+    out.dedup();
+    out
+}
+
+/// How many heartbeats between two resolutions of the seed names.
+const RESOLVE_EVERY: u32 = 10;
+
+async fn heartbeats(inner: Arc<Inner>, seed_names: Vec<Endpoint>) {
+    let mut seeds: HashMap<Endpoint, Link> = HashMap::new();
+    let mut beat = 0u32;
     let mut tick = tokio::time::interval(inner.config.membership.heartbeat_interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut half = false;
@@ -588,6 +614,21 @@ async fn heartbeats(inner: Arc<Inner>, seeds: Vec<Link>) {
             expire(&inner);
             continue;
         }
+        if beat % RESOLVE_EVERY == 0 {
+            let current = resolve_seeds(&seed_names).await;
+            seeds.retain(|ep, _| current.contains(ep));
+            for ep in current {
+                if seeds.contains_key(&ep) {
+                    continue;
+                }
+                if let Ok(c) = SocketBuilder::new().connect(ep.to_string()).client().await {
+                    let link: Link =
+                        Arc::new(c.with_timeout(inner.config.membership.heartbeat_interval));
+                    seeds.insert(ep, link);
+                }
+            }
+        }
+        beat = beat.wrapping_add(1);
         let peers: Vec<PeerId> = inner
             .membership
             .lock()
@@ -600,7 +641,7 @@ async fn heartbeats(inner: Arc<Inner>, seeds: Vec<Link>) {
                 beats.push(tokio::spawn(async move { say_hello(&inner, &link).await }));
             }
         }
-        for s in &seeds {
+        for s in seeds.values() {
             let (inner, s) = (inner.clone(), s.clone());
             beats.push(tokio::spawn(async move { say_hello(&inner, &s).await }));
         }
