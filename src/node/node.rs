@@ -614,7 +614,7 @@ async fn heartbeats(inner: Arc<Inner>, seed_names: Vec<Endpoint>) {
             expire(&inner);
             continue;
         }
-        if beat % RESOLVE_EVERY == 0 {
+        if beat.is_multiple_of(RESOLVE_EVERY) {
             let current = resolve_seeds(&seed_names).await;
             seeds.retain(|ep, _| current.contains(ep));
             for ep in current {
