@@ -497,3 +497,64 @@ async fn a_malformed_seed_is_refused_at_start() {
         .await;
     assert!(matches!(r, Err(zfabric::OpenError::Endpoint(_))), "{r:?}");
 }
+
+/// Heartbeats and expiry on tokio's paused clock: the timings are exact.
+#[tokio::test(start_paused = true)]
+async fn failure_detection_follows_the_configured_timings_and_a_restarted_member_rejoins() {
+    let cfg = MembershipConfig::default();
+    let serve = |name: &'static str, seed: Option<&'static str>| async move {
+        let mut b = Node::builder(name)
+            .bind(format!("inproc://paused-{name}"))
+            .serve("echo", move |req: zfabric::Request<u32>| async move {
+                Ok::<_, RemoteError>(format!("{name}:{}", req.body))
+            });
+        if let Some(s) = seed {
+            b = b.seed(s);
+        }
+        b.start().await.unwrap()
+    };
+    let a = serve("a", None).await;
+    let b = serve("b", Some("inproc://paused-a")).await;
+    converge(&[&a, &b]).await;
+    // Run a while in virtual time: heartbeats keep b alive.
+    tokio::time::sleep(cfg.gone_after * 4).await;
+    assert_eq!(a.peer_state(b.id()), Some(zfabric::node::PeerState::Alive));
+
+    let mut events = a.events();
+    let dead = b.id();
+    drop(b);
+    let killed = tokio::time::Instant::now();
+    let mut suspected_after = None;
+    let gone_after = loop {
+        match events.recv().await.unwrap() {
+            MembershipEvent::Suspected(id) if id == dead => {
+                suspected_after = Some(killed.elapsed())
+            }
+            MembershipEvent::Gone(id) if id == dead => break killed.elapsed(),
+            _ => {}
+        }
+    };
+    // Its last hello is at most one heartbeat old when it dies, and expiry
+    // is checked every half heartbeat.
+    let early = cfg.gone_after - cfg.heartbeat_interval;
+    let late = cfg.gone_after + cfg.heartbeat_interval / 2;
+    assert!(
+        gone_after >= early && gone_after <= late,
+        "gone after {gone_after:?}"
+    );
+    let s = suspected_after.expect("suspect before gone");
+    assert!(
+        s >= cfg.suspect_after - cfg.heartbeat_interval
+            && s <= cfg.suspect_after + cfg.heartbeat_interval / 2,
+        "{s:?}"
+    );
+
+    // A restarted member (same endpoint, new process) rejoins and gets traffic.
+    let b2 = serve("b", Some("inproc://paused-a")).await;
+    converge(&[&a, &b2]).await;
+    let r: String = a
+        .request_peer(b2.id(), "echo", &1u32, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r, "b:1");
+}

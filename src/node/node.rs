@@ -447,7 +447,7 @@ impl Inner {
         let Ok(mut m) = self.membership.lock() else {
             return Vec::new();
         };
-        if let Some(ev) = m.observe(info, h.incarnation, Instant::now()) {
+        if let Some(ev) = m.observe(info, h.incarnation, now()) {
             let _ = self.events.send(ev);
         }
         h.known
@@ -469,7 +469,7 @@ impl Inner {
                     .membership
                     .lock()
                     .ok()
-                    .and_then(|mut m| m.leave(PeerId(id), incarnation, Instant::now()));
+                    .and_then(|mut m| m.leave(PeerId(id), incarnation, now()));
                 if let Some(ev) = ev {
                     if let Ok(mut l) = self.links.lock() {
                         l.remove(&PeerId(id));
@@ -598,6 +598,11 @@ async fn resolve_seeds(seeds: &[Endpoint]) -> Vec<Endpoint> {
     out
 }
 
+/// The node's clock: tokio's, so that paused time in tests moves it too.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// How many heartbeats between two resolutions of the seed names.
 const RESOLVE_EVERY: u32 = 10;
 
@@ -656,7 +661,7 @@ fn expire(inner: &Inner) {
     let events = inner
         .membership
         .lock()
-        .map(|mut m| m.tick(Instant::now()))
+        .map(|mut m| m.tick(now()))
         .unwrap_or_default();
     for ev in events {
         if let MembershipEvent::Gone(id) = ev {
