@@ -558,3 +558,44 @@ async fn failure_detection_follows_the_configured_timings_and_a_restarted_member
         .unwrap();
     assert_eq!(r, "b:1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_seeds_find_each_other_by_beacon() {
+    use zfabric::node::BeaconConfig;
+    common::watchdog(async {
+        let sa = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sb = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (pa, pb) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
+        let beacon = |s, target| {
+            BeaconConfig::from_socket(s, vec![target]).interval(Duration::from_millis(50))
+        };
+        let a = Node::builder("a")
+            .config(fast())
+            .bind("tcp://127.0.0.1:0")
+            .beacon(beacon(sa, pb))
+            .serve("echo", |req: zfabric::Request<u32>| async move {
+                Ok::<_, RemoteError>(format!("a:{}", req.body))
+            })
+            .start()
+            .await
+            .unwrap();
+        // Junk on the beacon port is dropped and changes nothing.
+        let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        junk.send_to(b"not a beacon", pa).unwrap();
+        let b = Node::builder("b")
+            .config(fast())
+            .bind("tcp://127.0.0.1:0")
+            .beacon(beacon(sb, pa))
+            .start()
+            .await
+            .unwrap();
+        junk.send_to(b"ZFB1\xc1", pb).unwrap();
+        converge(&[&a, &b]).await;
+        let r: String = b
+            .request("echo", &3u32, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r, "a:3");
+    })
+    .await
+}

@@ -253,6 +253,7 @@ pub struct NodeBuilder {
     seeds: Vec<String>,
     services: HashMap<String, Handler>,
     groups: HashMap<String, Handler>,
+    beacon: Option<super::beacon::BeaconConfig>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -285,6 +286,12 @@ impl NodeBuilder {
     /// pods).
     pub fn seed(mut self, endpoint: impl Into<String>) -> Self {
         self.seeds.push(endpoint.into());
+        self
+    }
+
+    /// Also discovers nodes on the LAN by UDP beacon.
+    pub fn beacon(mut self, beacon: super::beacon::BeaconConfig) -> Self {
+        self.beacon = Some(beacon);
         self
     }
 
@@ -355,8 +362,18 @@ impl NodeBuilder {
             .map(|s| s.parse::<Endpoint>())
             .collect::<Result<Vec<_>, _>>()?;
         let hb = tokio::spawn(heartbeats(inner.clone(), seeds));
+        let beacon = match (self.beacon, inner.info.endpoints.first()) {
+            (Some(cfg), Some(ep)) => Some(AbortOnDrop(tokio::spawn(super::beacon::run(
+                inner.clone(),
+                cfg,
+                id,
+                ep.clone(),
+            )))),
+            _ => None,
+        };
         Ok(Node {
             inner,
+            _beacon: beacon,
             _server: server,
             _heartbeats: AbortOnDrop(hb),
         })
@@ -387,7 +404,7 @@ where
     })
 }
 
-struct Inner {
+pub(super) struct Inner {
     info: PeerInfo,
     /// Local subscriptions: prefix and where matching messages go.
     subscriptions: Mutex<Vec<(String, tokio::sync::mpsc::Sender<Published>)>>,
@@ -527,6 +544,14 @@ impl Inner {
         }
     }
 
+    /// Whether `id` is in the registry at all (any state).
+    pub(super) fn knows(&self, id: PeerId) -> bool {
+        self.membership
+            .lock()
+            .map(|m| m.state(id).is_some())
+            .unwrap_or(false)
+    }
+
     /// The link to a member, made on first use.
     async fn link(&self, id: PeerId) -> Option<Link> {
         if let Some(l) = self.links.lock().ok()?.get(&id) {
@@ -554,27 +579,27 @@ impl Inner {
 async fn say_hello(inner: &Arc<Inner>, link: &Link) {
     if let Ok(NodeReply::Hello(h)) = link.request(&NodeMsg::Hello(inner.hello())).await {
         for p in inner.heard(&h) {
-            // Greet newly learned peers through a fresh link.
-            let Some(ep) = p.endpoints.first() else {
-                continue;
-            };
-            if let Ok(c) = SocketBuilder::new().connect(ep.to_string()).client().await {
-                let l: Link = Arc::new(c.with_timeout(inner.config.membership.heartbeat_interval));
-                let inner2 = inner.clone();
-                tokio::spawn(async move {
-                    if let Ok(NodeReply::Hello(h)) =
-                        l.request(&NodeMsg::Hello(inner2.hello())).await
-                    {
-                        inner2.heard(&h);
-                    }
-                });
+            if let Some(ep) = p.endpoints.first() {
+                greet(inner, ep).await;
             }
         }
     }
 }
 
-/// Says hello every heartbeat interval and checks for expiry twice as
-/// often (so detection lags `gone_after` by at most half an interval).
+/// Says hello, once, to a node we only know an endpoint of (learned from
+/// gossip or a beacon); it becomes a member if it answers.
+pub(super) async fn greet(inner: &Arc<Inner>, ep: &Endpoint) {
+    if let Ok(c) = SocketBuilder::new().connect(ep.to_string()).client().await {
+        let link: Link = Arc::new(c.with_timeout(inner.config.membership.heartbeat_interval));
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            if let Ok(NodeReply::Hello(h)) = link.request(&NodeMsg::Hello(inner.hello())).await {
+                inner.heard(&h);
+            }
+        });
+    }
+}
+
 /// Seed endpoints, with host names resolved to every address they have
 /// (a Kubernetes headless Service name gives one per pod).
 async fn resolve_seeds(seeds: &[Endpoint]) -> Vec<Endpoint> {
@@ -606,6 +631,8 @@ fn now() -> Instant {
 /// How many heartbeats between two resolutions of the seed names.
 const RESOLVE_EVERY: u32 = 10;
 
+/// Says hello every heartbeat interval and checks for expiry twice as
+/// often (so detection lags `gone_after` by at most half an interval).
 async fn heartbeats(inner: Arc<Inner>, seed_names: Vec<Endpoint>) {
     let mut seeds: HashMap<Endpoint, Link> = HashMap::new();
     let mut beat = 0u32;
@@ -676,6 +703,7 @@ fn expire(inner: &Inner) {
 /// A running node. Dropping it stops it.
 pub struct Node {
     inner: Arc<Inner>,
+    _beacon: Option<AbortOnDrop>,
     _server: ServerHandle,
     _heartbeats: AbortOnDrop,
 }
@@ -700,6 +728,7 @@ impl Node {
             seeds: Vec::new(),
             services: HashMap::new(),
             groups: HashMap::new(),
+            beacon: None,
         }
     }
 
