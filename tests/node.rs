@@ -599,3 +599,41 @@ async fn nodes_without_seeds_find_each_other_by_beacon() {
     })
     .await
 }
+
+async fn shutdown_finishes_the_requests_in_progress(tp: Tp) {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(start("a", tp, &dir, None, None).await);
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let b = Node::builder("b")
+        .config(fast())
+        .bind(endpoint(tp, &dir))
+        .seed(a.endpoints()[0].to_string())
+        .serve("work", move |req: zfabric::Request<u32>| {
+            let _ = started_tx.send(());
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, RemoteError>(format!("b:{}", req.body))
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    converge(&[&a, &b]).await;
+    let (caller, id) = (a.clone(), b.id());
+    let in_progress = tokio::spawn(async move {
+        caller
+            .request_peer::<u32, String>(id, "work", &9, Duration::from_secs(10))
+            .await
+    });
+    // Shut b down while its handler is running.
+    started.recv().await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        in_progress.await.unwrap().unwrap(),
+        "b:9",
+        "the request in progress was answered"
+    );
+    assert!(a.members().is_empty(), "and b has left");
+}
+per_transport!(graceful_drain, shutdown_finishes_the_requests_in_progress);

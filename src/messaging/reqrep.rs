@@ -42,7 +42,7 @@ use dashmap::DashMap;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use zeromq::{
     DealerSendHalf, DealerSocket, RouterSendHalf, RouterSocket, Socket, SocketSend, ZmqMessage,
 };
@@ -60,6 +60,11 @@ use crate::transport::{
     decode_received, open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide,
 };
 use crate::wire::{self, Deadline, Envelope, Header, IdGen, Kind, Limits, MessageId, RemoteError};
+
+/// After a client's only link breaks, how long a reply that the link
+/// received just before the break may take to come through the local
+/// socket before the request ends with `PeerGone`.
+const LINK_LOSS_GRACE: Duration = Duration::from_millis(100);
 
 /// Default time a request waits for its reply.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -136,7 +141,26 @@ enum ServerRx {
 #[derive(Debug)]
 enum ServerTx {
     Inproc,
-    Zmq(tokio::sync::Mutex<Zmq<RouterSendHalf>>),
+    Zmq {
+        send: tokio::sync::Mutex<Zmq<RouterSendHalf>>,
+        /// Reply bytes handed to the socket, against what the relays took
+        /// (for the linger at shutdown).
+        handed: std::sync::atomic::AtomicU64,
+        progress: Arc<crate::transport::batch::Progress>,
+    },
+}
+
+impl ServerTx {
+    /// Waits until every reply handed to the socket has left for the
+    /// network.
+    async fn linger(&self) {
+        if let ServerTx::Zmq {
+            handed, progress, ..
+        } = self
+        {
+            progress.wait_relayed(handed.load(Ordering::Relaxed)).await;
+        }
+    }
 }
 
 /// Where a reply goes.
@@ -208,13 +232,18 @@ impl SocketBuilder {
         } else {
             let mut sock = RouterSocket::new();
             let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Router, &self.config).await?;
+            let progress = side.progress.clone();
             let (send, recv) = sock.split();
             (
                 ServerRx::Zmq {
                     recv: Zmq(recv),
                     _side: side,
                 },
-                ServerTx::Zmq(tokio::sync::Mutex::new(Zmq(send))),
+                ServerTx::Zmq {
+                    send: tokio::sync::Mutex::new(Zmq(send)),
+                    handed: Default::default(),
+                    progress,
+                },
                 eps,
             )
         };
@@ -324,10 +353,20 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
             match &self.tx {
                 // A reply cannot come back over a connection that broke:
                 // with one link, its loss ends the request at once.
-                ClientTx::Zmq { side, .. } => tokio::select! {
-                    r = rx => r.map_err(|_| RequestError::PeerGone),
-                    _ = side.link_lost() => Err(RequestError::PeerGone),
-                },
+                ClientTx::Zmq { side, .. } => {
+                    tokio::pin!(rx);
+                    tokio::select! {
+                        r = &mut rx => r.map_err(|_| RequestError::PeerGone),
+                        _ = side.link_lost() => {
+                            // A reply that arrived just before the loss is
+                            // still passing through the local socket.
+                            match tokio::time::timeout(LINK_LOSS_GRACE, rx).await {
+                                Ok(Ok(env)) => Ok(env),
+                                _ => Err(RequestError::PeerGone),
+                            }
+                        }
+                    }
+                }
                 ClientTx::Inproc { .. } => rx.await.map_err(|_| RequestError::PeerGone),
             }
         })
@@ -419,12 +458,26 @@ where
     /// (backpressure). A handler that blocks or burns CPU holds up the
     /// others: give such work its own threads. A handler's `Err` travels
     /// back to the caller as [`RequestError::Remote`].
-    pub async fn run<H, Fut>(mut self, handler: H)
+    pub async fn run<H, Fut>(self, handler: H)
+    where
+        H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+    {
+        // A sender that is never used: the server runs until its socket closes.
+        let (_keep, stop) = watch::channel(false);
+        self.run_until(handler, stop).await
+    }
+
+    /// Like [`run`](Self::run), but once `stop` turns true it reads no more
+    /// requests and returns when the ones already started have replied.
+    async fn run_until<H, Fut>(mut self, handler: H, mut stop: watch::Receiver<bool>)
     where
         H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
+        let mut stopping = false;
+        let mut unstoppable = false;
         let mut in_flight = FuturesUnordered::new();
         let mut queued: VecDeque<(Envelope, ReplyTo)> = VecDeque::new();
         loop {
@@ -448,10 +501,21 @@ where
                     in_flight.push(fut);
                 }
             }
-            let room = in_flight.len() < self.max_in_flight && queued.is_empty();
+            if stopping && in_flight.is_empty() && queued.is_empty() {
+                // Linger: the last replies must leave before the socket goes.
+                self.tx.linger().await;
+                return;
+            }
+            let room = !stopping && in_flight.len() < self.max_in_flight && queued.is_empty();
             tokio::select! {
                 biased;
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                r = stop_requested(&mut stop), if !stopping && !unstoppable => match r {
+                    // Drain: take no new requests, finish the started ones.
+                    Ok(_) => stopping = true,
+                    // The sender is gone: nobody can ask to stop any more.
+                    Err(_) => unstoppable = true,
+                },
                 batch = recv_requests(&mut self.rx, &self.limits), if room => match batch {
                     Some(b) => queued.extend(b),
                     None => {
@@ -471,11 +535,18 @@ where
         Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
     {
         let endpoints = self.endpoints.clone();
+        let (stop, stopped) = watch::channel(false);
         ServerHandle {
             endpoints,
-            _task: AbortOnDrop(tokio::spawn(self.run(handler))),
+            stop,
+            task: Some(tokio::spawn(self.run_until(handler, stopped))),
         }
     }
+}
+
+/// Resolves when a stop is asked for (`Ok`) or can never be (`Err`).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) -> Result<(), ()> {
+    stop.wait_for(|s| *s).await.map(|_| ()).map_err(|_| ())
 }
 
 /// Receives the next message's requests; `None` when the socket is closed.
@@ -549,8 +620,14 @@ async fn send_reply(tx: &ServerTx, to: ReplyTo, req: &Header, outcome: Result<By
                 telemetry::dropped("late_reply", 1);
             }
         }
-        (ServerTx::Zmq(send), ReplyTo::Zmq(identity)) => {
-            let frames = vec![identity, wire::encode_header(&header), body];
+        (ServerTx::Zmq { send, handed, .. }, ReplyTo::Zmq(identity)) => {
+            let header = wire::encode_header(&header);
+            handed.fetch_add(
+                crate::transport::batch::wire_len(header.len())
+                    + crate::transport::batch::wire_len(body.len()),
+                Ordering::Relaxed,
+            );
+            let frames = vec![identity, header, body];
             let Ok(msg) = ZmqMessage::try_from(frames) else {
                 return;
             };
@@ -566,12 +643,39 @@ async fn send_reply(tx: &ServerTx, to: ReplyTo, req: &Header, outcome: Result<By
 #[derive(Debug)]
 pub struct ServerHandle {
     endpoints: Vec<Endpoint>,
-    _task: AbortOnDrop,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ServerHandle {
     /// The endpoints the server bound (ports resolved).
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
+    }
+
+    /// Stops taking requests and waits up to `timeout` for the ones in
+    /// progress to reply; whatever is still running then is abandoned
+    /// (its callers get `Timeout` or `PeerGone`). Returns whether every
+    /// started request finished.
+    pub async fn drain(mut self, timeout: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let Some(mut task) = self.task.take() else {
+            return true;
+        };
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(_) => true,
+            Err(_) => {
+                task.abort();
+                false
+            }
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }

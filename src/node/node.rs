@@ -732,10 +732,12 @@ impl Node {
         }
     }
 
-    /// Leaves the fabric: tells every member (waiting up to `timeout` for
-    /// their acknowledgements) so that they drop this node from every route
-    /// at once instead of after the failure-detection delay, then stops.
+    /// Leaves the fabric gracefully, all within `timeout`: tells every
+    /// member, so that they drop this node from every route at once instead
+    /// of after the failure-detection delay; then stops taking requests and
+    /// lets the ones in progress finish; then stops.
     pub async fn shutdown(self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
         let members: Vec<PeerId> = self.members().iter().map(|p| p.id).collect();
         let msg = NodeMsg::Leave {
             id: self.inner.info.id.0,
@@ -752,6 +754,13 @@ impl Node {
         }
         for a in acks {
             let _ = a.await;
+        }
+        // Peers no longer route here; let the requests already in progress
+        // finish within the time left.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Node { _server, .. } = self;
+        if !_server.drain(left).await {
+            tracing::warn!("shutdown: requests still running at the deadline were abandoned");
         }
     }
 

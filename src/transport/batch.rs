@@ -56,10 +56,25 @@ impl Progress {
             self.notify.notify_waiters();
         }
     }
+
+    /// Waits until the relays have taken `target` bytes in all (a socket's
+    /// linger: everything handed to it has left for the network).
+    pub(crate) async fn wait_relayed(&self, target: u64) {
+        loop {
+            let n = self.notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            self.waiting.store(true, Ordering::Relaxed);
+            if self.relayed.load(Ordering::Relaxed) >= target {
+                return;
+            }
+            n.await;
+        }
+    }
 }
 
 /// Wire size of a frame of `len` bytes (ZMTP header included).
-fn wire_len(len: usize) -> u64 {
+pub(crate) fn wire_len(len: usize) -> u64 {
     (len + if len > 255 { 9 } else { 2 }) as u64
 }
 

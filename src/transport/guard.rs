@@ -438,15 +438,42 @@ async fn relay_accepted(
     };
     let outbound = async {
         let mut buf = vec![0u8; FIRST_CHUNK];
+        // The socket's own handshake (greeting, READY) is not counted: only
+        // messages, which is what senders count as handed over.
+        let mut handshake = Some((FrameScanner::new(limits), 0usize));
+        let mut ends = Vec::new();
         loop {
             let n = match ir.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            progress.relayed(n);
+            let counted = match &mut handshake {
+                None => n,
+                Some((scanner, units)) => {
+                    ends.clear();
+                    let _ = scanner.feed(&buf[..n], &mut ends);
+                    let mut from = None;
+                    for e in &ends {
+                        *units += 1;
+                        if *units == 2 {
+                            from = Some(*e);
+                        }
+                    }
+                    match from {
+                        Some(at) => {
+                            handshake = None;
+                            n - at
+                        }
+                        None => 0,
+                    }
+                }
+            };
             if pw.write_all(&buf[..n]).await.is_err() {
                 return;
             }
+            // Counted once written on: a linger that sees it knows the
+            // bytes have left.
+            progress.relayed(counted);
             grow_after(&mut buf, n);
         }
     };
