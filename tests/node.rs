@@ -637,3 +637,28 @@ async fn shutdown_finishes_the_requests_in_progress(tp: Tp) {
     assert!(a.members().is_empty(), "and b has left");
 }
 per_transport!(graceful_drain, shutdown_finishes_the_requests_in_progress);
+
+async fn unicast_reaches_one_named_peer_with_the_callers_identity(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start("a", tp, &dir, None, None).await;
+    let b = start("b", tp, &dir, Some(&a.endpoints()[0].to_string()), None).await;
+    converge(&[&a, &b]).await;
+    // No inbox yet: a typed refusal, not a hang.
+    match a.unicast(b.id(), &"early", Duration::from_secs(5)).await {
+        Err(CallError::Request(zfabric::RequestError::Remote(e))) => assert_eq!(e.code, "no_inbox"),
+        other => panic!("{other:?}"),
+    }
+    let mut inbox = b.inbox(8);
+    a.unicast(b.id(), &"hello b", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let m = inbox.recv().await.unwrap();
+    assert_eq!(m.decode::<String>().unwrap(), "hello b");
+    assert_eq!(m.from, a.id(), "the receiver knows which node sent it");
+    let r = a.unicast(PeerId(999), &"x", Duration::from_secs(5)).await;
+    assert!(matches!(r, Err(CallError::UnknownPeer(PeerId(999)))));
+}
+per_transport!(
+    unicast,
+    unicast_reaches_one_named_peer_with_the_callers_identity
+);

@@ -283,6 +283,14 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
         SocketBuilder::new().connect(endpoint).client().await
     }
 
+    /// Sets the source id written in this client's requests (what a server
+    /// sees as `header.source`); a node uses its own id, so that services
+    /// know which node called. Default: a random id per client.
+    pub fn with_source(mut self, source: u64) -> Self {
+        self.ids = IdGen::with_source(source);
+        self
+    }
+
     /// Sets the timeout used by [`request`](Self::request).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

@@ -59,6 +59,7 @@ enum NodeMsg {
     Leave { id: u64, incarnation: u64 },
     Deliver { group: String, body: ByteBuf },
     Publish { topic: String, body: ByteBuf },
+    Unicast { body: ByteBuf },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +134,37 @@ impl Published {
     /// Decodes the body as `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, crate::wire::DecodeError> {
         wire::decode_body(&self.body)
+    }
+}
+
+/// A message sent to this node alone ([`Node::unicast`]).
+#[derive(Debug, Clone)]
+pub struct Direct {
+    /// The sending node.
+    pub from: PeerId,
+    /// The MessagePack body.
+    pub body: Bytes,
+    /// The sender's header.
+    pub header: crate::wire::Header,
+}
+
+impl Direct {
+    /// Decodes the body as `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, crate::wire::DecodeError> {
+        wire::decode_body(&self.body)
+    }
+}
+
+/// Where unicast messages to this node arrive ([`Node::inbox`]).
+#[derive(Debug)]
+pub struct NodeInbox {
+    rx: tokio::sync::mpsc::Receiver<Direct>,
+}
+
+impl NodeInbox {
+    /// The next message; `None` once the node is gone.
+    pub async fn recv(&mut self) -> Option<Direct> {
+        self.rx.recv().await
     }
 }
 
@@ -340,6 +372,7 @@ impl NodeBuilder {
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             info,
+            inbox: Mutex::new(None),
             subscriptions: Mutex::new(Vec::new()),
             groups: Mutex::new(self.groups),
             incarnation: wire::random_u64() >> 1,
@@ -355,9 +388,19 @@ impl NodeBuilder {
             let inner = handler_inner.clone();
             async move { inner.handle(req).await }
         });
+        // Seeds from the environment come on top of the configured ones
+        // (12-factor: ZFABRIC_SEEDS="tcp://a:7000,tcp://b:7000").
+        let mut seed_list = self.seeds.clone();
+        if let Ok(env) = std::env::var("ZFABRIC_SEEDS") {
+            seed_list.extend(
+                env.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        }
         // Malformed seeds are refused here; names are resolved later.
-        let seeds = self
-            .seeds
+        let seeds = seed_list
             .iter()
             .map(|s| s.parse::<Endpoint>())
             .collect::<Result<Vec<_>, _>>()?;
@@ -406,6 +449,8 @@ where
 
 pub(super) struct Inner {
     info: PeerInfo,
+    /// Where unicast messages go, once the application asks for them.
+    inbox: Mutex<Option<tokio::sync::mpsc::Sender<Direct>>>,
     /// Local subscriptions: prefix and where matching messages go.
     subscriptions: Mutex<Vec<(String, tokio::sync::mpsc::Sender<Published>)>>,
     /// Groups joined, with their handlers (changes at run time; hellos
@@ -495,6 +540,25 @@ impl Inner {
                 }
                 Ok(NodeReply::Ack)
             }
+            NodeMsg::Unicast { body } => {
+                let tx = self.inbox.lock().ok().and_then(|i| i.clone());
+                let Some(tx) = tx else {
+                    return Err(RemoteError::new(
+                        "no_inbox",
+                        "this node takes no unicast messages",
+                    ));
+                };
+                let msg = Direct {
+                    from: PeerId(req.header.source),
+                    body: Bytes::from(body.into_vec()),
+                    header: req.header,
+                };
+                tx.try_send(msg).map_err(|_| {
+                    crate::telemetry::dropped("inbox_full", 1);
+                    RemoteError::new("inbox_full", "the receiving node's inbox is full")
+                })?;
+                Ok(NodeReply::Ack)
+            }
             NodeMsg::Publish { topic, body } => {
                 let msg = Published {
                     topic: topic.clone(),
@@ -570,6 +634,7 @@ impl Inner {
             .client()
             .await
             .ok()?
+            .with_source(self.info.id.0)
             .with_timeout(self.config.membership.heartbeat_interval);
         let link: Link = Arc::new(client);
         Some(self.links.lock().ok()?.entry(id).or_insert(link).clone())
@@ -590,7 +655,10 @@ async fn say_hello(inner: &Arc<Inner>, link: &Link) {
 /// gossip or a beacon); it becomes a member if it answers.
 pub(super) async fn greet(inner: &Arc<Inner>, ep: &Endpoint) {
     if let Ok(c) = SocketBuilder::new().connect(ep.to_string()).client().await {
-        let link: Link = Arc::new(c.with_timeout(inner.config.membership.heartbeat_interval));
+        let link: Link = Arc::new(
+            c.with_source(inner.info.id.0)
+                .with_timeout(inner.config.membership.heartbeat_interval),
+        );
         let inner = inner.clone();
         tokio::spawn(async move {
             if let Ok(NodeReply::Hello(h)) = link.request(&NodeMsg::Hello(inner.hello())).await {
@@ -654,8 +722,10 @@ async fn heartbeats(inner: Arc<Inner>, seed_names: Vec<Endpoint>) {
                     continue;
                 }
                 if let Ok(c) = SocketBuilder::new().connect(ep.to_string()).client().await {
-                    let link: Link =
-                        Arc::new(c.with_timeout(inner.config.membership.heartbeat_interval));
+                    let link: Link = Arc::new(
+                        c.with_source(inner.info.id.0)
+                            .with_timeout(inner.config.membership.heartbeat_interval),
+                    );
                     seeds.insert(ep, link);
                 }
             }
@@ -871,6 +941,42 @@ impl Node {
                     .map(|i| pool[(start + i) % pool.len()])
                     .min_by_key(|id| load(id))
             }
+        }
+    }
+
+    /// Starts taking unicast messages: they queue here (up to `capacity`;
+    /// beyond that the sender gets `inbox_full`). Calling it again replaces
+    /// the previous inbox.
+    pub fn inbox(&self, capacity: usize) -> NodeInbox {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        if let Ok(mut i) = self.inner.inbox.lock() {
+            *i = Some(tx);
+        }
+        NodeInbox { rx }
+    }
+
+    /// Sends `msg` to one named peer's inbox and waits for it to be
+    /// accepted. An unknown or gone peer is [`CallError::UnknownPeer`] at
+    /// once; a peer with no inbox or a full one answers with a typed
+    /// remote error (`no_inbox`, `inbox_full`).
+    pub async fn unicast<T: Serialize>(
+        &self,
+        peer: PeerId,
+        msg: &T,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        let body = wire::encode_body(msg).map_err(|e| RequestError::Send(e.into()))?;
+        let link = self
+            .inner
+            .link(peer)
+            .await
+            .ok_or(CallError::UnknownPeer(peer))?;
+        let msg = NodeMsg::Unicast {
+            body: ByteBuf::from(body.to_vec()),
+        };
+        match link.request_within(&msg, timeout).await? {
+            NodeReply::Ack => Ok(()),
+            _ => Err(CallError::BadReply(peer)),
         }
     }
 
