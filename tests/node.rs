@@ -662,3 +662,51 @@ per_transport!(
     unicast,
     unicast_reaches_one_named_peer_with_the_callers_identity
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_can_listen_on_inproc_and_tcp_at_once() {
+    common::watchdog(async {
+        let a = Node::builder("a")
+            .config(fast())
+            .bind("inproc://mixed-a")
+            .bind("tcp://127.0.0.1:0")
+            .serve("echo", |req: zfabric::Request<u32>| async move {
+                Ok::<_, RemoteError>(format!("a:{}", req.body))
+            })
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(a.endpoints().len(), 2);
+        let tcp = a
+            .endpoints()
+            .iter()
+            .find(|e| !e.is_inproc())
+            .unwrap()
+            .to_string();
+        // One peer joins over tcp, one over inproc.
+        let b = start(
+            "b",
+            Tp::Tcp,
+            &tempfile::tempdir().unwrap(),
+            Some(&tcp),
+            None,
+        )
+        .await;
+        let c = Node::builder("c")
+            .config(fast())
+            .bind("inproc://mixed-c")
+            .seed("inproc://mixed-a")
+            .start()
+            .await
+            .unwrap();
+        converge(&[&a, &b, &c]).await;
+        for n in [&b, &c] {
+            let r: String = n
+                .request("echo", &1u32, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(r, "a:1");
+        }
+    })
+    .await
+}

@@ -16,11 +16,18 @@
 //! ones it does not know yet, and they become members once they answer.
 //! Hearsay alone never makes a peer a member.
 //!
-//! # Guarantees
-//! A request to a service goes to one member serving it, alive members
-//! first, round-robin among them (anycast). An unknown service or peer is a
-//! typed error at once, not a timeout. Views are eventually consistent (see
-//! [`Membership`]).
+//! # Delivery guarantees
+//! | operation | guarantee | when the peer dies |
+//! |---|---|---|
+//! | unicast ([`Node::unicast`], [`Node::request_peer`]) | exactly one answer (the reply, or the acknowledgement that the peer's inbox took the message) or a typed error before the deadline | `PeerGone` as soon as the link to it breaks while the call is out; after it is declared gone, `UnknownPeer` at once |
+//! | anycast ([`Node::request`], [`Node::request_with`]) | one member serving the service handles it: alive members first, round-robin or least-outstanding; an unknown service is `NoSuchService` at once | `PeerGone`; if marked idempotent, retried once on another member within the same deadline, so it is processed at least once and possibly twice |
+//! | multicast ([`Node::multicast`]) | every current member of the group is sent the message concurrently; the report names who acknowledged and who did not, with why | listed in `failed` (timeout or `PeerGone`), never silently skipped |
+//! | fabric publish ([`Node::publish`]) | at most once to every subscription whose prefix matches, as known from the last heartbeat; returns how many took it | not counted; the loss is counted as `link_down` |
+//!
+//! A peer that stops answering is suspect after `suspect_after` and out of
+//! every route after `gone_after` (checked twice per heartbeat); one that
+//! leaves gracefully is out at once. Views are eventually consistent (see
+//! [`Membership`]). A restarted process is a new member (new id).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -353,12 +360,27 @@ impl NodeBuilder {
 
     /// Starts the node: binds, starts heartbeats, says hello to the seeds.
     pub async fn start(self) -> Result<Node, OpenError> {
-        let mut sb = SocketBuilder::new();
-        for b in &self.binds {
-            sb = sb.bind(b.clone());
+        // One server per transport family: inproc, and ipc/tcp together.
+        let (inproc, network): (Vec<&String>, Vec<&String>) =
+            self.binds.iter().partition(|b| b.starts_with("inproc://"));
+        let mut servers: Vec<Server<NodeMsg, NodeReply>> = Vec::new();
+        for group in [inproc, network] {
+            if group.is_empty() {
+                continue;
+            }
+            let mut sb = SocketBuilder::new();
+            for b in group {
+                sb = sb.bind(b.clone());
+            }
+            servers.push(sb.server().await?);
         }
-        let server: Server<NodeMsg, NodeReply> = sb.server().await?;
-        let endpoints = server.endpoints().to_vec();
+        if servers.is_empty() {
+            return Err(OpenError::NoEndpoint);
+        }
+        let endpoints: Vec<Endpoint> = servers
+            .iter()
+            .flat_map(|s| s.endpoints().to_vec())
+            .collect();
         let id = PeerId(wire::random_u64());
         let info = PeerInfo {
             id,
@@ -383,11 +405,16 @@ impl NodeBuilder {
             next: AtomicUsize::new(0),
             config: self.config,
         });
-        let handler_inner = inner.clone();
-        let server = server.spawn(move |req: Request<NodeMsg>| {
-            let inner = handler_inner.clone();
-            async move { inner.handle(req).await }
-        });
+        let servers: Vec<ServerHandle> = servers
+            .into_iter()
+            .map(|server| {
+                let handler_inner = inner.clone();
+                server.spawn(move |req: Request<NodeMsg>| {
+                    let inner = handler_inner.clone();
+                    async move { inner.handle(req).await }
+                })
+            })
+            .collect();
         // Seeds from the environment come on top of the configured ones
         // (12-factor: ZFABRIC_SEEDS="tcp://a:7000,tcp://b:7000").
         let mut seed_list = self.seeds.clone();
@@ -405,7 +432,11 @@ impl NodeBuilder {
             .map(|s| s.parse::<Endpoint>())
             .collect::<Result<Vec<_>, _>>()?;
         let hb = tokio::spawn(heartbeats(inner.clone(), seeds));
-        let beacon = match (self.beacon, inner.info.endpoints.first()) {
+        // A beacon advertises a network endpoint (inproc means nothing on a LAN).
+        let beacon = match (
+            self.beacon,
+            inner.info.endpoints.iter().find(|e| !e.is_inproc()),
+        ) {
             (Some(cfg), Some(ep)) => Some(AbortOnDrop(tokio::spawn(super::beacon::run(
                 inner.clone(),
                 cfg,
@@ -417,7 +448,7 @@ impl NodeBuilder {
         Ok(Node {
             inner,
             _beacon: beacon,
-            _server: server,
+            _servers: servers,
             _heartbeats: AbortOnDrop(hb),
         })
     }
@@ -621,14 +652,8 @@ impl Inner {
         if let Some(l) = self.links.lock().ok()?.get(&id) {
             return Some(l.clone());
         }
-        let ep = self
-            .membership
-            .lock()
-            .ok()?
-            .get(id)?
-            .endpoints
-            .first()?
-            .clone();
+        let endpoints = self.membership.lock().ok()?.get(id)?.endpoints.clone();
+        let ep = reachable(&endpoints)?.clone();
         let client = SocketBuilder::new()
             .connect(ep.to_string())
             .client()
@@ -644,11 +669,26 @@ impl Inner {
 async fn say_hello(inner: &Arc<Inner>, link: &Link) {
     if let Ok(NodeReply::Hello(h)) = link.request(&NodeMsg::Hello(inner.hello())).await {
         for p in inner.heard(&h) {
-            if let Some(ep) = p.endpoints.first() {
+            if let Some(ep) = reachable(&p.endpoints) {
                 greet(inner, ep).await;
             }
         }
     }
+}
+
+/// The endpoint to reach a peer by: its inproc one when that name is bound
+/// in this process (same process, no syscalls), else its first ipc/tcp
+/// one.
+fn reachable(endpoints: &[Endpoint]) -> Option<&Endpoint> {
+    endpoints
+        .iter()
+        .find(|e| match e {
+            Endpoint::Inproc(name) => {
+                crate::transport::inproc::is_bound(crate::transport::inproc::Family::ReqRep, name)
+            }
+            _ => false,
+        })
+        .or_else(|| endpoints.iter().find(|e| !e.is_inproc()))
 }
 
 /// Says hello, once, to a node we only know an endpoint of (learned from
@@ -774,7 +814,7 @@ fn expire(inner: &Inner) {
 pub struct Node {
     inner: Arc<Inner>,
     _beacon: Option<AbortOnDrop>,
-    _server: ServerHandle,
+    _servers: Vec<ServerHandle>,
     _heartbeats: AbortOnDrop,
 }
 
@@ -828,8 +868,10 @@ impl Node {
         // Peers no longer route here; let the requests already in progress
         // finish within the time left.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Node { _server, .. } = self;
-        if !_server.drain(left).await {
+        let Node { _servers, .. } = self;
+        let drained =
+            futures_util::future::join_all(_servers.into_iter().map(|s| s.drain(left))).await;
+        if drained.contains(&false) {
             tracing::warn!("shutdown: requests still running at the deadline were abandoned");
         }
     }

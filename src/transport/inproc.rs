@@ -322,6 +322,13 @@ fn connect(family: Family, name: &str, side: Side) -> InprocConnection {
     InprocConnection { key, side }
 }
 
+/// Whether a live socket of `family` has bound `name` in this process.
+pub(crate) fn is_bound(family: Family, name: &str) -> bool {
+    REGISTRY
+        .get(&(family, name.to_owned()))
+        .is_some_and(|slot| slot.bound.as_ref().is_some_and(Side::alive))
+}
+
 /// Binds a name for a sending socket.
 pub(crate) fn bind_sender(
     family: Family,
