@@ -33,7 +33,8 @@
 //!   non-blocking connect and reconnection in front of every `zeromq`
 //!   socket (see `docs/SECURITY.md`).
 //! - `messaging`: the typed patterns and their delivery guarantees.
-//! - [`node`]: membership and failure detection (the fabric layer, in progress).
+//! - [`node`]: nodes, membership, discovery, unicast/anycast/multicast.
+//! - [`resilience`]: circuit breaker (bulkheads and retry budgets to come).
 //! - [`telemetry`]: metric names; every drop is counted with a reason.
 //!
 //! ## Guarantees at a glance
@@ -48,6 +49,7 @@ mod endpoint;
 mod error;
 mod messaging;
 pub mod node;
+pub mod resilience;
 pub mod telemetry;
 mod transport;
 pub mod wire;
