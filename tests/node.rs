@@ -19,6 +19,7 @@ fn fast() -> NodeConfig {
             gone_after: Duration::from_secs(1),
             forget_after: Duration::from_secs(5),
         },
+        ..NodeConfig::default()
     }
 }
 
@@ -163,6 +164,7 @@ async fn a_member_that_leaves_is_dropped_at_once(tp: Tp) {
             gone_after: Duration::from_secs(60),
             forget_after: Duration::from_secs(60),
         },
+        ..NodeConfig::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let a = Node::builder("a")

@@ -323,6 +323,11 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
             }
             .into());
         }
+        // Inside a handler, the caller's deadline caps this one.
+        let timeout = crate::resilience::deadline::budget(timeout);
+        if timeout.is_zero() {
+            return Err(RequestError::Timeout(timeout));
+        }
         let id = self.ids.next_id();
         let mut header = Header::new(Kind::Request, id, self.ids.source(), id.0 as u64);
         header.deadline = Some(Deadline::after(timeout));
@@ -601,10 +606,14 @@ where
     let body: Req = env
         .decode()
         .map_err(|e| RemoteError::new("bad_request", e.to_string()))?;
-    let rep = handler(Request {
-        body,
-        header: env.header.clone(),
-    })
+    let deadline = env.header.deadline;
+    let rep = crate::resilience::deadline::with_deadline(
+        deadline,
+        handler(Request {
+            body,
+            header: env.header.clone(),
+        }),
+    )
     .await?;
     wire::encode_body(&rep).map_err(|e| RemoteError::new("bad_reply", e.to_string()))
 }

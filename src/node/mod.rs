@@ -11,6 +11,7 @@ mod beacon;
 mod membership;
 #[allow(clippy::module_inception)]
 mod node;
+mod service;
 
 pub use beacon::{BeaconConfig, MAX_BEACON};
 pub use membership::{Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState};
@@ -18,3 +19,4 @@ pub use node::{
     Balance, CallError, CallOptions, MulticastReport, Node, NodeBuilder, NodeConfig,
     NodeSubscription, Published,
 };
+pub use service::{CallInfo, ServeOptions};

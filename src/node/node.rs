@@ -45,24 +45,53 @@ use tokio::sync::broadcast;
 use super::membership::{
     Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState,
 };
+use super::service::{Service, ServeOptions};
 use crate::endpoint::Endpoint;
+use crate::resilience::{
+    BreakerConfig, BreakerState, BudgetConfig, CircuitBreaker, Outcome, RetryBudget, RetryPolicy,
+    Transition,
+};
 use crate::messaging::reqrep::{Client, Request, Server, ServerHandle};
 use crate::transport::guard::AbortOnDrop;
 use crate::wire::{self, RemoteError};
 use crate::{LinkState, OpenError, RequestError, SocketBuilder};
 
 /// A node's settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// Failure-detection timings.
     pub membership: MembershipConfig,
+    /// The circuit breaker kept per (member, service) this node calls;
+    /// `None` turns breakers off. Default: [`BreakerConfig::default`].
+    pub breaker: Option<BreakerConfig>,
+    /// The retry budget kept per service this node calls. Default:
+    /// [`BudgetConfig::default`].
+    pub retry_budget: BudgetConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            membership: MembershipConfig::default(),
+            breaker: Some(BreakerConfig::default()),
+            retry_budget: BudgetConfig::default(),
+        }
+    }
 }
 
 /// What nodes say to each other.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum NodeMsg {
     Hello(Hello),
-    Call { service: String, body: ByteBuf },
+    Call {
+        service: String,
+        body: ByteBuf,
+        /// The logical call id, the same on every attempt (natural
+        /// idempotency key); 0 if none.
+        call: u64,
+        /// Caller-given priority (bulkhead partitioning).
+        priority: u8,
+    },
     Leave { id: u64, incarnation: u64 },
     Deliver { group: String, body: ByteBuf },
     Publish { topic: String, body: ByteBuf },
@@ -189,8 +218,8 @@ impl NodeSubscription {
     }
 }
 
-type BoxFut = Pin<Box<dyn Future<Output = Result<Bytes, RemoteError>> + Send>>;
-type Handler = Arc<dyn Fn(Request<ByteBuf>) -> BoxFut + Send + Sync>;
+pub(super) type BoxFut = Pin<Box<dyn Future<Output = Result<Bytes, RemoteError>> + Send>>;
+pub(super) type Handler = Arc<dyn Fn(Request<ByteBuf>) -> BoxFut + Send + Sync>;
 type Link = Arc<Client<NodeMsg, NodeReply>>;
 
 /// Why a call to a service or peer failed.
@@ -208,6 +237,24 @@ pub enum CallError {
     /// The reply was not a service result.
     #[error("unexpected reply from {0:?}")]
     BadReply(PeerId),
+    /// The member refused the call at once because the service's bulkhead
+    /// was full (its `BulkheadConfig` limits); nothing was processed.
+    #[error("{peer:?} refused the call: {reason}")]
+    Rejected {
+        /// The member that refused.
+        peer: PeerId,
+        /// Its explanation (which bulkhead, its limits).
+        reason: String,
+    },
+    /// Every member serving the service has its circuit open
+    /// (`NodeConfig::breaker`); the call was not sent.
+    #[error("circuit open for {service:?}; retry in {retry_in:?}")]
+    CircuitOpen {
+        /// The service.
+        service: String,
+        /// When the first breaker lets a trial call through.
+        retry_in: Duration,
+    },
 }
 
 impl CallError {
@@ -217,6 +264,8 @@ impl CallError {
         matches!(
             self,
             CallError::UnknownPeer(_)
+                | CallError::Rejected { .. }
+                | CallError::CircuitOpen { .. }
                 | CallError::Request(RequestError::PeerGone | RequestError::Send(_))
         )
     }
@@ -236,13 +285,21 @@ pub enum Balance {
 /// Options of an anycast request.
 #[derive(Debug, Clone, Copy)]
 pub struct CallOptions {
-    /// Deadline for the whole call, retries included. Default 5 s.
+    /// Deadline for the whole call, retries included. Default 5 s. Inside
+    /// a handler it is capped by what is left of the handler's own
+    /// deadline.
     pub timeout: Duration,
-    /// Whether the request may be processed twice without harm; if so a
-    /// member failure is retried once on another member.
+    /// Whether the request may be processed twice without harm. Only such
+    /// requests are retried.
     pub idempotent: bool,
+    /// How an idempotent request is retried (attempts, backoff); within the
+    /// deadline and the service's retry budget (`NodeConfig::retry_budget`).
+    pub retry: RetryPolicy,
     /// How the member is chosen.
     pub balance: Balance,
+    /// Priority carried to the member (0 = lowest), for services
+    /// partitioned by priority.
+    pub priority: u8,
 }
 
 impl Default for CallOptions {
@@ -250,7 +307,9 @@ impl Default for CallOptions {
         CallOptions {
             timeout: Duration::from_secs(5),
             idempotent: false,
+            retry: RetryPolicy::default(),
             balance: Balance::RoundRobin,
+            priority: 0,
         }
     }
 }
@@ -262,9 +321,25 @@ impl CallOptions {
         self
     }
 
-    /// Marks the request idempotent (retried once on another member).
+    /// Marks the request idempotent: a member failure (gone, unreachable,
+    /// busy, circuit open) is retried on another member with jittered
+    /// backoff, up to `retry.max_attempts`, within the deadline and the
+    /// retry budget.
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
+        self
+    }
+
+    /// Sets the retry policy (and marks the request idempotent).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self.idempotent = true;
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = priority;
         self
     }
 
@@ -290,7 +365,7 @@ pub struct NodeBuilder {
     config: NodeConfig,
     binds: Vec<String>,
     seeds: Vec<String>,
-    services: HashMap<String, Handler>,
+    services: HashMap<String, Service>,
     groups: HashMap<String, Handler>,
     beacon: Option<super::beacon::BeaconConfig>,
 }
@@ -345,16 +420,38 @@ impl NodeBuilder {
         self
     }
 
-    /// Serves `service` with a typed handler. Requests run concurrently.
-    pub fn serve<Req, Rep, H, Fut>(mut self, service: impl Into<String>, handler: H) -> Self
+    /// Serves `service` with a typed handler. Requests run concurrently,
+    /// directly on the node's runtime (see [`NodeBuilder::serve_with`] for
+    /// bulkheads and deduplication).
+    pub fn serve<Req, Rep, H, Fut>(self, service: impl Into<String>, handler: H) -> Self
     where
         Req: DeserializeOwned + Send + 'static,
         Rep: Serialize + Send + 'static,
         H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
     {
-        let h = typed_handler(handler);
-        self.services.insert(service.into(), h);
+        self.serve_with(service, ServeOptions::default(), handler)
+    }
+
+    /// Serves `service` as `opts` say: in a bulkhead (or one of several,
+    /// partitioned by caller or priority), with an idempotent-consumer
+    /// window. A full bulkhead refuses at once; the caller gets
+    /// [`CallError::Rejected`].
+    pub fn serve_with<Req, Rep, H, Fut>(
+        mut self,
+        service: impl Into<String>,
+        opts: ServeOptions,
+        handler: H,
+    ) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Rep: Serialize + Send + 'static,
+        H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+    {
+        let name = service.into();
+        let svc = Service::new(&name, typed_handler(handler), opts);
+        self.services.insert(name, svc);
         self
     }
 
@@ -401,6 +498,8 @@ impl NodeBuilder {
             membership: Mutex::new(Membership::new(id, self.config.membership)),
             links: Mutex::new(HashMap::new()),
             services: self.services,
+            breakers: dashmap::DashMap::new(),
+            budgets: dashmap::DashMap::new(),
             events,
             next: AtomicUsize::new(0),
             config: self.config,
@@ -490,7 +589,11 @@ pub(super) struct Inner {
     incarnation: u64,
     membership: Mutex<Membership>,
     links: Mutex<HashMap<PeerId, Link>>,
-    services: HashMap<String, Handler>,
+    services: HashMap<String, Service>,
+    /// Breakers of the destinations this node calls: (member, service).
+    breakers: dashmap::DashMap<(PeerId, String), CircuitBreaker>,
+    /// Retry budgets of the services this node calls.
+    budgets: dashmap::DashMap<String, RetryBudget>,
     events: broadcast::Sender<MembershipEvent>,
     next: AtomicUsize,
     config: NodeConfig,
@@ -624,16 +727,17 @@ impl Inner {
                 .await?;
                 Ok(NodeReply::Ack)
             }
-            NodeMsg::Call { service, body } => {
-                let handler = self
+            NodeMsg::Call {
+                service,
+                body,
+                call,
+                priority,
+            } => {
+                let svc = self
                     .services
                     .get(&service)
                     .ok_or_else(|| RemoteError::new("no_such_service", service.clone()))?;
-                let out = handler(Request {
-                    body,
-                    header: req.header,
-                })
-                .await?;
+                let out = svc.call(&service, call, priority, body, req.header).await?;
                 Ok(NodeReply::Result(ByteBuf::from(out.to_vec())))
             }
         }
@@ -917,73 +1021,169 @@ impl Node {
             .await
     }
 
-    /// Calls `service` on one member serving it, as `opts` say. A request
-    /// marked idempotent whose member fails (it went away, or the request
-    /// could not be sent) is retried once on another member, within the
-    /// same deadline.
+    /// Calls `service` on one member serving it, as `opts` say.
+    ///
+    /// Members whose circuit is open are skipped; if every member's is
+    /// open the call fails at once with [`CallError::CircuitOpen`]. A
+    /// request marked idempotent whose member fails (it went away, could
+    /// not be reached, refused the call as busy) is retried on another
+    /// member after a jittered backoff, up to `opts.retry.max_attempts`,
+    /// within the same deadline and while the service's retry budget
+    /// allows; every attempt carries the same call id, so a service with
+    /// an idempotent-consumer window processes it once.
     pub async fn request_with<Req: Serialize, Rep: DeserializeOwned>(
         &self,
         service: &str,
         req: &Req,
         opts: CallOptions,
     ) -> Result<Rep, CallError> {
-        let deadline = tokio::time::Instant::now() + opts.timeout;
+        let timeout = crate::resilience::deadline::budget(opts.timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
         let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
+        let call_id = wire::random_u64() | 1;
+        if opts.idempotent {
+            self.inner
+                .budgets
+                .entry(service.to_owned())
+                .or_insert_with(|| RetryBudget::new(self.inner.config.retry_budget))
+                .deposit(clock());
+        }
         let mut tried: Vec<PeerId> = Vec::new();
+        let mut attempt = 1u32;
         loop {
-            let Some(id) = self.pick(service, opts.balance, &tried) else {
-                return Err(CallError::NoSuchService(service.to_owned()));
+            let id = match self.pick(service, opts.balance, &tried) {
+                Pick::Member(id) => id,
+                Pick::NoMember => return Err(CallError::NoSuchService(service.to_owned())),
+                Pick::AllOpen(retry_in) => {
+                    return Err(CallError::CircuitOpen {
+                        service: service.to_owned(),
+                        retry_in,
+                    })
+                }
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.call(id, service, body.clone(), remaining).await {
-                Err(e) if opts.idempotent && tried.is_empty() && e.is_member_failure() => {
-                    tracing::debug!(peer = ?id, error = %e, "retrying an idempotent request on another member");
-                    tried.push(id);
-                    if self.pick(service, opts.balance, &tried).is_none() {
+            let call = Call {
+                service,
+                body: body.clone(),
+                call_id,
+                priority: opts.priority,
+            };
+            match self.call_guarded(id, call, remaining).await {
+                Err(e)
+                    if opts.idempotent
+                        && e.is_member_failure()
+                        && attempt < opts.retry.max_attempts =>
+                {
+                    let backoff = opts.retry.backoff(attempt, wire::random_u64());
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if backoff >= left {
                         return Err(e);
                     }
+                    let allowed = self
+                        .inner
+                        .budgets
+                        .get_mut(service)
+                        .map(|mut b| b.try_withdraw(clock()))
+                        .unwrap_or(false);
+                    if !allowed {
+                        metrics::counter!(crate::resilience::retry::RETRY_BUDGET_EXHAUSTED, "service" => service.to_owned()).increment(1);
+                        return Err(e);
+                    }
+                    metrics::counter!(crate::resilience::retry::RETRIES, "service" => service.to_owned()).increment(1);
+                    tracing::debug!(peer = ?id, error = %e, attempt, "retrying an idempotent request");
+                    tried.push(id);
+                    tokio::time::sleep(backoff).await;
+                    attempt += 1;
                 }
                 other => return other,
             }
         }
     }
 
-    /// Chooses a member serving `service`, not in `exclude`.
-    fn pick(&self, service: &str, balance: Balance, exclude: &[PeerId]) -> Option<PeerId> {
-        let members: Vec<(PeerId, PeerState)> = self
-            .inner
-            .membership
-            .lock()
-            .ok()?
-            .serving(service)
-            .into_iter()
-            .filter(|(id, _)| !exclude.contains(id))
-            .collect();
+    /// Chooses a member serving `service`: alive members before suspect
+    /// ones, those not in `exclude` first (all of them once every member
+    /// has been tried), and only one whose breaker lets the call through.
+    fn pick(&self, service: &str, balance: Balance, exclude: &[PeerId]) -> Pick {
+        let Ok(members) = self.inner.membership.lock().map(|m| m.serving(service)) else {
+            return Pick::NoMember;
+        };
         let alive: Vec<PeerId> = members
             .iter()
             .filter(|(_, s)| *s == PeerState::Alive)
             .map(|(id, _)| *id)
             .collect();
-        let pool = if alive.is_empty() {
+        let mut pool = if alive.is_empty() {
             members.iter().map(|(id, _)| *id).collect()
         } else {
             alive
         };
+        if pool.iter().any(|id| !exclude.contains(id)) {
+            pool.retain(|id| !exclude.contains(id));
+        }
         if pool.is_empty() {
-            return None;
+            return Pick::NoMember;
         }
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed) % pool.len();
-        match balance {
-            Balance::RoundRobin => Some(pool[start]),
-            Balance::LeastOutstanding => {
-                let links = self.inner.links.lock().ok()?;
+        pool.rotate_left(start);
+        if balance == Balance::LeastOutstanding {
+            if let Ok(links) = self.inner.links.lock() {
                 let load = |id: &PeerId| links.get(id).map(|l| l.in_flight()).unwrap_or(0);
-                // Ties go round-robin.
-                (0..pool.len())
-                    .map(|i| pool[(start + i) % pool.len()])
-                    .min_by_key(|id| load(id))
+                // Stable sort: ties stay in turn.
+                pool.sort_by_key(load);
             }
         }
+        let mut soonest: Option<Duration> = None;
+        for id in pool {
+            match self.admit(id, service) {
+                Ok(()) => return Pick::Member(id),
+                Err(retry_in) => soonest = Some(soonest.map_or(retry_in, |s| s.min(retry_in))),
+            }
+        }
+        Pick::AllOpen(soonest.unwrap_or_default())
+    }
+
+    /// Asks the breaker of (`peer`, `service`) to let a call through.
+    fn admit(&self, peer: PeerId, service: &str) -> Result<(), Duration> {
+        let Some(cfg) = self.inner.config.breaker else {
+            return Ok(());
+        };
+        let mut b = self
+            .inner
+            .breakers
+            .entry((peer, service.to_owned()))
+            .or_insert_with(|| CircuitBreaker::new(cfg));
+        match b.try_acquire(clock()) {
+            Ok(t) => {
+                if let Some(t) = t {
+                    breaker_moved(peer, service, t);
+                }
+                Ok(())
+            }
+            Err(open) => Err(open.retry_in),
+        }
+    }
+
+    /// A call to one member, judged by its breaker (already admitted).
+    async fn call_guarded<Rep: DeserializeOwned>(
+        &self,
+        peer: PeerId,
+        call: Call<'_>,
+        timeout: Duration,
+    ) -> Result<Rep, CallError> {
+        let mut judge = Judge {
+            inner: &self.inner,
+            peer,
+            service: call.service,
+            started: clock(),
+            outcome: Outcome::Failure,
+        };
+        let r = self.call(peer, call, timeout).await;
+        // A reply of the wrong type is the caller's mistake, not the
+        // member's failure.
+        if matches!(r, Ok(_) | Err(CallError::Request(RequestError::Decode(_)))) {
+            judge.outcome = Outcome::Success;
+        }
+        r
     }
 
     /// Starts taking unicast messages: they queue here (up to `capacity`;
@@ -1142,7 +1342,9 @@ impl Node {
         Ok(report)
     }
 
-    /// Calls `service` on the named peer (unicast).
+    /// Calls `service` on the named peer (unicast), through that peer's
+    /// breaker for the service: while it is open the call fails at once
+    /// with [`CallError::CircuitOpen`].
     pub async fn request_peer<Req: Serialize, Rep: DeserializeOwned>(
         &self,
         peer: PeerId,
@@ -1150,15 +1352,30 @@ impl Node {
         req: &Req,
         timeout: Duration,
     ) -> Result<Rep, CallError> {
+        let timeout = crate::resilience::deadline::budget(timeout);
         let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
-        self.call(peer, service, body, timeout).await
+        if !self.inner.knows(peer) {
+            return Err(CallError::UnknownPeer(peer));
+        }
+        if let Err(retry_in) = self.admit(peer, service) {
+            return Err(CallError::CircuitOpen {
+                service: service.to_owned(),
+                retry_in,
+            });
+        }
+        let call = Call {
+            service,
+            body,
+            call_id: wire::random_u64() | 1,
+            priority: 0,
+        };
+        self.call_guarded(peer, call, timeout).await
     }
 
     async fn call<Rep: DeserializeOwned>(
         &self,
         peer: PeerId,
-        service: &str,
-        body: Bytes,
+        call: Call<'_>,
         timeout: Duration,
     ) -> Result<Rep, CallError> {
         let link = self
@@ -1185,14 +1402,93 @@ impl Node {
             return Err(CallError::Request(RequestError::PeerGone));
         }
         let msg = NodeMsg::Call {
-            service: service.to_owned(),
-            body: ByteBuf::from(body.to_vec()),
+            service: call.service.to_owned(),
+            body: ByteBuf::from(call.body.to_vec()),
+            call: call.call_id,
+            priority: call.priority,
         };
-        match link.request_within(&msg, timeout).await? {
+        let reply = match link.request_within(&msg, timeout).await {
+            Ok(r) => r,
+            Err(RequestError::Remote(e)) if e.code == "rejected" => {
+                return Err(CallError::Rejected {
+                    peer,
+                    reason: e.message,
+                })
+            }
+            Err(RequestError::Remote(e)) if e.code == "deadline_expired" => {
+                return Err(CallError::Request(RequestError::Timeout(timeout)))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match reply {
             NodeReply::Result(b) => Ok(wire::decode_body(&b).map_err(RequestError::Decode)?),
             NodeReply::Hello(_) | NodeReply::Ack | NodeReply::Delivered(_) => {
                 Err(CallError::BadReply(peer))
             }
         }
     }
+}
+
+/// What [`Node::pick`] found.
+enum Pick {
+    Member(PeerId),
+    /// Members exist but every breaker refused; the soonest retry.
+    AllOpen(Duration),
+    NoMember,
+}
+
+/// One service call, as sent.
+struct Call<'a> {
+    service: &'a str,
+    body: Bytes,
+    call_id: u64,
+    priority: u8,
+}
+
+/// The breakers' clock: tokio's, so that paused-time tests drive them.
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Records a call's outcome with its breaker when dropped, so that a call
+/// abandoned half-way (its caller gave up) still counts, as a failure, and
+/// never leaves a half-open trial slot taken.
+struct Judge<'a> {
+    inner: &'a Inner,
+    peer: PeerId,
+    service: &'a str,
+    started: Instant,
+    outcome: Outcome,
+}
+
+impl Drop for Judge<'_> {
+    fn drop(&mut self) {
+        if self.inner.config.breaker.is_none() {
+            return;
+        }
+        let now = clock();
+        let took = now.saturating_duration_since(self.started);
+        let t = self
+            .inner
+            .breakers
+            .get_mut(&(self.peer, self.service.to_owned()))
+            .and_then(|mut b| b.record(self.outcome, took, now));
+        if let Some(t) = t {
+            breaker_moved(self.peer, self.service, t);
+        }
+    }
+}
+
+/// Publishes a breaker transition: metrics and a log line.
+fn breaker_moved(peer: PeerId, service: &str, t: Transition) {
+    let (to, level) = match t.to {
+        BreakerState::Closed => ("closed", 0.0),
+        BreakerState::HalfOpen => ("half_open", 1.0),
+        BreakerState::Open => ("open", 2.0),
+    };
+    metrics::counter!(crate::resilience::BREAKER_TRANSITIONS, "service" => service.to_owned(), "to" => to)
+        .increment(1);
+    metrics::gauge!(crate::resilience::BREAKER_STATE, "service" => service.to_owned(), "peer" => format!("{:016x}", peer.0))
+        .set(level);
+    tracing::info!(?peer, service, from = ?t.from, to = ?t.to, "circuit breaker moved");
 }

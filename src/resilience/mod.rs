@@ -1,10 +1,40 @@
-//! Resilience building blocks (in progress): failure is kept local.
+//! Resilience: failure is kept local.
 //!
-//! So far: the [`CircuitBreaker`] state machine, per destination, as plain
-//! code tested with simulated time. Bulkheads, retry budgets and the
-//! idempotent-consumer window come next, and so does wiring the breaker
-//! into anycast.
+//! | part | what it does | where it acts |
+//! |---|---|---|
+//! | [`Bulkhead`] | bounded concurrency and wait queue per class of work; refuses with [`Rejected`] when full | a node's services ([`ServeOptions`](crate::node::ServeOptions)), or any async work |
+//! | [`deadline`] | a handler's onward calls inherit what is left of its deadline; expired work is not started | every request made inside a handler |
+//! | [`RetryPolicy`], [`RetryBudget`] | jittered retries of idempotent calls, capped at a share of first attempts | node anycast ([`CallOptions`](crate::node::CallOptions)) |
+//! | [`CircuitBreaker`] | per destination: open on failure or slow-call rate, fail fast, half-open trials | node calls, per (member, service) |
+//! | [`IdempotentConsumer`] | duplicates processed once, cached reply returned | a node's services ([`ServeOptions::dedup`](crate::node::ServeOptions::dedup)) |
+//!
+//! The state machines (breaker, retry budget, dedup window) are plain code
+//! with the time passed in, tested with simulated time.
+//!
+//! # Metrics
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `zfabric_bulkhead_in_flight` | gauge | `bulkhead` |
+//! | `zfabric_bulkhead_queued` | gauge | `bulkhead` |
+//! | `zfabric_bulkhead_rejected_total` | counter | `bulkhead`, `reason` (`full`, `expired`, `closed`) |
+//! | `zfabric_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `service`, `peer` |
+//! | `zfabric_breaker_transitions_total` | counter | `service`, `to` |
+//! | `zfabric_retries_total` | counter | `service` |
+//! | `zfabric_retry_budget_exhausted_total` | counter | `service` |
+//! | `zfabric_dedup_hits_total` | counter | `consumer` |
 
 mod breaker;
+pub mod bulkhead;
+pub mod deadline;
+pub mod dedup;
+pub mod retry;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, CircuitOpen, Outcome, Transition};
+pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadKind, Permit, Rejected};
+pub use dedup::{DedupConfig, DedupKey, DedupWindow, IdempotentConsumer};
+pub use retry::{BudgetConfig, RetryBudget, RetryPolicy};
+
+/// Gauge: a breaker's state (0 closed, 1 half-open, 2 open).
+pub const BREAKER_STATE: &str = "zfabric_breaker_state";
+/// Counter: breaker transitions, by `service` and target state `to`.
+pub const BREAKER_TRANSITIONS: &str = "zfabric_breaker_transitions_total";

@@ -1,0 +1,204 @@
+//! How a node runs one of its services: in which bulkhead, with what
+//! deduplication.
+//!
+//! A call arriving for a service goes through, in order:
+//! 1. the deadline check (work already late is not started);
+//! 2. the idempotent-consumer window, if configured: a duplicate of a call
+//!    that succeeded gets the cached reply and takes no slot;
+//! 3. the bulkhead chosen for the call ([`ServeOptions::bulkhead`],
+//!    [`ServeOptions::partitioned`]): a full one refuses at once with the
+//!    remote error `rejected`, which the caller sees as
+//!    [`CallError::Rejected`](super::CallError::Rejected);
+//! 4. the handler, with the call's deadline inherited by its onward calls.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+use super::membership::PeerId;
+use super::node::Handler;
+use crate::messaging::reqrep::Request;
+use crate::resilience::{Bulkhead, DedupConfig, DedupKey, IdempotentConsumer, Rejected};
+use crate::wire::{self, Header, RemoteError};
+
+/// What a partitioning rule sees of a call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallInfo<'a> {
+    /// The calling node.
+    pub caller: PeerId,
+    /// The priority the caller gave ([`CallOptions::priority`](super::CallOptions::priority)).
+    pub priority: u8,
+    /// The service called.
+    pub service: &'a str,
+}
+
+type PartitionFn = Arc<dyn Fn(&CallInfo<'_>) -> usize + Send + Sync>;
+type KeyFn = Arc<dyn Fn(&Header, u64, &[u8]) -> Option<DedupKey> + Send + Sync>;
+
+/// How a service is run: bulkhead placement and deduplication. The default
+/// runs every call directly on the node's runtime, with no dedup.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    bulkheads: Vec<Bulkhead>,
+    partition: Option<PartitionFn>,
+    dedup: Option<(DedupConfig, KeyFn)>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("bulkheads", &self.bulkheads)
+            .field("partitioned", &self.partition.is_some())
+            .field("dedup", &self.dedup.as_ref().map(|d| d.0))
+            .finish()
+    }
+}
+
+impl ServeOptions {
+    /// No bulkhead, no dedup.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs every call in `bulkhead` (which other services may share).
+    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.bulkheads = vec![bulkhead];
+        self.partition = None;
+        self
+    }
+
+    /// Runs each call in one of `bulkheads`, chosen by `rule` (an index,
+    /// taken modulo the number of bulkheads), e.g. by caller or priority.
+    pub fn partitioned(
+        mut self,
+        bulkheads: Vec<Bulkhead>,
+        rule: impl Fn(&CallInfo<'_>) -> usize + Send + Sync + 'static,
+    ) -> Self {
+        self.bulkheads = bulkheads;
+        self.partition = Some(Arc::new(rule));
+        self
+    }
+
+    /// Partitions by priority: priority `p` runs in `bulkheads[p]` (the
+    /// last one for higher priorities).
+    pub fn by_priority(self, bulkheads: Vec<Bulkhead>) -> Self {
+        let last = bulkheads.len().saturating_sub(1);
+        self.partitioned(bulkheads, move |c| (c.priority as usize).min(last))
+    }
+
+    /// Partitions by calling node: each caller always lands in the same
+    /// bulkhead, so one noisy caller fills only its own.
+    pub fn by_caller(self, bulkheads: Vec<Bulkhead>) -> Self {
+        self.partitioned(bulkheads, |c| {
+            // Fibonacci hashing spreads random ids evenly.
+            (c.caller.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+        })
+    }
+
+    /// Deduplicates by the caller's logical call id (natural key): a call
+    /// retried or redelivered is processed once and the cached reply
+    /// returned.
+    pub fn dedup(mut self, config: DedupConfig) -> Self {
+        self.dedup = Some((
+            config,
+            Arc::new(|h: &Header, call: u64, _: &[u8]| {
+                (call != 0).then_some(DedupKey::Natural(h.source, call))
+            }),
+        ));
+        self
+    }
+
+    /// Deduplicates by a business key taken from the request body (e.g. an
+    /// e-mail address): two calls with the same key are processed once,
+    /// whoever sent them. A body that does not decode as `Req` is not
+    /// deduplicated (the handler refuses it).
+    pub fn dedup_by<Req, F>(mut self, config: DedupConfig, key: F) -> Self
+    where
+        Req: DeserializeOwned,
+        F: Fn(&Req) -> String + Send + Sync + 'static,
+    {
+        self.dedup = Some((
+            config,
+            Arc::new(move |_: &Header, _: u64, body: &[u8]| {
+                wire::decode_body::<Req>(body)
+                    .ok()
+                    .map(|r| DedupKey::Business(key(&r)))
+            }),
+        ));
+        self
+    }
+}
+
+/// A service as the node runs it.
+pub(super) struct Service {
+    handler: Handler,
+    bulkheads: Vec<Bulkhead>,
+    partition: Option<PartitionFn>,
+    dedup: Option<(IdempotentConsumer<Bytes>, KeyFn)>,
+}
+
+/// Refusals travel back as remote errors the caller can type.
+pub(super) fn rejected_to_remote(r: Rejected) -> RemoteError {
+    match r {
+        Rejected::Expired { .. } => RemoteError::new("deadline_expired", r.to_string()),
+        Rejected::Full { .. } | Rejected::Closed { .. } => {
+            RemoteError::new("rejected", r.to_string())
+        }
+    }
+}
+
+impl Service {
+    pub(super) fn new(name: &str, handler: Handler, opts: ServeOptions) -> Self {
+        Service {
+            handler,
+            bulkheads: opts.bulkheads,
+            partition: opts.partition,
+            dedup: opts
+                .dedup
+                .map(|(cfg, key)| (IdempotentConsumer::new(name, cfg), key)),
+        }
+    }
+
+    fn bulkhead(&self, info: &CallInfo<'_>) -> Option<&Bulkhead> {
+        match (&self.partition, self.bulkheads.len()) {
+            (_, 0) => None,
+            (None, _) => self.bulkheads.first(),
+            (Some(rule), n) => self.bulkheads.get(rule(info) % n),
+        }
+    }
+
+    /// Runs one call: dedup, bulkhead, handler.
+    pub(super) async fn call(
+        &self,
+        name: &str,
+        call: u64,
+        priority: u8,
+        body: ByteBuf,
+        header: Header,
+    ) -> Result<Bytes, RemoteError> {
+        let info = CallInfo {
+            caller: PeerId(header.source),
+            priority,
+            service: name,
+        };
+        let bulkhead = self.bulkhead(&info).cloned();
+        let deadline = header.deadline;
+        let key = self
+            .dedup
+            .as_ref()
+            .and_then(|(_, key)| key(&header, call, &body));
+        let fut = (self.handler)(Request { body, header });
+        let run = async move {
+            match bulkhead {
+                Some(b) => b.run(deadline, fut).await.map_err(rejected_to_remote)?,
+                None => fut.await,
+            }
+        };
+        match (&self.dedup, key) {
+            (Some((consumer, _)), Some(key)) => consumer.process(key, || run).await.0,
+            _ => run.await,
+        }
+    }
+}
