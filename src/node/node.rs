@@ -45,13 +45,13 @@ use tokio::sync::broadcast;
 use super::membership::{
     Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState,
 };
-use super::service::{Service, ServeOptions};
+use super::service::{ServeOptions, Service};
 use crate::endpoint::Endpoint;
+use crate::messaging::reqrep::{Client, Request, Server, ServerHandle};
 use crate::resilience::{
     BreakerConfig, BreakerState, BudgetConfig, CircuitBreaker, Outcome, RetryBudget, RetryPolicy,
     Transition,
 };
-use crate::messaging::reqrep::{Client, Request, Server, ServerHandle};
 use crate::transport::guard::AbortOnDrop;
 use crate::wire::{self, RemoteError};
 use crate::{LinkState, OpenError, RequestError, SocketBuilder};
@@ -92,10 +92,21 @@ enum NodeMsg {
         /// Caller-given priority (bulkhead partitioning).
         priority: u8,
     },
-    Leave { id: u64, incarnation: u64 },
-    Deliver { group: String, body: ByteBuf },
-    Publish { topic: String, body: ByteBuf },
-    Unicast { body: ByteBuf },
+    Leave {
+        id: u64,
+        incarnation: u64,
+    },
+    Deliver {
+        group: String,
+        body: ByteBuf,
+    },
+    Publish {
+        topic: String,
+        body: ByteBuf,
+    },
+    Unicast {
+        body: ByteBuf,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -300,6 +311,11 @@ pub struct CallOptions {
     /// Priority carried to the member (0 = lowest), for services
     /// partitioned by priority.
     pub priority: u8,
+    /// The logical message id (natural idempotency key). `None`: a fresh
+    /// one per call. Set it to redeliver the same message: a service with
+    /// [`ServeOptions::dedup`] processes it once and answers the
+    /// redelivery from its window.
+    pub call_id: Option<u64>,
 }
 
 impl Default for CallOptions {
@@ -310,6 +326,7 @@ impl Default for CallOptions {
             retry: RetryPolicy::default(),
             balance: Balance::RoundRobin,
             priority: 0,
+            call_id: None,
         }
     }
 }
@@ -340,6 +357,12 @@ impl CallOptions {
     /// Sets the priority.
     pub fn priority(mut self, priority: u8) -> Self {
         self.priority = priority;
+        self
+    }
+
+    /// Sets the logical message id (non-zero), to redeliver a message.
+    pub fn call_id(mut self, id: u64) -> Self {
+        self.call_id = Some(id.max(1));
         self
     }
 
@@ -1040,7 +1063,7 @@ impl Node {
         let timeout = crate::resilience::deadline::budget(opts.timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
-        let call_id = wire::random_u64() | 1;
+        let call_id = opts.call_id.unwrap_or_else(|| wire::random_u64() | 1);
         if opts.idempotent {
             self.inner
                 .budgets

@@ -29,7 +29,7 @@
 //! pair it with deadlines. Work already running is never interrupted.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,6 +165,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
     in_flight: AtomicUsize,
+    rejected: AtomicU64,
     runtime: Option<Dedicated>,
     g_in_flight: metrics::Gauge,
     g_queued: metrics::Gauge,
@@ -196,7 +197,10 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.bulkhead.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.bulkhead
+            .inner
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
         self.bulkhead.inner.g_in_flight.decrement(1.0);
     }
 }
@@ -241,6 +245,7 @@ impl Bulkhead {
                 slots: Arc::new(Semaphore::new(config.max_concurrent)),
                 queued: AtomicUsize::new(0),
                 in_flight: AtomicUsize::new(0),
+                rejected: AtomicU64::new(0),
                 name,
                 config,
                 runtime,
@@ -268,7 +273,13 @@ impl Bulkhead {
         self.inner.queued.load(Ordering::Relaxed)
     }
 
+    /// Requests refused since the bulkhead was made (all reasons).
+    pub fn rejected(&self) -> u64 {
+        self.inner.rejected.load(Ordering::Relaxed)
+    }
+
     fn reject(&self, r: Rejected) -> Rejected {
+        self.inner.rejected.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(BULKHEAD_REJECTED, "bulkhead" => self.inner.name.clone(), "reason" => r.reason())
             .increment(1);
         r

@@ -99,7 +99,12 @@ impl<K: Hash + Eq + Clone, V: Clone> DedupWindow<K, V> {
 
     /// The value stored for `key`, or stores `make()` for it. The bool says
     /// whether the key was already there (a duplicate).
-    pub fn get_or_insert_with(&mut self, key: K, now: Instant, make: impl FnOnce() -> V) -> (V, bool) {
+    pub fn get_or_insert_with(
+        &mut self,
+        key: K,
+        now: Instant,
+        make: impl FnOnce() -> V,
+    ) -> (V, bool) {
         self.evict(now);
         if let Some((v, _)) = self.entries.get(&key) {
             return (v.clone(), true);
@@ -203,7 +208,10 @@ mod tests {
         assert_eq!(w.len(), 3);
         assert!(!w.contains(&0, t0), "the oldest is evicted by count");
         assert!(w.get_or_insert_with(3, t0, || ()).1);
-        assert!(!w.contains(&1, t0 + Duration::from_secs(10)), "evicted by age");
+        assert!(
+            !w.contains(&1, t0 + Duration::from_secs(10)),
+            "evicted by age"
+        );
         assert!(w.is_empty());
     }
 
@@ -221,7 +229,9 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // A failure leaves the key open for the next attempt.
         let k2 = DedupKey::Natural(1, 2);
-        let (r, _) = c.process(k2.clone(), || async { Err::<u32, _>("boom") }).await;
+        let (r, _) = c
+            .process(k2.clone(), || async { Err::<u32, _>("boom") })
+            .await;
         assert!(r.is_err());
         let (r, dup) = c.process(k2, || async { Ok::<_, &str>(9) }).await;
         assert_eq!((r, dup), (Ok(9), false));

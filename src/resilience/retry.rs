@@ -169,7 +169,10 @@ mod tests {
     fn backoff_is_jittered_exponential_and_capped() {
         let p = RetryPolicy::default();
         assert_eq!(p.backoff(1, 0), Duration::ZERO);
-        assert_eq!(p.backoff(1, u64::MAX), Duration::from_micros(u64::MAX % 5_001));
+        assert_eq!(
+            p.backoff(1, u64::MAX),
+            Duration::from_micros(u64::MAX % 5_001)
+        );
         for r in 1..30 {
             for seed in [1u64, 7, 1 << 40, u64::MAX] {
                 assert!(p.backoff(r, seed) <= p.max_backoff);
