@@ -34,7 +34,8 @@
 //!   socket (see `docs/SECURITY.md`).
 //! - `messaging`: the typed patterns and their delivery guarantees.
 //! - [`node`]: nodes, membership, discovery, unicast/anycast/multicast.
-//! - [`resilience`]: circuit breaker (bulkheads and retry budgets to come).
+//! - [`resilience`]: bulkheads, deadline inheritance, retry budgets,
+//!   circuit breakers, idempotent consumers.
 //! - [`telemetry`]: metric names; every drop is counted with a reason.
 //!
 //! ## Guarantees at a glance

@@ -1,21 +1,25 @@
 //! Runs the multi-process fabric demo (examples/fabric_demo.rs) in its
 //! single-command form: three service nodes and a client, each its own
-//! process, over tcp and over ipc.
+//! process, over tcp and over ipc; and the bulkhead example.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 /// `cargo test` builds the examples next to the test binaries.
 fn demo_binary() -> PathBuf {
+    example_binary("fabric_demo")
+}
+
+fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
         .parent()
         .and_then(|d| d.parent())
         .expect("target/<profile>");
-    let bin = profile_dir.join("examples").join("fabric_demo");
+    let bin = profile_dir.join("examples").join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run plain `cargo test` (it builds the examples) or `cargo build --example fabric_demo` first",
+        "{} is missing: run plain `cargo test` (it builds the examples) or `cargo build --example {name}` first",
         bin.display()
     );
     bin
@@ -53,4 +57,35 @@ fn three_service_processes_and_a_client_find_each_other_over_tcp() {
 #[test]
 fn three_service_processes_and_a_client_find_each_other_over_ipc() {
     run("ipc");
+}
+
+/// The example exits non-zero unless every request to the healthy route
+/// was served in the isolated run; the shared run must show the damage.
+#[test]
+fn the_bulkhead_example_sheds_the_failing_route_and_serves_the_healthy_one() {
+    let out = Command::new(example_binary("bulkhead"))
+        .output()
+        .expect("the example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |run: &str, route: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq([run, route]))
+            .unwrap_or_else(|| panic!("no {run} {route} row in:\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    // Columns: run route sent ok rejected circuit ...
+    let shared = row("shared", "stock");
+    assert_ne!(shared[2], shared[3], "shared run lost nothing:\n{stdout}");
+    let isolated = row("isolated", "stock");
+    assert_eq!(isolated[2], isolated[3], "{stdout}");
+    let pay = row("isolated", "pay");
+    assert_ne!(pay[5], "0", "the breaker never opened:\n{stdout}");
 }

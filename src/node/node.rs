@@ -20,9 +20,14 @@
 //! | operation | guarantee | when the peer dies |
 //! |---|---|---|
 //! | unicast ([`Node::unicast`], [`Node::request_peer`]) | exactly one answer (the reply, or the acknowledgement that the peer's inbox took the message) or a typed error before the deadline | `PeerGone` as soon as the link to it breaks while the call is out; after it is declared gone, `UnknownPeer` at once |
-//! | anycast ([`Node::request`], [`Node::request_with`]) | one member serving the service handles it: alive members first, round-robin or least-outstanding; an unknown service is `NoSuchService` at once | `PeerGone`; if marked idempotent, retried once on another member within the same deadline, so it is processed at least once and possibly twice |
+//! | anycast ([`Node::request`], [`Node::request_with`]) | one member serving the service handles it: alive members first, round-robin or least-outstanding, skipping members whose circuit is open; an unknown service is `NoSuchService` at once, all circuits open is `CircuitOpen` at once | `PeerGone`; if marked idempotent, retried on another member (jittered backoff, `RetryPolicy::max_attempts`, the retry budget, the same deadline), so it is processed at least once and possibly more than once unless the service deduplicates ([`ServeOptions::dedup`]) |
 //! | multicast ([`Node::multicast`]) | every current member of the group is sent the message concurrently; the report names who acknowledged and who did not, with why | listed in `failed` (timeout or `PeerGone`), never silently skipped |
 //! | fabric publish ([`Node::publish`]) | at most once to every subscription whose prefix matches, as known from the last heartbeat; returns how many took it | not counted; the loss is counted as `link_down` |
+//!
+//! A service may run in a bulkhead ([`NodeBuilder::serve_with`]): when
+//! it is full the call is refused at once and the caller gets
+//! [`CallError::Rejected`] (an idempotent call tries another member). Calls
+//! made from inside a handler inherit what is left of its deadline.
 //!
 //! A peer that stops answering is suspect after `suspect_after` and out of
 //! every route after `gone_after` (checked twice per heartbeat); one that
