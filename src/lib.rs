@@ -52,6 +52,7 @@ mod messaging;
 pub mod node;
 pub mod resilience;
 pub mod telemetry;
+pub mod topology;
 mod transport;
 pub mod wire;
 

@@ -82,10 +82,29 @@ fn the_bulkhead_example_sheds_the_failing_route_and_serves_the_healthy_one() {
             .collect()
     };
     // Columns: run route sent ok rejected circuit ...
+    // Sharing the bulkhead hurts the healthy route: requests refused, or
+    // queued behind the hung dependency (p50 of hundreds of ms).
     let shared = row("shared", "stock");
-    assert_ne!(shared[2], shared[3], "shared run lost nothing:\n{stdout}");
+    assert!(
+        shared[2] != shared[3] || millis(&shared[8]) >= 100.0,
+        "the shared run shows no damage:\n{stdout}"
+    );
     let isolated = row("isolated", "stock");
     assert_eq!(isolated[2], isolated[3], "{stdout}");
     let pay = row("isolated", "pay");
     assert_ne!(pay[5], "0", "the breaker never opened:\n{stdout}");
+}
+
+/// Milliseconds in a `Duration` debug string ("488.50ms", "2.1µs", "1.2s").
+fn millis(s: &str) -> f64 {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let v: f64 = s[..split].parse().unwrap_or(0.0);
+    match &s[split..] {
+        "s" => v * 1000.0,
+        "ms" => v,
+        "µs" => v / 1000.0,
+        _ => v / 1e6,
+    }
 }

@@ -16,7 +16,7 @@ mod service;
 pub use beacon::{BeaconConfig, MAX_BEACON};
 pub use membership::{Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState};
 pub use node::{
-    Balance, CallError, CallOptions, MulticastReport, Node, NodeBuilder, NodeConfig,
-    NodeSubscription, Published,
+    Balance, CallError, CallOptions, MulticastReport, Node, NodeBuilder, NodeConfig, NodeHandle,
+    NodeSubscription, Published, MAX_HOPS,
 };
 pub use service::{CallInfo, ServeOptions};

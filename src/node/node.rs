@@ -24,6 +24,10 @@
 //! | multicast ([`Node::multicast`]) | every current member of the group is sent the message concurrently; the report names who acknowledged and who did not, with why | listed in `failed` (timeout or `PeerGone`), never silently skipped |
 //! | fabric publish ([`Node::publish`]) | at most once to every subscription whose prefix matches, as known from the last heartbeat; returns how many took it | not counted; the loss is counted as `link_down` |
 //!
+//! A node that serves a service itself is one of its members: anycast may
+//! choose it, and the call then runs in the caller's task without a socket
+//! (same bulkhead, dedup, deadline and hop rules).
+//!
 //! A service may run in a bulkhead ([`NodeBuilder::serve_with`]): when
 //! it is full the call is refused at once and the caller gets
 //! [`CallError::Rejected`] (an idempotent call tries another member). Calls
@@ -96,6 +100,9 @@ enum NodeMsg {
         call: u64,
         /// Caller-given priority (bulkhead partitioning).
         priority: u8,
+        /// Service hops that led to this call (1 = called from outside
+        /// any handler).
+        hops: u8,
     },
     Leave {
         id: u64,
@@ -396,6 +403,7 @@ pub struct NodeBuilder {
     services: HashMap<String, Service>,
     groups: HashMap<String, Handler>,
     beacon: Option<super::beacon::BeaconConfig>,
+    handle: NodeHandle,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -410,6 +418,12 @@ impl std::fmt::Debug for NodeBuilder {
 }
 
 impl NodeBuilder {
+    /// A handle to the node this builder will start, for handlers that
+    /// call onwards through it.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
     /// Uses `config`.
     pub fn config(mut self, config: NodeConfig) -> Self {
         self.config = config;
@@ -479,6 +493,35 @@ impl NodeBuilder {
     {
         let name = service.into();
         let svc = Service::new(&name, typed_handler(handler), opts);
+        self.services.insert(name, svc);
+        self
+    }
+
+    /// Serves `service` with a handler on raw MessagePack bodies (for
+    /// proxies and forwarders that do not know the types).
+    pub fn serve_raw<H, Fut>(
+        mut self,
+        service: impl Into<String>,
+        opts: ServeOptions,
+        handler: H,
+    ) -> Self
+    where
+        H: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let raw: Handler = Arc::new(move |req: Request<ByteBuf>| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                handler(Request {
+                    body: Bytes::from(req.body.into_vec()),
+                    header: req.header,
+                })
+                .await
+            }) as BoxFut
+        });
+        let name = service.into();
+        let svc = Service::new(&name, raw, opts);
         self.services.insert(name, svc);
         self
     }
@@ -572,11 +615,14 @@ impl NodeBuilder {
             )))),
             _ => None,
         };
+        let _ = self.handle.0.set(Arc::downgrade(&inner));
         Ok(Node {
             inner,
-            _beacon: beacon,
-            _servers: servers,
-            _heartbeats: AbortOnDrop(hb),
+            parts: Some(Parts {
+                _beacon: beacon,
+                servers,
+                _heartbeats: AbortOnDrop(hb),
+            }),
         })
     }
 }
@@ -760,12 +806,22 @@ impl Inner {
                 body,
                 call,
                 priority,
+                hops,
             } => {
                 let svc = self
                     .services
                     .get(&service)
                     .ok_or_else(|| RemoteError::new("no_such_service", service.clone()))?;
-                let out = svc.call(&service, call, priority, body, req.header).await?;
+                if hops > MAX_HOPS {
+                    crate::telemetry::dropped("too_many_hops", 1);
+                    return Err(RemoteError::new(
+                        "too_many_hops",
+                        format!("{hops} service hops (limit {MAX_HOPS}): a forwarding loop?"),
+                    ));
+                }
+                let out = svc
+                    .call(&service, call, priority, hops, body, req.header)
+                    .await?;
                 Ok(NodeReply::Result(ByteBuf::from(out.to_vec())))
             }
         }
@@ -945,9 +1001,40 @@ fn expire(inner: &Inner) {
 /// A running node. Dropping it stops it.
 pub struct Node {
     inner: Arc<Inner>,
+    /// The running parts; `None` for a view made by a [`NodeHandle`].
+    parts: Option<Parts>,
+}
+
+/// What keeps a node running; dropping it stops the node.
+struct Parts {
     _beacon: Option<AbortOnDrop>,
-    _servers: Vec<ServerHandle>,
+    servers: Vec<ServerHandle>,
     _heartbeats: AbortOnDrop,
+}
+
+/// A weak reference to a node, for handlers that call onwards through
+/// the node that runs them (chains, proxies). Get it from
+/// [`NodeBuilder::handle`] before `start`; it does not keep the node alive.
+#[derive(Clone, Default)]
+pub struct NodeHandle(Arc<std::sync::OnceLock<std::sync::Weak<Inner>>>);
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("started", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl NodeHandle {
+    /// The node, if it has started and is still running. The `Node`
+    /// returned is a view: it can call, publish and read membership;
+    /// dropping it does not stop the node, and `shutdown` on it does
+    /// nothing.
+    pub fn node(&self) -> Option<Node> {
+        let inner = self.0.get()?.upgrade()?;
+        Some(Node { inner, parts: None })
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -971,14 +1058,19 @@ impl Node {
             services: HashMap::new(),
             groups: HashMap::new(),
             beacon: None,
+            handle: NodeHandle::default(),
         }
     }
 
     /// Leaves the fabric gracefully, all within `timeout`: tells every
     /// member, so that they drop this node from every route at once instead
     /// of after the failure-detection delay; then stops taking requests and
-    /// lets the ones in progress finish; then stops.
-    pub async fn shutdown(self, timeout: Duration) {
+    /// lets the ones in progress finish; then stops. On a view from a
+    /// [`NodeHandle`] it does nothing.
+    pub async fn shutdown(mut self, timeout: Duration) {
+        let Some(parts) = self.parts.take() else {
+            return;
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         let members: Vec<PeerId> = self.members().iter().map(|p| p.id).collect();
         let msg = NodeMsg::Leave {
@@ -1000,9 +1092,8 @@ impl Node {
         // Peers no longer route here; let the requests already in progress
         // finish within the time left.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Node { _servers, .. } = self;
         let drained =
-            futures_util::future::join_all(_servers.into_iter().map(|s| s.drain(left))).await;
+            futures_util::future::join_all(parts.servers.into_iter().map(|s| s.drain(left))).await;
         if drained.contains(&false) {
             tracing::warn!("shutdown: requests still running at the deadline were abandoned");
         }
@@ -1065,9 +1156,22 @@ impl Node {
         req: &Req,
         opts: CallOptions,
     ) -> Result<Rep, CallError> {
+        let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
+        let reply = self.request_raw(service, body, opts).await?;
+        Ok(wire::decode_body(&reply).map_err(RequestError::Decode)?)
+    }
+
+    /// [`Node::request_with`] on an already encoded MessagePack body;
+    /// returns the reply's MessagePack body (for proxies and gateways that
+    /// forward without knowing the types).
+    pub async fn request_raw(
+        &self,
+        service: &str,
+        body: Bytes,
+        opts: CallOptions,
+    ) -> Result<Bytes, CallError> {
         let timeout = crate::resilience::deadline::budget(opts.timeout);
         let deadline = tokio::time::Instant::now() + timeout;
-        let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
         let call_id = opts.call_id.unwrap_or_else(|| wire::random_u64() | 1);
         if opts.idempotent {
             self.inner
@@ -1132,9 +1236,13 @@ impl Node {
     /// ones, those not in `exclude` first (all of them once every member
     /// has been tried), and only one whose breaker lets the call through.
     fn pick(&self, service: &str, balance: Balance, exclude: &[PeerId]) -> Pick {
-        let Ok(members) = self.inner.membership.lock().map(|m| m.serving(service)) else {
+        let Ok(mut members) = self.inner.membership.lock().map(|m| m.serving(service)) else {
             return Pick::NoMember;
         };
+        // This node is a member too when it serves the service itself.
+        if self.inner.services.contains_key(service) {
+            members.push((self.inner.info.id, PeerState::Alive));
+        }
         let alive: Vec<PeerId> = members
             .iter()
             .filter(|(_, s)| *s == PeerState::Alive)
@@ -1175,6 +1283,9 @@ impl Node {
         let Some(cfg) = self.inner.config.breaker else {
             return Ok(());
         };
+        if peer == self.inner.info.id {
+            return Ok(());
+        }
         let mut b = self
             .inner
             .breakers
@@ -1192,12 +1303,12 @@ impl Node {
     }
 
     /// A call to one member, judged by its breaker (already admitted).
-    async fn call_guarded<Rep: DeserializeOwned>(
+    async fn call_guarded(
         &self,
         peer: PeerId,
         call: Call<'_>,
         timeout: Duration,
-    ) -> Result<Rep, CallError> {
+    ) -> Result<Bytes, CallError> {
         let mut judge = Judge {
             inner: &self.inner,
             peer,
@@ -1206,9 +1317,7 @@ impl Node {
             outcome: Outcome::Failure,
         };
         let r = self.call(peer, call, timeout).await;
-        // A reply of the wrong type is the caller's mistake, not the
-        // member's failure.
-        if matches!(r, Ok(_) | Err(CallError::Request(RequestError::Decode(_)))) {
+        if r.is_ok() {
             judge.outcome = Outcome::Success;
         }
         r
@@ -1380,9 +1489,25 @@ impl Node {
         req: &Req,
         timeout: Duration,
     ) -> Result<Rep, CallError> {
-        let timeout = crate::resilience::deadline::budget(timeout);
         let body = wire::encode_body(req).map_err(|e| RequestError::Send(e.into()))?;
-        if !self.inner.knows(peer) {
+        let reply = self
+            .request_peer_raw(peer, service, body, CallOptions::default().timeout(timeout))
+            .await?;
+        Ok(wire::decode_body(&reply).map_err(RequestError::Decode)?)
+    }
+
+    /// [`Node::request_peer`] on an already encoded MessagePack body, with
+    /// options (timeout, priority, call id; one attempt: `idempotent`,
+    /// `retry` and `balance` do not apply to a named peer).
+    pub async fn request_peer_raw(
+        &self,
+        peer: PeerId,
+        service: &str,
+        body: Bytes,
+        opts: CallOptions,
+    ) -> Result<Bytes, CallError> {
+        let timeout = crate::resilience::deadline::budget(opts.timeout);
+        if peer != self.inner.info.id && !self.inner.knows(peer) {
             return Err(CallError::UnknownPeer(peer));
         }
         if let Err(retry_in) = self.admit(peer, service) {
@@ -1394,18 +1519,66 @@ impl Node {
         let call = Call {
             service,
             body,
-            call_id: wire::random_u64() | 1,
-            priority: 0,
+            call_id: opts.call_id.unwrap_or_else(|| wire::random_u64() | 1),
+            priority: opts.priority,
         };
         self.call_guarded(peer, call, timeout).await
     }
 
-    async fn call<Rep: DeserializeOwned>(
+    /// Runs a call to one of this node's own services in the caller's
+    /// task: no socket, same bulkhead, dedup, deadline and hop rules.
+    async fn call_local(&self, call: Call<'_>, timeout: Duration) -> Result<Bytes, CallError> {
+        let me = self.inner.info.id;
+        let svc = self
+            .inner
+            .services
+            .get(call.service)
+            .ok_or_else(|| CallError::NoSuchService(call.service.to_owned()))?;
+        let hops = crate::resilience::deadline::current_hops().saturating_add(1);
+        if hops > MAX_HOPS {
+            crate::telemetry::dropped("too_many_hops", 1);
+            return Err(CallError::Request(RequestError::Remote(RemoteError::new(
+                "too_many_hops",
+                format!("{hops} service hops (limit {MAX_HOPS}): a forwarding loop?"),
+            ))));
+        }
+        let id = wire::MessageId(((wire::random_u64() as u128) << 64) | call.call_id as u128);
+        let mut header = wire::Header::new(wire::Kind::Request, id, me.0, 0);
+        header.deadline = Some(wire::Deadline::after(timeout));
+        let work = svc.call(
+            call.service,
+            call.call_id,
+            call.priority,
+            hops,
+            ByteBuf::from(call.body.to_vec()),
+            header,
+        );
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(from_remote(me, e, timeout)),
+            Err(_) => Err(CallError::Request(RequestError::Timeout(timeout))),
+        }
+    }
+
+    /// The members serving `service` as this node sees them: alive ones
+    /// first, then suspect ones.
+    pub fn serving(&self, service: &str) -> Vec<(PeerId, PeerState)> {
+        self.inner
+            .membership
+            .lock()
+            .map(|m| m.serving(service))
+            .unwrap_or_default()
+    }
+
+    async fn call(
         &self,
         peer: PeerId,
         call: Call<'_>,
         timeout: Duration,
-    ) -> Result<Rep, CallError> {
+    ) -> Result<Bytes, CallError> {
+        if peer == self.inner.info.id {
+            return self.call_local(call, timeout).await;
+        }
         let link = self
             .inner
             .link(peer)
@@ -1434,26 +1607,35 @@ impl Node {
             body: ByteBuf::from(call.body.to_vec()),
             call: call.call_id,
             priority: call.priority,
+            hops: crate::resilience::deadline::current_hops().saturating_add(1),
         };
         let reply = match link.request_within(&msg, timeout).await {
             Ok(r) => r,
-            Err(RequestError::Remote(e)) if e.code == "rejected" => {
-                return Err(CallError::Rejected {
-                    peer,
-                    reason: e.message,
-                })
-            }
-            Err(RequestError::Remote(e)) if e.code == "deadline_expired" => {
-                return Err(CallError::Request(RequestError::Timeout(timeout)))
-            }
+            Err(RequestError::Remote(e)) => return Err(from_remote(peer, e, timeout)),
             Err(e) => return Err(e.into()),
         };
         match reply {
-            NodeReply::Result(b) => Ok(wire::decode_body(&b).map_err(RequestError::Decode)?),
+            NodeReply::Result(b) => Ok(Bytes::from(b.into_vec())),
             NodeReply::Hello(_) | NodeReply::Ack | NodeReply::Delivered(_) => {
                 Err(CallError::BadReply(peer))
             }
         }
+    }
+}
+
+/// Calls deeper than this many service hops are refused (`too_many_hops`):
+/// a forwarding loop ends instead of running until the deadline.
+pub const MAX_HOPS: u8 = 32;
+
+/// Types the remote errors a caller can act on.
+fn from_remote(peer: PeerId, e: RemoteError, timeout: Duration) -> CallError {
+    match e.code.as_str() {
+        "rejected" => CallError::Rejected {
+            peer,
+            reason: e.message,
+        },
+        "deadline_expired" => CallError::Request(RequestError::Timeout(timeout)),
+        _ => CallError::Request(RequestError::Remote(e)),
     }
 }
 

@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
@@ -175,6 +177,7 @@ impl Service {
         name: &str,
         call: u64,
         priority: u8,
+        hops: u8,
         body: ByteBuf,
         header: Header,
     ) -> Result<Bytes, RemoteError> {
@@ -189,7 +192,12 @@ impl Service {
             .dedup
             .as_ref()
             .and_then(|(_, key)| key(&header, call, &body));
-        let fut = (self.handler)(Request { body, header });
+        let fut = crate::resilience::deadline::with_context(
+            deadline,
+            hops,
+            (self.handler)(Request { body, header }),
+        )
+        .instrument(tracing::debug_span!("serve", service = name, hop = hops));
         let run = async move {
             match bulkhead {
                 Some(b) => b.run(deadline, fut).await.map_err(rejected_to_remote)?,

@@ -378,8 +378,9 @@ impl Bulkhead {
                     return Err(self.closed("runtime gone".into()));
                 };
                 let inherited = super::deadline::current_deadline();
+                let hops = super::deadline::current_hops();
                 let task = rt.spawn(async move {
-                    let out = super::deadline::with_deadline(inherited, work).await;
+                    let out = super::deadline::with_context(inherited, hops, work).await;
                     drop(permit);
                     out
                 });

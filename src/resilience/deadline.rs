@@ -22,13 +22,38 @@ use std::time::Duration;
 
 use crate::wire::Deadline;
 
+/// What a handler's task knows about the call it serves.
+#[derive(Debug, Clone, Copy, Default)]
+struct Context {
+    deadline: Option<Deadline>,
+    /// How many service hops led here (1 for a service called directly).
+    hops: u8,
+}
+
 tokio::task_local! {
-    static CURRENT: Option<Deadline>;
+    static CURRENT: Context;
 }
 
 /// The deadline of the request being handled by this task, if any.
 pub fn current_deadline() -> Option<Deadline> {
-    CURRENT.try_with(|d| *d).ok().flatten()
+    CURRENT.try_with(|c| c.deadline).ok().flatten()
+}
+
+/// How many node service calls led to the one this task is handling (1
+/// for a call made from outside any handler; 0 outside a handler). A chain
+/// A → B → C runs C's handler at hop 3; it shows in the `serve` tracing
+/// span's `hop` field.
+pub fn current_hops() -> u8 {
+    CURRENT.try_with(|c| c.hops).unwrap_or(0)
+}
+
+/// Runs `fut` as the handler of a call `hops` deep.
+pub(crate) async fn with_context<F: Future>(
+    deadline: Option<Deadline>,
+    hops: u8,
+    fut: F,
+) -> F::Output {
+    CURRENT.scope(Context { deadline, hops }, fut).await
 }
 
 /// Time left before the current request's deadline: `None` outside a
@@ -40,7 +65,8 @@ pub fn remaining() -> Option<Duration> {
 /// Runs `fut` with `deadline` as the inherited deadline of every request
 /// it makes.
 pub async fn with_deadline<F: Future>(deadline: Option<Deadline>, fut: F) -> F::Output {
-    CURRENT.scope(deadline, fut).await
+    let hops = current_hops();
+    CURRENT.scope(Context { deadline, hops }, fut).await
 }
 
 /// `timeout`, shortened to what the inherited deadline leaves.

@@ -1,0 +1,463 @@
+//! Proxy / gateway: the consumer-facing edge of a fabric, and a pub/sub
+//! forwarder for bridging subnets.
+//!
+//! A [`Gateway`] listens on a plain request/reply endpoint that outside
+//! clients reach with a [`Client`](crate::Client)`<`[`GatewayRequest`]`,
+//! ByteBuf>`. Each request names a service and carries a bearer token.
+//! The gateway:
+//! 1. authenticates the caller ([`Auth`]): an HS256 JWT checked against the
+//!    configured key (signature, `alg`, `exp`, `nbf`), before anything
+//!    reaches a service; a refusal is the remote error `unauthorized`;
+//! 2. checks the service is exposed (`forbidden` otherwise) and, if the
+//!    token has a `services` claim, that it lists the service;
+//! 3. forwards the body unchanged (dumb proxy) or through the configured
+//!    request/reply transforms (smart proxy) to any member serving it.
+//!
+//! A [`Forwarder`] subscribes to upstream publishers and republishes every
+//! message (or those matching its prefixes) on its own publisher, like
+//! ZeroMQ's XSUB/XPUB proxy.
+//!
+//! # Guarantees
+//! - Nothing unauthenticated reaches a service; every refusal is counted
+//!   (`zfabric_gateway_rejected_total{reason}`).
+//! - Errors of the internal call come back as typed remote errors
+//!   (`upstream`, `rejected`, `circuit_open`, `no_such_service`, `timeout`).
+//!
+//! # Not guaranteed
+//! The gateway does not encrypt: put it behind TLS termination if clients
+//! are outside a trusted network. The forwarder is at most once, like
+//! pub/sub; it does not forward subscriptions upstream (it subscribes to
+//! its configured prefixes).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use sha2::Sha256;
+
+use crate::node::{CallError, CallOptions, Node};
+use crate::{
+    Endpoint, OpenError, Publisher, RemoteError, Request, RequestError, Server, ServerHandle,
+    Subscriber,
+};
+
+/// Counter: requests the gateway refused, by `reason` (`unauthorized`,
+/// `forbidden`).
+pub const GATEWAY_REJECTED: &str = "zfabric_gateway_rejected_total";
+
+/// What an outside client sends to a gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayRequest {
+    /// The bearer token (a JWT), without the `Bearer ` prefix.
+    pub token: String,
+    /// The service to call.
+    pub service: String,
+    /// The request body, MessagePack as the service expects it.
+    pub body: ByteBuf,
+}
+
+/// The claims the gateway reads from a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The subject (who the caller is).
+    #[serde(default)]
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch (required).
+    pub exp: u64,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default)]
+    pub nbf: Option<u64>,
+    /// Services this token may call (absent: any exposed service).
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Not three base64url parts.
+    #[error("malformed token")]
+    Malformed,
+    /// The header's `alg` is not HS256 (`none` included).
+    #[error("unsupported algorithm (only HS256)")]
+    Algorithm,
+    /// The signature does not match the configured key.
+    #[error("bad signature")]
+    Signature,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// The token does not allow this service.
+    #[error("token does not allow service {0:?}")]
+    NotAllowed(String),
+}
+
+/// How callers are authenticated.
+#[derive(Clone)]
+pub enum Auth {
+    /// No authentication (for trusted networks and demos).
+    None,
+    /// HS256 JWTs signed with this key.
+    Jwt {
+        /// The shared secret.
+        key: Arc<Vec<u8>>,
+        /// Clock skew tolerated on `exp`/`nbf`.
+        leeway: Duration,
+    },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("Auth::None"),
+            Auth::Jwt { leeway, .. } => {
+                write!(f, "Auth::Jwt {{ key: <redacted>, leeway: {leeway:?} }}")
+            }
+        }
+    }
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Auth {
+    /// HS256 JWTs signed with `key`, 30 s leeway.
+    pub fn jwt(key: impl Into<Vec<u8>>) -> Self {
+        Auth::Jwt {
+            key: Arc::new(key.into()),
+            leeway: Duration::from_secs(30),
+        }
+    }
+
+    /// Checks `token`; returns its claims (`None` for [`Auth::None`]).
+    pub fn verify(&self, token: &str) -> Result<Option<Claims>, AuthError> {
+        let Auth::Jwt { key, leeway } = self else {
+            return Ok(None);
+        };
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed);
+        };
+        #[derive(Deserialize)]
+        struct Header {
+            alg: String,
+        }
+        let header: Header = b64()
+            .decode(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(AuthError::Malformed)?;
+        if header.alg != "HS256" {
+            return Err(AuthError::Algorithm);
+        }
+        let sig = b64().decode(sig).map_err(|_| AuthError::Malformed)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| AuthError::Signature)?;
+        mac.update(h.as_bytes());
+        mac.update(b".");
+        mac.update(c.as_bytes());
+        // Constant-time comparison.
+        mac.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
+        let claims: Claims = b64()
+            .decode(c)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(AuthError::Malformed)?;
+        let now = now_secs();
+        if claims.exp + leeway.as_secs() <= now {
+            return Err(AuthError::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now + leeway.as_secs()) {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(Some(claims))
+    }
+}
+
+/// Signs `claims` as an HS256 JWT with `key` (for clients, tests and
+/// demos; production tokens usually come from an identity provider).
+pub fn sign_jwt(key: &[u8], claims: &Claims) -> String {
+    let header = b64().encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = b64().encode(serde_json::to_vec(claims).unwrap_or_default());
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(header.as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    let sig = b64().encode(mac.finalize().into_bytes());
+    format!("{header}.{body}.{sig}")
+}
+
+type Transform = Arc<dyn Fn(&str, Bytes) -> Result<Bytes, RemoteError> + Send + Sync>;
+
+/// A gateway's settings.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    /// How callers are authenticated.
+    pub auth: Auth,
+    /// Services exposed to callers (empty: none).
+    pub expose: Vec<String>,
+    /// Time allowed for the internal call (capped by the caller's deadline).
+    pub timeout: Duration,
+    request: Option<Transform>,
+    reply: Option<Transform>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("auth", &self.auth)
+            .field("expose", &self.expose)
+            .field("timeout", &self.timeout)
+            .field("smart", &(self.request.is_some() || self.reply.is_some()))
+            .finish()
+    }
+}
+
+impl GatewayConfig {
+    /// A dumb proxy exposing `services`, authenticating with `auth`, 5 s
+    /// per call.
+    pub fn new(auth: Auth, services: &[&str]) -> Self {
+        GatewayConfig {
+            auth,
+            expose: services.iter().map(|s| s.to_string()).collect(),
+            timeout: Duration::from_secs(5),
+            request: None,
+            reply: None,
+        }
+    }
+
+    /// Rewrites each request body before forwarding (smart proxy); an
+    /// error is returned to the caller and nothing is forwarded.
+    pub fn transform_request(
+        mut self,
+        f: impl Fn(&str, Bytes) -> Result<Bytes, RemoteError> + Send + Sync + 'static,
+    ) -> Self {
+        self.request = Some(Arc::new(f));
+        self
+    }
+
+    /// Rewrites each reply body before returning it.
+    pub fn transform_reply(
+        mut self,
+        f: impl Fn(&str, Bytes) -> Result<Bytes, RemoteError> + Send + Sync + 'static,
+    ) -> Self {
+        self.reply = Some(Arc::new(f));
+        self
+    }
+}
+
+/// A running gateway; dropping it stops it.
+#[derive(Debug)]
+pub struct Gateway {
+    endpoints: Vec<Endpoint>,
+    _server: ServerHandle,
+}
+
+fn refuse(reason: &'static str, message: String) -> RemoteError {
+    metrics::counter!(GATEWAY_REJECTED, "reason" => reason).increment(1);
+    tracing::debug!(reason, %message, "gateway refused a request");
+    RemoteError::new(reason, message)
+}
+
+/// Maps an internal call error to what the outside caller sees.
+fn upstream(e: CallError) -> RemoteError {
+    match e {
+        CallError::Request(RequestError::Remote(r)) => r,
+        CallError::Request(RequestError::Timeout(d)) => {
+            RemoteError::new("timeout", format!("no reply within {d:?}"))
+        }
+        CallError::Rejected { reason, .. } => RemoteError::new("rejected", reason),
+        CallError::CircuitOpen { service, retry_in } => {
+            RemoteError::new("circuit_open", format!("{service}: retry in {retry_in:?}"))
+        }
+        CallError::NoSuchService(s) => RemoteError::new("no_such_service", s),
+        other => RemoteError::new("upstream", other.to_string()),
+    }
+}
+
+impl Gateway {
+    /// Listens on `endpoint` and forwards through `node`.
+    pub async fn start(
+        endpoint: &str,
+        node: Arc<Node>,
+        config: GatewayConfig,
+    ) -> Result<Self, OpenError> {
+        let server: Server<GatewayRequest, ByteBuf> = Server::bind(endpoint).await?;
+        let endpoints = server.endpoints().to_vec();
+        let config = Arc::new(config);
+        let handle = server.spawn(move |req: Request<GatewayRequest>| {
+            let (node, config) = (node.clone(), config.clone());
+            async move { handle(&node, &config, req.body).await }
+        });
+        Ok(Gateway {
+            endpoints,
+            _server: handle,
+        })
+    }
+
+    /// Where it listens (port 0 resolved).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+}
+
+async fn handle(
+    node: &Node,
+    config: &GatewayConfig,
+    req: GatewayRequest,
+) -> Result<ByteBuf, RemoteError> {
+    let claims = config
+        .auth
+        .verify(&req.token)
+        .map_err(|e| refuse("unauthorized", e.to_string()))?;
+    if !config.expose.contains(&req.service) {
+        return Err(refuse(
+            "forbidden",
+            format!("service {:?} is not exposed", req.service),
+        ));
+    }
+    if let Some(allowed) = claims.and_then(|c| c.services) {
+        if !allowed.contains(&req.service) {
+            return Err(refuse(
+                "forbidden",
+                AuthError::NotAllowed(req.service).to_string(),
+            ));
+        }
+    }
+    let mut body = Bytes::from(req.body.into_vec());
+    if let Some(t) = &config.request {
+        body = t(&req.service, body)?;
+    }
+    let mut reply = node
+        .request_raw(
+            &req.service,
+            body,
+            CallOptions::default().timeout(config.timeout),
+        )
+        .await
+        .map_err(upstream)?;
+    if let Some(t) = &config.reply {
+        reply = t(&req.service, reply)?;
+    }
+    Ok(ByteBuf::from(reply.to_vec()))
+}
+
+/// A pub/sub forwarder (XSUB/XPUB-style); dropping it stops it.
+#[derive(Debug)]
+pub struct Forwarder {
+    endpoints: Vec<Endpoint>,
+    forwarded: Arc<std::sync::atomic::AtomicU64>,
+    _task: crate::transport::guard::AbortOnDrop,
+}
+
+impl Forwarder {
+    /// Subscribes to `prefixes` ("" for everything) on each of `upstream`
+    /// and republishes on a publisher bound to `downstream`.
+    pub async fn start(
+        upstream: &[&str],
+        prefixes: &[&str],
+        downstream: &str,
+    ) -> Result<Self, OpenError> {
+        let mut sb = crate::SocketBuilder::new();
+        for u in upstream {
+            sb = sb.connect(u.to_string());
+        }
+        let mut sub: Subscriber<serde::de::IgnoredAny> = sb.subscriber(prefixes).await?;
+        let publisher: Publisher<()> = Publisher::bind(downstream).await?;
+        let endpoints = publisher.endpoints().to_vec();
+        let forwarded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = forwarded.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(d) = sub.recv().await {
+                let topic = d.topic_str().unwrap_or("").to_owned();
+                if publisher
+                    .publish_bytes(topic.as_bytes(), d.body().clone())
+                    .await
+                    .is_err()
+                {
+                    crate::telemetry::dropped("forward_failed", 1);
+                    continue;
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Ok(Forwarder {
+            endpoints,
+            forwarded,
+            _task: crate::transport::guard::AbortOnDrop(task),
+        })
+    }
+
+    /// Where its publisher listens.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// Messages forwarded so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp_in: i64) -> Claims {
+        Claims {
+            sub: "ada".into(),
+            exp: (now_secs() as i64 + exp_in) as u64,
+            nbf: None,
+            services: None,
+        }
+    }
+
+    #[test]
+    fn a_token_signed_with_the_key_is_accepted_and_tampering_is_refused() {
+        let auth = Auth::jwt("secret");
+        let t = sign_jwt(b"secret", &claims(60));
+        assert_eq!(auth.verify(&t).unwrap().unwrap().sub, "ada");
+        assert_eq!(
+            auth.verify(&sign_jwt(b"other", &claims(60))),
+            Err(AuthError::Signature)
+        );
+        // Change the claims, keep the signature.
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let forged = b64().encode(br#"{"sub":"root","exp":99999999999}"#);
+        parts[1] = &forged;
+        assert_eq!(auth.verify(&parts.join(".")), Err(AuthError::Signature));
+        assert_eq!(auth.verify("a.b"), Err(AuthError::Malformed));
+        assert_eq!(auth.verify(""), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn expired_and_unsigned_tokens_are_refused() {
+        let auth = Auth::jwt("secret");
+        assert_eq!(
+            auth.verify(&sign_jwt(b"secret", &claims(-120))),
+            Err(AuthError::Expired)
+        );
+        let none = format!(
+            "{}.{}.",
+            b64().encode(br#"{"alg":"none"}"#),
+            b64().encode(serde_json::to_vec(&claims(60)).unwrap())
+        );
+        assert_eq!(auth.verify(&none), Err(AuthError::Algorithm));
+    }
+}
