@@ -60,6 +60,14 @@ pub enum EndpointError {
 }
 
 impl Endpoint {
+    /// The name of an inproc endpoint.
+    pub(crate) fn inproc_name(&self) -> Option<&str> {
+        match self {
+            Endpoint::Inproc(n) => Some(n),
+            _ => None,
+        }
+    }
+
     /// Whether this endpoint uses zfabric's in-process transport.
     pub fn is_inproc(&self) -> bool {
         matches!(self, Endpoint::Inproc(_))

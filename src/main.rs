@@ -1,5 +1,6 @@
 //! The `zfabric` command line.
 
+mod run;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,9 @@ enum Command {
     /// Run pub/sub, push/pull and request/reply on inproc, ipc and tcp in
     /// this process, and print what was measured.
     Tour(tour::TourArgs),
+    /// Run a topology file (patterns/*.toml): nodes, load, faults; print
+    /// what happened.
+    Run(run::RunArgs),
 }
 
 fn main() {
@@ -42,10 +46,12 @@ fn main() {
     let result = rt.block_on(async {
         match cli.command {
             Command::Tour(args) => tour::run(args).await,
+            Command::Run(args) => run::run(args).await,
         }
     });
     if let Err(e) = result {
         eprintln!("zfabric: {e}");
-        std::process::exit(1);
+        let usage = e.downcast_ref::<run::UsageError>().is_some();
+        std::process::exit(if usage { 2 } else { 1 });
     }
 }

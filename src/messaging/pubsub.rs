@@ -160,9 +160,18 @@ impl<T: Serialize> Publisher<T> {
         body: Bytes,
         ct: ContentType,
     ) -> Result<(), SendError> {
-        let seq = {
-            let mut seqs = self.seqs.lock().map_err(|_| SendError::Closed)?;
-            match seqs.get_mut(topic) {
+        let size = topic.len() + body.len() + 64;
+        if size > self.limits.max_message_size {
+            return Err(SendError::TooLarge {
+                size,
+                limit: self.limits.max_message_size,
+            });
+        }
+        // The sequence number is taken while holding what orders the
+        // sends (the topic table for inproc, the socket for ipc/tcp), so
+        // concurrent publishers never put a topic's numbers out of order.
+        let header = |seqs: &mut HashMap<Bytes, u64>| {
+            let seq = match seqs.get_mut(topic) {
                 Some(s) => {
                     *s += 1;
                     *s
@@ -171,19 +180,15 @@ impl<T: Serialize> Publisher<T> {
                     seqs.insert(Bytes::copy_from_slice(topic), 0);
                     0
                 }
-            }
+            };
+            let mut header = Header::new(Kind::Event, self.ids.next_id(), self.ids.source(), seq);
+            header.content_type = ct;
+            header
         };
-        let mut header = Header::new(Kind::Event, self.ids.next_id(), self.ids.source(), seq);
-        header.content_type = ct;
-        let size = topic.len() + body.len() + 64;
-        if size > self.limits.max_message_size {
-            return Err(SendError::TooLarge {
-                size,
-                limit: self.limits.max_message_size,
-            });
-        }
         match &self.inner {
             PubInner::Inproc { core, .. } => {
+                let mut seqs = self.seqs.lock().map_err(|_| SendError::Closed)?;
+                let header = header(&mut seqs);
                 let topic = Bytes::copy_from_slice(topic);
                 let env = Envelope { header, body };
                 let mut closed = false;
@@ -206,19 +211,24 @@ impl<T: Serialize> Publisher<T> {
                     }
                 }
                 drop(links);
+                drop(seqs);
                 if closed {
                     core.prune();
                 }
                 Ok(())
             }
             PubInner::Zmq { sock, .. } => {
+                let mut guard = sock.lock().await;
+                let header = {
+                    let mut seqs = self.seqs.lock().map_err(|_| SendError::Closed)?;
+                    header(&mut seqs)
+                };
                 let frames = vec![
                     Bytes::copy_from_slice(topic),
                     wire::encode_header(&header),
                     body,
                 ];
                 let msg = ZmqMessage::try_from(frames).map_err(|_| SendError::Closed)?;
-                let mut guard = sock.lock().await;
                 guard
                     .0
                     .send(msg)

@@ -90,6 +90,8 @@ enum ClientTx {
     Inproc {
         core: Arc<SenderCore>,
         _regs: Vec<Registration>,
+        /// Names this client connected to (their binder may come and go).
+        connected: Vec<Endpoint>,
     },
     Zmq {
         send: Arc<Batcher<DealerSendHalf>>,
@@ -180,7 +182,16 @@ impl SocketBuilder {
         let (tx, endpoints, recv_task) = if plan.inproc {
             let core = Arc::new(SenderCore::default());
             let (regs, eps) = open_inproc(&plan, Family::ReqRep, InprocRole::Sender(&core))?;
-            (ClientTx::Inproc { core, _regs: regs }, eps, None)
+            let connected = plan.connects.clone();
+            (
+                ClientTx::Inproc {
+                    core,
+                    _regs: regs,
+                    connected,
+                },
+                eps,
+                None,
+            )
         } else {
             let mut sock = DealerSocket::new();
             let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Dealer, &self.config).await?;
@@ -414,7 +425,23 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
     pub fn link_states(&self) -> Vec<(Endpoint, LinkState)> {
         match &self.tx {
             ClientTx::Zmq { side, .. } => side.link_states(),
-            ClientTx::Inproc { .. } => Vec::new(),
+            // A connected inproc name whose server is gone waits for a
+            // new one to bind: report it as reconnecting.
+            ClientTx::Inproc { connected, .. } => connected
+                .iter()
+                .map(|ep| {
+                    let up = crate::transport::inproc::is_bound(
+                        crate::transport::inproc::Family::ReqRep,
+                        ep.inproc_name().unwrap_or_default(),
+                    );
+                    let state = if up {
+                        LinkState::Connected
+                    } else {
+                        LinkState::Reconnecting
+                    };
+                    (ep.clone(), state)
+                })
+                .collect(),
         }
     }
 

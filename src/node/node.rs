@@ -571,6 +571,7 @@ impl NodeBuilder {
             services: self.services,
             breakers: dashmap::DashMap::new(),
             budgets: dashmap::DashMap::new(),
+            breaker_log: Mutex::new(std::collections::VecDeque::new()),
             events,
             next: AtomicUsize::new(0),
             config: self.config,
@@ -668,6 +669,8 @@ pub(super) struct Inner {
     breakers: dashmap::DashMap<(PeerId, String), CircuitBreaker>,
     /// Retry budgets of the services this node calls.
     budgets: dashmap::DashMap<String, RetryBudget>,
+    /// The last breaker transitions (bounded).
+    breaker_log: Mutex<std::collections::VecDeque<BreakerEvent>>,
     events: broadcast::Sender<MembershipEvent>,
     next: AtomicUsize,
     config: NodeConfig,
@@ -1294,7 +1297,7 @@ impl Node {
         match b.try_acquire(clock()) {
             Ok(t) => {
                 if let Some(t) = t {
-                    breaker_moved(peer, service, t);
+                    breaker_moved(&self.inner, peer, service, t);
                 }
                 Ok(())
             }
@@ -1560,6 +1563,16 @@ impl Node {
         }
     }
 
+    /// The last breaker transitions of this node's calls (up to 256),
+    /// oldest first.
+    pub fn breaker_log(&self) -> Vec<BreakerEvent> {
+        self.inner
+            .breaker_log
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The members serving `service` as this node sees them: alive ones
     /// first, then suspect ones.
     pub fn serving(&self, service: &str) -> Vec<(PeerId, PeerState)> {
@@ -1684,13 +1697,40 @@ impl Drop for Judge<'_> {
             .get_mut(&(self.peer, self.service.to_owned()))
             .and_then(|mut b| b.record(self.outcome, took, now));
         if let Some(t) = t {
-            breaker_moved(self.peer, self.service, t);
+            breaker_moved(self.inner, self.peer, self.service, t);
         }
     }
 }
 
-/// Publishes a breaker transition: metrics and a log line.
-fn breaker_moved(peer: PeerId, service: &str, t: Transition) {
+/// A breaker transition, as kept in [`Node::breaker_log`].
+#[derive(Debug, Clone)]
+pub struct BreakerEvent {
+    /// When (tokio's clock).
+    pub at: Instant,
+    /// The member.
+    pub peer: PeerId,
+    /// The service.
+    pub service: String,
+    /// The transition.
+    pub transition: Transition,
+}
+
+/// Transitions kept in the log.
+const BREAKER_LOG: usize = 256;
+
+/// Publishes a breaker transition: metrics, the node's log, a log line.
+fn breaker_moved(inner: &Inner, peer: PeerId, service: &str, t: Transition) {
+    if let Ok(mut log) = inner.breaker_log.lock() {
+        if log.len() == BREAKER_LOG {
+            log.pop_front();
+        }
+        log.push_back(BreakerEvent {
+            at: clock(),
+            peer,
+            service: service.to_owned(),
+            transition: t,
+        });
+    }
     let (to, level) = match t.to {
         BreakerState::Closed => ("closed", 0.0),
         BreakerState::HalfOpen => ("half_open", 1.0),
