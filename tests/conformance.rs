@@ -66,6 +66,45 @@ per_transport!(
     pubsub_delivers_in_order_and_filters_by_prefix
 );
 
+/// Several tasks publishing on one topic at once: the sequence numbers
+/// still arrive in order, so no false gap is reported.
+async fn concurrent_publishers_on_one_topic_report_no_false_gaps(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let p: std::sync::Arc<Publisher<Tick>> =
+        std::sync::Arc::new(Publisher::bind(&endpoint(tp, &dir)).await.unwrap());
+    let ep = p.endpoints()[0].to_string();
+    let mut s: Subscriber<Tick> = Subscriber::connect(&ep, &["c."]).await.unwrap();
+    sync_pubsub(&p, &mut s, "c.sync").await;
+    let tasks: Vec<_> = (0..4u32)
+        .map(|from| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                for n in 0..150 {
+                    p.publish("c.x", &Tick { from, n }).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut last = None;
+    for _ in 0..600 {
+        let d = s.recv_timeout(Duration::from_secs(10)).await.unwrap();
+        let seq = d.header().seq;
+        assert!(
+            last.is_none_or(|l| seq == l + 1),
+            "seq {seq} after {last:?}"
+        );
+        last = Some(seq);
+    }
+    assert_eq!(s.lost(), 0);
+}
+per_transport!(
+    pubsub_concurrent_publishers,
+    concurrent_publishers_on_one_topic_report_no_false_gaps
+);
+
 async fn pubsub_reaches_every_subscriber_and_unsubscribe_stops_delivery(tp: Tp) {
     let dir = tempfile::tempdir().unwrap();
     let p: Publisher<Tick> = Publisher::bind(&endpoint(tp, &dir)).await.unwrap();

@@ -1464,6 +1464,10 @@ impl Node {
                 let Some(link) = inner.link(id).await else {
                     return (id, Err(CallError::UnknownPeer(id)));
                 };
+                // A member whose connection broke is reported at once.
+                if link_is_down(&link) {
+                    return (id, Err(CallError::Request(RequestError::PeerGone)));
+                }
                 let r = match link.request_within(&msg, timeout).await {
                     Ok(NodeReply::Ack) => Ok(()),
                     Ok(_) => Err(CallError::BadReply(id)),
@@ -1600,11 +1604,7 @@ impl Node {
         // A member whose connection broke is unreachable until it is back:
         // fail now (a member failure, retried elsewhere if idempotent)
         // instead of queueing the request for a process that may be dead.
-        if link
-            .link_states()
-            .iter()
-            .any(|(_, s)| *s == LinkState::Reconnecting)
-        {
+        if link_is_down(&link) {
             return Err(CallError::Request(RequestError::PeerGone));
         }
         // A link still making its first connection gets two heartbeats.
@@ -1639,6 +1639,13 @@ impl Node {
 /// Calls deeper than this many service hops are refused (`too_many_hops`):
 /// a forwarding loop ends instead of running until the deadline.
 pub const MAX_HOPS: u8 = 32;
+
+/// Whether a peer link has lost its connection (and is trying again).
+fn link_is_down(link: &Link) -> bool {
+    link.link_states()
+        .iter()
+        .any(|(_, s)| *s == LinkState::Reconnecting)
+}
 
 /// Types the remote errors a caller can act on.
 fn from_remote(peer: PeerId, e: RemoteError, timeout: Duration) -> CallError {
