@@ -1,5 +1,6 @@
 //! The `zfabric` command line.
 
+mod cli;
 mod run;
 mod tour;
 
@@ -21,6 +22,20 @@ enum Command {
     /// Run a topology file (patterns/*.toml): nodes, load, faults; print
     /// what happened.
     Run(run::RunArgs),
+    /// Publish messages on a topic (pub/sub).
+    Pub(cli::messaging::PubArgs),
+    /// Subscribe to topic prefixes and print what arrives, one line each.
+    Sub(cli::messaging::SubArgs),
+    /// Push messages into a pipeline.
+    Push(cli::messaging::Send),
+    /// Pull messages from a pipeline and print them.
+    Pull(cli::messaging::RecvArgs),
+    /// Serve a request/reply service on the fabric.
+    Serve(cli::services::ServeArgs),
+    /// Call a service on the fabric and print the replies or typed errors.
+    Req(cli::services::ReqArgs),
+    /// Run a long-lived node from a configuration file.
+    Node(cli::services::NodeArgs),
 }
 
 fn main() {
@@ -47,6 +62,13 @@ fn main() {
         match cli.command {
             Command::Tour(args) => tour::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Pub(args) => cli::messaging::publish(args).await,
+            Command::Sub(args) => cli::messaging::subscribe(args).await,
+            Command::Push(args) => cli::messaging::push(args).await,
+            Command::Pull(args) => cli::messaging::pull(args).await,
+            Command::Serve(args) => cli::services::serve(args).await,
+            Command::Req(args) => cli::services::request(args).await,
+            Command::Node(args) => cli::services::node(args).await,
         }
     });
     if let Err(e) = result {

@@ -12,6 +12,11 @@
 //! | `zfabric_messages_lost_total` | counter | — | gaps seen in a publisher's sequence numbers at a subscriber |
 //! | `zfabric_peers_disconnected_total` | counter | `reason` | connections zfabric closed or lost |
 //! | `zfabric_reconnects_total` | counter | `transport` | successful reconnections of an outgoing link |
+//! | `zfabric_node_members` | gauge | `state` (`alive`, `suspect`) | peers a node sees, set twice per heartbeat |
+//!
+//! Resilience metrics (bulkheads, breakers, retries, dedup) are listed in
+//! [`crate::resilience`]; topology metrics (event redeliveries, gateway
+//! refusals) in [`crate::topology`].
 //!
 //! Drop reasons: `malformed` (header or frame layout), `unknown_kind`,
 //! `unsupported_version`, `bad_body`, `subscriber_queue_full`,
@@ -25,6 +30,8 @@ pub const MESSAGES_DROPPED: &str = "zfabric_messages_dropped_total";
 pub const MESSAGES_LOST: &str = "zfabric_messages_lost_total";
 /// Counter: connections closed or lost, by `reason`.
 pub const PEERS_DISCONNECTED: &str = "zfabric_peers_disconnected_total";
+/// Gauge: peers a node sees, by `state`.
+pub const NODE_MEMBERS: &str = "zfabric_node_members";
 /// Counter: successful reconnections of an outgoing link.
 pub const RECONNECTS: &str = "zfabric_reconnects_total";
 

@@ -986,11 +986,21 @@ async fn heartbeats(inner: Arc<Inner>, seed_names: Vec<Endpoint>) {
 /// Applies the passage of time to the registry and publishes the changes;
 /// links to peers that are gone are closed.
 fn expire(inner: &Inner) {
-    let events = inner
+    let (events, alive, suspect) = inner
         .membership
         .lock()
-        .map(|mut m| m.tick(now()))
+        .map(|mut m| {
+            let events = m.tick(now());
+            let members = m.members();
+            let alive = members
+                .iter()
+                .filter(|p| m.state(p.id) == Some(PeerState::Alive))
+                .count();
+            (events, alive, members.len() - alive)
+        })
         .unwrap_or_default();
+    metrics::gauge!(crate::telemetry::NODE_MEMBERS, "state" => "alive").set(alive as f64);
+    metrics::gauge!(crate::telemetry::NODE_MEMBERS, "state" => "suspect").set(suspect as f64);
     for ev in events {
         if let MembershipEvent::Gone(id) = ev {
             if let Ok(mut l) = inner.links.lock() {

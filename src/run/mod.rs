@@ -8,7 +8,7 @@
 mod drive;
 mod report;
 pub(crate) mod spec;
-mod world;
+pub(crate) mod world;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -235,11 +235,11 @@ async fn run_handler(
             .await
             .map_err(|e| zfabric::topology::chain::upstream_error(next, e));
     }
-    let p: Payload =
-        wire::decode_body(&raw).map_err(|e| RemoteError::new("bad_request", e.to_string()))?;
-    let mut data = ByteBuf::new();
+    // Bodies from the driver are `Payload`s and get an `Answer`; anything
+    // else (a `zfabric req` JSON body) is answered with itself.
+    let payload: Option<Payload> = wire::decode_body(&raw).ok();
     match spec.handler {
-        HandlerKind::Echo => data = p.data,
+        HandlerKind::Echo => {}
         HandlerKind::Delay => {
             tokio::time::sleep(Duration::from_secs_f64(spec.delay_ms / 1000.0)).await
         }
@@ -255,7 +255,6 @@ async fn run_handler(
                     format!("{me} failed (fail_rate)"),
                 ));
             }
-            data = p.data;
         }
         HandlerKind::Cpu => {
             let until = std::time::Instant::now() + Duration::from_micros(spec.cpu_us);
@@ -265,6 +264,14 @@ async fn run_handler(
         }
         HandlerKind::Forward => unreachable!("handled above"),
     }
+    let Some(p) = payload else {
+        return Ok(raw);
+    };
+    let data = if matches!(spec.handler, HandlerKind::Echo | HandlerKind::Fail) {
+        p.data
+    } else {
+        ByteBuf::new()
+    };
     wire::encode_body(&Answer {
         node: me.to_owned(),
         hops: zfabric::resilience::deadline::current_hops(),
@@ -293,11 +300,45 @@ pub(crate) async fn start_node(
     seed: &str,
     eps: &DriverEps,
 ) -> Result<LocalNode, BoxError> {
+    let place = Placement {
+        binds: vec![endpoint(transport, dir, &spec.name)],
+        seeds: vec![seed.to_owned()],
+        beacon_port: None,
+        gateway_bind: endpoint(transport, dir, &format!("{}-gw", spec.name)),
+    };
+    start_with(spec, &place, eps).await
+}
+
+/// Where a node listens and whom it joins.
+#[derive(Debug, Clone)]
+pub(crate) struct Placement {
+    pub(crate) binds: Vec<String>,
+    pub(crate) seeds: Vec<String>,
+    /// UDP port for LAN discovery beacons (broadcast), if any.
+    pub(crate) beacon_port: Option<u16>,
+    pub(crate) gateway_bind: String,
+}
+
+/// Starts `spec` as `place` says.
+pub(crate) async fn start_with(
+    spec: &NodeSpec,
+    place: &Placement,
+    eps: &DriverEps,
+) -> Result<LocalNode, BoxError> {
     let counters = Arc::new(Counters::default());
     let fault = Arc::new(Fault::default());
-    let mut b: NodeBuilder = Node::builder(spec.name.clone())
-        .bind(endpoint(transport, dir, &spec.name))
-        .seed(seed.to_owned());
+    let mut b: NodeBuilder = Node::builder(spec.name.clone());
+    for ep in &place.binds {
+        b = b.bind(ep.clone());
+    }
+    for s in &place.seeds {
+        b = b.seed(s.clone());
+    }
+    if let Some(port) = place.beacon_port {
+        let listen = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        let target = std::net::SocketAddr::from(([255, 255, 255, 255], port));
+        b = b.beacon(zfabric::node::BeaconConfig::bind(listen, vec![target])?);
+    }
     let handle = b.handle();
     let bulkheads: BTreeMap<String, Bulkhead> = spec
         .bulkheads
@@ -482,14 +523,7 @@ pub(crate) async fn start_node(
         Some(g) => {
             let expose: Vec<&str> = g.expose.iter().map(String::as_str).collect();
             let cfg = GatewayConfig::new(Auth::jwt(g.key.as_bytes().to_vec()), &expose);
-            Some(
-                Gateway::start(
-                    &endpoint(transport, dir, &format!("{}-gw", spec.name)),
-                    node.clone(),
-                    cfg,
-                )
-                .await?,
-            )
+            Some(Gateway::start(&place.gateway_bind, node.clone(), cfg).await?)
         }
         None => None,
     };

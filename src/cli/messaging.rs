@@ -1,0 +1,247 @@
+//! `zfabric pub|sub|push|pull`: the socket patterns from a terminal.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use zfabric::{Delivery, RecvError};
+
+use super::{json_arg, stop_signal, Common, Place};
+use crate::run::{BoxError, UsageError};
+
+/// What to send.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Send {
+    #[command(flatten)]
+    place: Place,
+    /// The body, as JSON (sent as MessagePack).
+    #[arg(long, conflicts_with = "size")]
+    data: Option<String>,
+    /// Instead of --data: a generated body of about this many bytes
+    /// (`{"seq": N, "pad": "xxx…"}`).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Messages to send (default: until SIGINT/SIGTERM).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Messages per second (default: as fast as the socket takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `zfabric pub` options.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PubArgs {
+    /// The topic.
+    #[arg(long)]
+    topic: String,
+    #[command(flatten)]
+    send: Send,
+}
+
+/// `zfabric sub` / `zfabric pull` options.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RecvArgs {
+    #[command(flatten)]
+    place: Place,
+    /// Stop after this many messages (default: until SIGINT/SIGTERM).
+    #[arg(long)]
+    count: Option<u64>,
+    /// One JSON object per line instead of `topic seq body`.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `zfabric sub` options.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SubArgs {
+    /// Topic prefix to subscribe to (repeatable; "" for everything).
+    #[arg(long, required = true)]
+    topic: Vec<String>,
+    #[command(flatten)]
+    recv: RecvArgs,
+}
+
+impl Send {
+    fn body(&self, seq: u64) -> Result<Value, BoxError> {
+        match (&self.data, self.size) {
+            (Some(d), _) => json_arg(d),
+            (None, Some(n)) => Ok(json!({ "seq": seq, "pad": "x".repeat(n.saturating_sub(24)) })),
+            (None, None) => Ok(json!({ "seq": seq })),
+        }
+    }
+
+    /// Sends with `one` as the options say; returns how many were sent.
+    async fn drive<F, Fut>(&self, mut one: F) -> Result<u64, BoxError>
+    where
+        F: FnMut(Value) -> Fut,
+        Fut: std::future::Future<Output = Result<(), zfabric::SendError>>,
+    {
+        // Validate the body once, up front: a bad --data is exit code 2.
+        self.body(0)?;
+        if self.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+            return Err(UsageError("--rate must be positive".into()).into());
+        }
+        let start = tokio::time::Instant::now();
+        let mut sent = 0u64;
+        let stop = stop_signal();
+        tokio::pin!(stop);
+        while self.count.is_none_or(|c| sent < c) {
+            if let Some(rate) = self.rate {
+                let at = start + Duration::from_secs_f64(sent as f64 / rate);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = &mut stop => break,
+                }
+            }
+            let body = self.body(sent)?;
+            tokio::select! {
+                r = one(body) => r?,
+                _ = &mut stop => break,
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    }
+}
+
+/// `zfabric pub`.
+pub(crate) async fn publish(args: PubArgs) -> Result<(), BoxError> {
+    args.send.common.start().await?;
+    let p: zfabric::Publisher<Value> = args.send.place.builder()?.publisher().await?;
+    listening(p.endpoints());
+    if args.send.place.connect.is_some() {
+        // Give the connection a moment: pub/sub drops what is published
+        // before a subscriber's subscription arrives.
+        let _ = tokio::time::timeout(Duration::from_secs(5), p.wait_connected()).await;
+    }
+    let started = Instant::now();
+    let topic = args.topic.clone();
+    let sent = args
+        .send
+        .drive(|v| {
+            let (p, topic) = (&p, &topic);
+            async move { p.publish(topic, &v).await }
+        })
+        .await?;
+    // Linger: let the last messages leave before the process exits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!(
+        "published {sent} messages on {:?} in {:.2?}",
+        args.topic,
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// `zfabric push`.
+pub(crate) async fn push(args: Send) -> Result<(), BoxError> {
+    args.common.start().await?;
+    let p: zfabric::Pusher<Value> = args.place.builder()?.pusher().await?;
+    listening(p.endpoints());
+    let started = Instant::now();
+    let sent = args
+        .drive(|v| {
+            let p = &p;
+            async move { p.send(&v).await }
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!("pushed {sent} messages in {:.2?}", started.elapsed());
+    Ok(())
+}
+
+/// Says where a bound socket listens (ports resolved), on stderr.
+fn listening(eps: &[zfabric::Endpoint]) {
+    for ep in eps {
+        eprintln!("listening on {ep}");
+    }
+}
+
+fn print(d: &Delivery<Value>, json_lines: bool) {
+    let topic = d.topic_str().unwrap_or("");
+    let seq = d.header().seq;
+    let body = d
+        .decode()
+        .unwrap_or_else(|e| json!({ "undecodable": e.to_string() }));
+    if json_lines {
+        println!(
+            "{}",
+            json!({ "topic": topic, "seq": seq, "missed_before": d.missed_before, "body": body })
+        );
+    } else {
+        if d.missed_before > 0 {
+            println!("# {} messages lost before this one", d.missed_before);
+        }
+        println!("{topic} {seq} {body}");
+    }
+}
+
+/// A receiving socket.
+enum Rx {
+    Sub(zfabric::Subscriber<Value>),
+    Pull(zfabric::Puller<Value>),
+}
+
+impl Rx {
+    async fn next(&mut self) -> Result<Delivery<Value>, RecvError> {
+        match self {
+            Rx::Sub(s) => s.recv().await,
+            Rx::Pull(p) => p.recv().await,
+        }
+    }
+}
+
+/// Receives until the count or a signal; returns how many.
+async fn receive(args: &RecvArgs, rx: &mut Rx) -> u64 {
+    let mut got = 0u64;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    while args.count.is_none_or(|c| got < c) {
+        tokio::select! {
+            d = rx.next() => match d {
+                Ok(d) => {
+                    print(&d, args.json);
+                    got += 1;
+                }
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    got
+}
+
+/// `zfabric sub`.
+pub(crate) async fn subscribe(args: SubArgs) -> Result<(), BoxError> {
+    args.recv.common.start().await?;
+    let prefixes: Vec<&str> = args.topic.iter().map(String::as_str).collect();
+    let s: zfabric::Subscriber<Value> = args.recv.place.builder()?.subscriber(&prefixes).await?;
+    listening(s.endpoints());
+    let started = Instant::now();
+    let mut rx = Rx::Sub(s);
+    let got = receive(&args.recv, &mut rx).await;
+    let lost = match &rx {
+        Rx::Sub(s) => s.lost(),
+        Rx::Pull(_) => 0,
+    };
+    eprintln!(
+        "received {got} messages in {:.2?}; lost {lost} (sequence gaps)",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// `zfabric pull`.
+pub(crate) async fn pull(args: RecvArgs) -> Result<(), BoxError> {
+    args.common.start().await?;
+    let p: zfabric::Puller<Value> = args.place.builder()?.puller().await?;
+    listening(p.endpoints());
+    let started = Instant::now();
+    let got = receive(&args, &mut Rx::Pull(p)).await;
+    eprintln!("pulled {got} messages in {:.2?}", started.elapsed());
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The terminal commands: pub, sub, push, pull, serve, req, node.
+//!
+//! Bodies are JSON on the terminal and MessagePack on the wire. Every
+//! long-running command takes `--metrics ADDR` (Prometheus text format on
+//! `http://ADDR/metrics`) and stops cleanly on SIGINT or SIGTERM, saying
+//! what it did.
+
+pub(crate) mod messaging;
+pub(crate) mod services;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::run::{BoxError, UsageError};
+
+/// Where a socket goes: `--bind` or `--connect` (exactly one).
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct Place {
+    /// Listen on this endpoint (inproc://, ipc://, tcp://host:port).
+    #[arg(long)]
+    bind: Option<String>,
+    /// Connect to this endpoint.
+    #[arg(long)]
+    connect: Option<String>,
+}
+
+impl Place {
+    /// A socket builder bound or connected as asked; a malformed endpoint
+    /// is a usage error.
+    pub(crate) fn builder(&self) -> Result<zfabric::SocketBuilder, BoxError> {
+        let (ep, bind) = match (&self.bind, &self.connect) {
+            (Some(b), _) => (b, true),
+            (_, Some(c)) => (c, false),
+            _ => return Err(UsageError("give --bind or --connect".into()).into()),
+        };
+        ep.parse::<zfabric::Endpoint>()
+            .map_err(|e| UsageError(format!("bad endpoint {ep:?}: {e}")))?;
+        let b = zfabric::SocketBuilder::new();
+        Ok(if bind {
+            b.bind(ep.clone())
+        } else {
+            b.connect(ep.clone())
+        })
+    }
+}
+
+/// Parses a JSON body given on the command line.
+pub(crate) fn json_arg(s: &str) -> Result<serde_json::Value, BoxError> {
+    serde_json::from_str(s).map_err(|e| UsageError(format!("--data is not JSON: {e}")).into())
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub(crate) async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Options every long-running command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Common {
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9100;
+    /// port 0 picks a free port, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
+
+impl Common {
+    /// Starts the metrics endpoint if asked.
+    pub(crate) async fn start(&self) -> Result<(), BoxError> {
+        if let Some(addr) = self.metrics {
+            let bound = serve_metrics(addr).await?;
+            eprintln!("metrics on http://{bound}/metrics");
+        }
+        Ok(())
+    }
+}
+
+/// Installs the Prometheus recorder and serves its text on `addr`.
+async fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| UsageError(format!("--metrics {addr}: {e}")))?;
+    let bound = listener.local_addr()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                // Read the request head (bounded), answer, close.
+                let mut buf = vec![0u8; 4096];
+                let mut n = 0;
+                while n < buf.len() {
+                    match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[n..]))
+                        .await
+                    {
+                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                        Ok(Ok(k)) => n += k,
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if head.starts_with("GET /metrics") {
+                    ("200 OK", handle.render())
+                } else {
+                    ("404 Not Found", "try /metrics\n".to_string())
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    Ok(bound)
+}

@@ -1,0 +1,326 @@
+//! `zfabric serve|req|node`: services on the fabric from a terminal.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+use zfabric::node::{MembershipEvent, Node};
+use zfabric::{RemoteError, Request};
+
+use super::{json_arg, stop_signal, Common};
+use crate::run::spec::{BulkheadSpec, ConsumerSpec, GatewaySpec, NodeSpec, ServiceSpec};
+use crate::run::{BoxError, UsageError};
+
+/// `zfabric serve` options.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Listen on this endpoint.
+    #[arg(long)]
+    bind: String,
+    /// The service name callers use.
+    #[arg(long)]
+    service: String,
+    /// Answer with the request (the default).
+    #[arg(long, conflicts_with_all = ["delay_us", "fail_rate"])]
+    echo: bool,
+    /// Wait this many microseconds, then answer with the request.
+    #[arg(long)]
+    delay_us: Option<u64>,
+    /// Fail this share of requests (0.0–1.0) with the error `injected`.
+    #[arg(long)]
+    fail_rate: Option<f64>,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `zfabric req` options.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ReqArgs {
+    /// An endpoint of a node of the fabric (e.g. the one `serve` bound).
+    #[arg(long)]
+    connect: String,
+    /// The service to call.
+    #[arg(long)]
+    service: String,
+    /// The request, as JSON.
+    #[arg(long)]
+    data: String,
+    /// Requests to make.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Deadline of each request, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout: u64,
+}
+
+/// `zfabric node` options.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct NodeArgs {
+    /// The node's configuration (TOML; see `docs/NODE.md`).
+    #[arg(long)]
+    config: PathBuf,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn check_endpoint(ep: &str) -> Result<zfabric::Endpoint, BoxError> {
+    ep.parse::<zfabric::Endpoint>()
+        .map_err(|e| UsageError(format!("bad endpoint {ep:?}: {e}")).into())
+}
+
+/// `zfabric serve`.
+pub(crate) async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    check_endpoint(&args.bind)?;
+    if args.fail_rate.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
+        return Err(UsageError("--fail-rate is a share between 0.0 and 1.0".into()).into());
+    }
+    args.common.start().await?;
+    let served = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (s, f) = (served.clone(), failed.clone());
+    let (delay, fail_rate) = (args.delay_us, args.fail_rate.unwrap_or(0.0));
+    let node = Node::builder(format!("serve-{}", args.service))
+        .bind(args.bind.clone())
+        .serve(args.service.clone(), move |req: Request<Value>| {
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                if let Some(us) = delay {
+                    tokio::time::sleep(Duration::from_micros(us)).await;
+                }
+                if crate::run::world::chance(fail_rate) {
+                    f.fetch_add(1, Ordering::Relaxed);
+                    return Err(RemoteError::new(
+                        "injected",
+                        "failed on purpose (--fail-rate)",
+                    ));
+                }
+                s.fetch_add(1, Ordering::Relaxed);
+                Ok(req.body)
+            }
+        })
+        .start()
+        .await?;
+    let eps: Vec<String> = node.endpoints().iter().map(|e| e.to_string()).collect();
+    println!("serving {:?} on {}", args.service, eps.join(" "));
+    let started = Instant::now();
+    stop_signal().await;
+    node.shutdown(Duration::from_secs(2)).await;
+    eprintln!(
+        "served {} requests ({} failed on purpose) in {:.1?}",
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// An endpoint for a short-lived caller node on the same transport.
+fn own_endpoint(to: &zfabric::Endpoint) -> Result<String, BoxError> {
+    let s = to.to_string();
+    if s.starts_with("inproc://") {
+        return Err(
+            UsageError("inproc reaches only this process: use ipc:// or tcp://".into()).into(),
+        );
+    }
+    if s.starts_with("ipc://") {
+        let dir = std::env::temp_dir();
+        return Ok(format!(
+            "ipc://{}/zfabric-req-{}-{}.sock",
+            dir.display(),
+            std::process::id(),
+            crate::run::world::random() % 1_000_000
+        ));
+    }
+    let loopback = s.contains("127.0.0.1") || s.contains("localhost") || s.contains("[::1]");
+    Ok(if loopback {
+        "tcp://127.0.0.1:0"
+    } else {
+        "tcp://0.0.0.0:0"
+    }
+    .to_string())
+}
+
+/// `zfabric req`; fails (exit 1) if any request failed.
+pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
+    let to = check_endpoint(&args.connect)?;
+    let body = json_arg(&args.data)?;
+    let node = Node::builder(format!("req-{}", std::process::id()))
+        .bind(own_endpoint(&to)?)
+        .seed(args.connect.clone())
+        .start()
+        .await?;
+    let timeout = Duration::from_millis(args.timeout);
+    let waited = Instant::now();
+    while node.serving(&args.service).is_empty() {
+        if waited.elapsed() >= timeout {
+            node.shutdown(Duration::from_millis(200)).await;
+            return Err(format!(
+                "no member of the fabric at {} serves {:?} (waited {timeout:?})",
+                args.connect, args.service
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (mut ok, mut failed) = (0u64, 0u64);
+    for _ in 0..args.count {
+        let t = Instant::now();
+        match node
+            .request::<_, Value>(&args.service, &body, timeout)
+            .await
+        {
+            Ok(v) => {
+                ok += 1;
+                println!("{v}");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("error: {e}");
+            }
+        }
+        tracing::debug!(took = ?t.elapsed(), "request done");
+    }
+    node.shutdown(Duration::from_millis(500)).await;
+    eprintln!("{ok} replies, {failed} errors");
+    if failed > 0 {
+        return Err(format!("{failed} of {} requests failed", args.count).into());
+    }
+    Ok(())
+}
+
+/// The `zfabric node` configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFile {
+    name: String,
+    /// Endpoints to listen on.
+    bind: Vec<String>,
+    /// Endpoints of other nodes (host names allowed; ZFABRIC_SEEDS adds more).
+    #[serde(default)]
+    seeds: Vec<String>,
+    /// UDP port for LAN discovery by broadcast beacon.
+    #[serde(default)]
+    beacon_port: Option<u16>,
+    #[serde(default, rename = "service")]
+    services: Vec<ServiceSpec>,
+    #[serde(default, rename = "bulkhead")]
+    bulkheads: Vec<BulkheadSpec>,
+    #[serde(default, rename = "consumer")]
+    consumers: Vec<ConsumerSpec>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    gateway: Option<GatewayFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayFile {
+    bind: String,
+    expose: Vec<String>,
+    key: String,
+}
+
+/// `zfabric node`.
+pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
+    let file = args.config.display().to_string();
+    let text =
+        std::fs::read_to_string(&args.config).map_err(|e| UsageError(format!("{file}: {e}")))?;
+    let cfg: NodeFile = toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!(":{line}")
+            })
+            .unwrap_or_default();
+        UsageError(format!("{file}{at}: {}", e.message()))
+    })?;
+    for ep in cfg.bind.iter().chain(&cfg.seeds) {
+        check_endpoint(ep).map_err(|e| UsageError(format!("{file}: {e}")))?;
+    }
+    let spec = NodeSpec {
+        name: cfg.name.clone(),
+        services: cfg.services.clone(),
+        bulkheads: cfg.bulkheads.clone(),
+        consumers: cfg.consumers.clone(),
+        groups: cfg.groups.clone(),
+        subscribe: Vec::new(),
+        pull: false,
+        reply: None,
+        gateway: cfg.gateway.as_ref().map(|g| GatewaySpec {
+            expose: g.expose.clone(),
+            key: g.key.clone(),
+        }),
+    };
+    args.common.start().await?;
+    let place = crate::run::world::Placement {
+        binds: cfg.bind.clone(),
+        seeds: cfg.seeds.clone(),
+        beacon_port: cfg.beacon_port,
+        gateway_bind: cfg
+            .gateway
+            .as_ref()
+            .map(|g| g.bind.clone())
+            .unwrap_or_default(),
+    };
+    let local = crate::run::world::start_with(&spec, &place, &Default::default()).await?;
+    let eps: Vec<String> = local
+        .node
+        .endpoints()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    println!(
+        "node {:?} ({:?}) listening on {}",
+        cfg.name,
+        local.node.id(),
+        eps.join(" ")
+    );
+    if let Some(g) = &local.gateway {
+        println!("gateway on {}", g.endpoints()[0]);
+    }
+    let mut events = local.node.events();
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            e = events.recv() => match e {
+                Ok(ev) => {
+                    let (what, id) = match ev {
+                        MembershipEvent::Joined(id) => ("joined", id),
+                        MembershipEvent::Rejoined(id) => ("rejoined", id),
+                        MembershipEvent::Updated(id) => ("updated", id),
+                        MembershipEvent::Suspected(id) => ("suspect", id),
+                        MembershipEvent::Gone(id) => ("gone", id),
+                    };
+                    let info = local.node.members().into_iter().find(|m| m.id == id);
+                    match info {
+                        Some(i) => println!("{what}: {} {:?} services {:?}", i.name, id, i.services),
+                        None => println!("{what}: {id:?}"),
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("({n} membership events skipped)"),
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    let stats = local.counters.snapshot(&cfg.name, false);
+    let node = local.node.clone();
+    drop(local);
+    if let Ok(node) = Arc::try_unwrap(node) {
+        node.shutdown(Duration::from_secs(2)).await;
+    }
+    eprintln!(
+        "node {:?} stopped after {:.1?}; handled {:?}",
+        cfg.name,
+        started.elapsed(),
+        stats.handled
+    );
+    Ok(())
+}
