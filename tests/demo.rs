@@ -1,6 +1,7 @@
 //! Runs the multi-process fabric demo (examples/fabric_demo.rs) in its
 //! single-command form: three service nodes and a client, each its own
-//! process, over tcp and over ipc; and the bulkhead example.
+//! process, over tcp and over ipc; the weather feed, the task farm and the
+//! multicast group as separate processes; and the bulkhead example.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -107,4 +108,84 @@ fn millis(s: &str) -> f64 {
         "µs" => v / 1000.0,
         _ => v / 1e6,
     }
+}
+
+/// Runs an example's single-command form and returns its stdout.
+fn run_example(name: &str, args: &[&str]) -> String {
+    let out = Command::new(example_binary(name))
+        .args(args)
+        .output()
+        .expect("the example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn weather(transport: &str) {
+    let out = run_example("weather", &["all", transport]);
+    for prefix in ["weather.paris", "weather."] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("summary {prefix}:")))
+            .unwrap_or_else(|| panic!("no summary for {prefix}:\n{out}"));
+        assert!(line.contains("received 20"), "{line}");
+    }
+}
+
+#[test]
+fn the_weather_feed_reaches_two_subscriber_processes_over_tcp() {
+    weather("tcp");
+}
+
+#[test]
+fn the_weather_feed_reaches_two_subscriber_processes_over_ipc() {
+    weather("ipc");
+}
+
+fn taskfarm(transport: &str) {
+    let out = run_example("taskfarm", &["all", transport]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("sink: 60 results"))
+        .unwrap_or_else(|| panic!("no sink report:\n{out}"));
+    assert!(
+        line.contains("from 3 workers"),
+        "every worker got tasks: {line}"
+    );
+}
+
+#[test]
+fn the_task_farm_spreads_tasks_over_worker_processes_over_tcp() {
+    taskfarm("tcp");
+}
+
+#[test]
+fn the_task_farm_spreads_tasks_over_worker_processes_over_ipc() {
+    taskfarm("ipc");
+}
+
+fn multicast(transport: &str) {
+    let out = run_example("multicast_group", &["all", transport]);
+    let updates: Vec<&str> = out.lines().filter(|l| l.starts_with("update v")).collect();
+    assert_eq!(updates.len(), 3, "{out}");
+    assert!(
+        updates
+            .iter()
+            .all(|l| l.ends_with("delivered to 3 members, failed 0")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_multicast_reaches_every_member_process_over_tcp() {
+    multicast("tcp");
+}
+
+#[test]
+fn a_multicast_reaches_every_member_process_over_ipc() {
+    multicast("ipc");
 }
