@@ -1,5 +1,6 @@
 //! The `zfabric` command line.
 
+mod bench;
 mod cli;
 mod run;
 mod tour;
@@ -36,6 +37,9 @@ enum Command {
     Req(cli::services::ReqArgs),
     /// Run a long-lived node from a configuration file.
     Node(cli::services::NodeArgs),
+    /// Measure patterns × transports × sizes against raw zeromq sockets
+    /// and tokio channels in the same run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -69,6 +73,7 @@ fn main() {
             Command::Serve(args) => cli::services::serve(args).await,
             Command::Req(args) => cli::services::request(args).await,
             Command::Node(args) => cli::services::node(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     if let Err(e) = result {

@@ -48,6 +48,8 @@ pub struct Publisher<T> {
     inner: PubInner,
     ids: IdGen,
     seqs: Mutex<HashMap<Bytes, u64>>,
+    /// Inproc publishes so far (a turn is given to others every 64).
+    published: std::sync::atomic::AtomicU64,
     limits: Limits,
     endpoints: Vec<Endpoint>,
     _t: PhantomData<fn(&T)>,
@@ -88,6 +90,7 @@ impl SocketBuilder {
             inner,
             ids: IdGen::new(),
             seqs: Mutex::new(HashMap::new()),
+            published: std::sync::atomic::AtomicU64::new(0),
             limits: self.config.limits,
             endpoints,
             _t: PhantomData,
@@ -187,33 +190,44 @@ impl<T: Serialize> Publisher<T> {
         };
         match &self.inner {
             PubInner::Inproc { core, .. } => {
-                let mut seqs = self.seqs.lock().map_err(|_| SendError::Closed)?;
-                let header = header(&mut seqs);
-                let topic = Bytes::copy_from_slice(topic);
-                let env = Envelope { header, body };
-                let mut closed = false;
-                let links = core.links.read().map_err(|_| SendError::Closed)?;
-                for link in links.iter() {
-                    if !link.matches(&topic) {
-                        continue;
-                    }
-                    let msg = InMsg {
-                        topic: topic.clone(),
-                        env: env.clone(),
-                        reply: None,
-                    };
-                    match link.tx.try_send(Item::One(msg)) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            telemetry::dropped("subscriber_queue_full", 1)
+                // The guards live in this block only: the future stays Send.
+                let closed = {
+                    let mut seqs = self.seqs.lock().map_err(|_| SendError::Closed)?;
+                    let header = header(&mut seqs);
+                    let topic = Bytes::copy_from_slice(topic);
+                    let env = Envelope { header, body };
+                    let mut closed = false;
+                    let links = core.links.read().map_err(|_| SendError::Closed)?;
+                    for link in links.iter() {
+                        if !link.matches(&topic) {
+                            continue;
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+                        let msg = InMsg {
+                            topic: topic.clone(),
+                            env: env.clone(),
+                            reply: None,
+                        };
+                        match link.tx.try_send(Item::One(msg)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                telemetry::dropped("subscriber_queue_full", 1)
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+                        }
                     }
-                }
-                drop(links);
-                drop(seqs);
+                    closed
+                };
                 if closed {
                     core.prune();
+                }
+                // An inproc publish never waits; give subscribers on the
+                // same runtime a turn now and then so that a burst does
+                // not overrun their queues before they can run.
+                let n = self
+                    .published
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % 64 == 63 {
+                    tokio::task::yield_now().await;
                 }
                 Ok(())
             }

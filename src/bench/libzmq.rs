@@ -1,0 +1,205 @@
+//! Baselines through libzmq itself (the `zmq` crate), with the `libzmq`
+//! feature. libzmq's API blocks, so each run happens on blocking threads.
+
+use std::time::{Duration, Instant};
+
+use super::measure::{histogram, Budget, Stats};
+use crate::run::BoxError;
+
+fn bind_ep(tp: &str, dir: &std::path::Path, tag: &str) -> String {
+    match tp {
+        "ipc" => format!("ipc://{}/lz-{tag}.sock", dir.display()),
+        _ => "tcp://127.0.0.1:*".into(),
+    }
+}
+
+fn last_endpoint(s: &zmq::Socket) -> Result<String, BoxError> {
+    s.get_last_endpoint()?
+        .map_err(|_| "libzmq endpoint is not UTF-8".into())
+}
+
+fn stats(
+    size: usize,
+    thr: Option<f64>,
+    h: Option<&hdrhistogram::Histogram<u64>>,
+    lost: Option<u64>,
+) -> Stats {
+    Stats {
+        name: "libzmq".into(),
+        msgs_per_s: thr,
+        mb_per_s: thr.map(|t| t * size as f64 / 1e6),
+        latency: h.and_then(super::measure::Latency::of),
+        lost,
+    }
+}
+
+/// DEALER → ROUTER echo round trips, then a window of 16 in flight.
+pub(super) async fn reqrep(
+    tp: &str,
+    dir: &std::path::Path,
+    size: usize,
+    budget: Budget,
+) -> Result<Stats, BoxError> {
+    let bind = bind_ep(tp, dir, &format!("rr-{size}"));
+    tokio::task::spawn_blocking(move || -> Result<Stats, BoxError> {
+        let ctx = zmq::Context::new();
+        let router = ctx.socket(zmq::ROUTER)?;
+        router.bind(&bind)?;
+        let ep = last_endpoint(&router)?;
+        let echo = std::thread::spawn(move || {
+            while let Ok(parts) = router.recv_multipart(0) {
+                if parts.last().is_some_and(|p| p.as_slice() == b"stop") {
+                    let _ = router.send_multipart(parts, 0);
+                    break;
+                }
+                if router.send_multipart(parts, 0).is_err() {
+                    break;
+                }
+            }
+        });
+        let dealer = ctx.socket(zmq::DEALER)?;
+        dealer.connect(&ep)?;
+        let body = vec![7u8; size];
+        let mut h = histogram();
+        for _ in 0..50 {
+            dealer.send(&body, 0)?;
+            dealer.recv_bytes(0)?;
+        }
+        let start = Instant::now();
+        let mut n = 0u64;
+        while (start.elapsed() < budget.time || n < 50) && n < 2_000_000 {
+            let t = Instant::now();
+            dealer.send(&body, 0)?;
+            dealer.recv_bytes(0)?;
+            let _ = h.record((t.elapsed().as_nanos() as u64).max(1));
+            n += 1;
+        }
+        let start = Instant::now();
+        for _ in 0..16 {
+            dealer.send(&body, 0)?;
+        }
+        let mut done = 0u64;
+        while start.elapsed() < budget.time {
+            dealer.recv_bytes(0)?;
+            done += 1;
+            dealer.send(&body, 0)?;
+        }
+        let thr = done as f64 / start.elapsed().as_secs_f64();
+        for _ in 0..16 {
+            dealer.recv_bytes(0)?;
+        }
+        dealer.send("stop", 0)?;
+        let _ = dealer.recv_bytes(0);
+        let _ = echo.join();
+        Ok(stats(size, Some(thr), Some(&h), None))
+    })
+    .await?
+}
+
+/// Counts up to `n` on `sock` (timeout 500 ms of silence); (got, last).
+fn count(sock: &zmq::Socket, n: u64) -> Result<(u64, Instant), BoxError> {
+    sock.set_rcvtimeo(500)?;
+    let mut got = 0;
+    let mut last = Instant::now();
+    while got < n {
+        match sock.recv_bytes(0) {
+            Ok(_) => {
+                got += 1;
+                last = Instant::now();
+            }
+            Err(zmq::Error::EAGAIN) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((got, last))
+}
+
+/// PUSH → PULL stream of `n` messages.
+pub(super) async fn pushpull(
+    tp: &str,
+    dir: &std::path::Path,
+    size: usize,
+    n: u64,
+) -> Result<Stats, BoxError> {
+    let bind = bind_ep(tp, dir, &format!("pp-{size}"));
+    tokio::task::spawn_blocking(move || -> Result<Stats, BoxError> {
+        let ctx = zmq::Context::new();
+        let pull = ctx.socket(zmq::PULL)?;
+        pull.bind(&bind)?;
+        let ep = last_endpoint(&pull)?;
+        let push = ctx.socket(zmq::PUSH)?;
+        push.connect(&ep)?;
+        let body = vec![7u8; size];
+        let start = Instant::now();
+        let sender = std::thread::spawn(move || -> Result<(), zmq::Error> {
+            for _ in 0..n {
+                push.send(&body, 0)?;
+            }
+            std::thread::sleep(Duration::from_millis(600));
+            Ok(())
+        });
+        let (got, last) = count(&pull, n)?;
+        sender.join().map_err(|_| "sender panicked")??;
+        let thr = got as f64 / last.duration_since(start).as_secs_f64().max(1e-9);
+        Ok(stats(size, Some(thr), None, Some(n - got)))
+    })
+    .await?
+}
+
+/// PUB → SUB stream of `n` messages (after the subscription arrived).
+pub(super) async fn pubsub(
+    tp: &str,
+    dir: &std::path::Path,
+    size: usize,
+    n: u64,
+) -> Result<Stats, BoxError> {
+    let bind = bind_ep(tp, dir, &format!("ps-{size}"));
+    tokio::task::spawn_blocking(move || -> Result<Stats, BoxError> {
+        let ctx = zmq::Context::new();
+        let publisher = ctx.socket(zmq::PUB)?;
+        publisher.bind(&bind)?;
+        let ep = last_endpoint(&publisher)?;
+        let sub = ctx.socket(zmq::SUB)?;
+        sub.connect(&ep)?;
+        sub.set_subscribe(b"b.")?;
+        sub.set_rcvtimeo(10)?;
+        let body = vec![7u8; size];
+        let mut ready = false;
+        for _ in 0..500 {
+            publisher.send_multipart([&b"b.probe"[..], &body[..]], 0)?;
+            if sub.recv_multipart(0).is_ok() {
+                ready = true;
+                break;
+            }
+        }
+        if !ready {
+            return Err("libzmq pub/sub: the subscription never arrived".into());
+        }
+        sub.set_rcvtimeo(50)?;
+        while sub.recv_multipart(0).is_ok() {}
+        let start = Instant::now();
+        let sender = std::thread::spawn(move || -> Result<(), zmq::Error> {
+            for _ in 0..n {
+                publisher.send_multipart([&b"b.x"[..], &body[..]], 0)?;
+            }
+            std::thread::sleep(Duration::from_millis(600));
+            Ok(())
+        });
+        sub.set_rcvtimeo(500)?;
+        let mut got = 0u64;
+        let mut last = Instant::now();
+        while got < n {
+            match sub.recv_multipart(0) {
+                Ok(_) => {
+                    got += 1;
+                    last = Instant::now();
+                }
+                Err(_) => break,
+            }
+        }
+        sender.join().map_err(|_| "sender panicked")??;
+        let thr = got as f64 / last.duration_since(start).as_secs_f64().max(1e-9);
+        Ok(stats(size, Some(thr), None, Some(n - got)))
+    })
+    .await?
+}
