@@ -23,9 +23,9 @@ struct Series {
     points: Vec<(f64, f64)>,
 }
 
-/// Draws two charts in one SVG: latency by percentile (log scale) for each
-/// request pattern × transport at the smallest size, and throughput by
-/// message size for each stream pattern × transport.
+/// Draws two charts in one SVG: round-trip latency by percentile (log
+/// scale) for request/reply on each transport at the smallest size, and
+/// throughput by message size for each stream pattern × transport.
 pub(super) fn draw(path: &Path, cells: &[Cell]) -> Result<(), BoxError> {
     let root = SVGBackend::new(path, (1100, 1000)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -33,8 +33,14 @@ pub(super) fn draw(path: &Path, cells: &[Cell]) -> Result<(), BoxError> {
 
     // Latency: x = percentile index (50, 90, 99, 99.9, max), y = µs.
     let smallest = cells.iter().map(|c| c.size).min().unwrap_or(64);
+    // Request/reply if it was measured (one line per transport and
+    // implementation stays readable), else every request pattern.
+    let has_reqrep = cells.iter().any(|c| c.pattern == "reqrep");
     let mut lat: Vec<Series> = Vec::new();
-    for c in cells.iter().filter(|c| c.size == smallest) {
+    for c in cells
+        .iter()
+        .filter(|c| c.size == smallest && (!has_reqrep || c.pattern == "reqrep"))
+    {
         let mut add = |name: &str, l: &Option<super::measure::Latency>| {
             if let Some(l) = l {
                 lat.push(Series {
