@@ -47,6 +47,8 @@ pub(crate) struct RunArgs {
     /// Child mode: members to see before reporting ready.
     #[arg(long, hide = true, default_value_t = 0)]
     expect: usize,
+    #[command(flatten)]
+    common: crate::cli::Common,
 }
 
 /// A usage or topology-file error: exit code 2.
@@ -66,6 +68,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), BoxError> {
         )
         .into());
     }
+    args.common.start().await?;
     let exe = std::env::current_exe()?;
     let mode = drive::Mode {
         file: &args.file,
