@@ -339,6 +339,21 @@ mod commands {
             "name = \"pricing\"\nbind = [\"tcp://127.0.0.1:0\"]\n[[service]]\nname = \"price\"\nhandler = \"echo\"\n",
         )
         .unwrap();
+        // A service naming a bulkhead that does not exist is refused.
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "name = \"x\"\nbind = [\"tcp://127.0.0.1:0\"]\n[[service]]\nname = \"s\"\nhandler = \"echo\"\nbulkhead = \"nope\"\n",
+        )
+        .unwrap();
+        let out = zfabric()
+            .args(["node", "--config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+
         let mut node = Reap(
             zfabric()
                 .args(["node", "--config"])

@@ -242,6 +242,25 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     for ep in cfg.bind.iter().chain(&cfg.seeds) {
         check_endpoint(ep).map_err(|e| UsageError(format!("{file}: {e}")))?;
     }
+    for svc in &cfg.services {
+        if let Some(b) = &svc.bulkhead {
+            if !cfg.bulkheads.iter().any(|x| &x.name == b) {
+                return Err(UsageError(format!(
+                    "{file}: service `{}` field `bulkhead`: no [[bulkhead]] named `{b}`",
+                    svc.name
+                ))
+                .into());
+            }
+        }
+        if svc.handler.handler == crate::run::spec::HandlerKind::Forward && svc.handler.to.is_none()
+        {
+            return Err(UsageError(format!(
+                "{file}: service `{}` field `to`: a forward handler needs `to`",
+                svc.name
+            ))
+            .into());
+        }
+    }
     let spec = NodeSpec {
         name: cfg.name.clone(),
         services: cfg.services.clone(),
