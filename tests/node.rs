@@ -5,23 +5,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{endpoint, Tp};
+use common::{converge, endpoint, fast, Tp};
 use zfabric::node::{CallError, MembershipConfig, MembershipEvent, Node, NodeConfig, PeerId};
 use zfabric::RemoteError;
-
-/// Fast failure detection so the tests finish quickly; the tests wait on
-/// behaviour (membership reached, events seen), never on elapsed time.
-fn fast() -> NodeConfig {
-    NodeConfig {
-        membership: MembershipConfig {
-            heartbeat_interval: Duration::from_millis(50),
-            suspect_after: Duration::from_millis(300),
-            gone_after: Duration::from_secs(1),
-            forget_after: Duration::from_secs(5),
-        },
-        ..NodeConfig::default()
-    }
-}
 
 async fn start(
     name: &str,
@@ -42,18 +28,6 @@ async fn start(
         });
     }
     b.start().await.unwrap()
-}
-
-/// Waits (bounded) until every node sees `n - 1` members.
-async fn converge(nodes: &[&Node]) {
-    for _ in 0..400 {
-        if nodes.iter().all(|n| n.members().len() == nodes.len() - 1) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let seen: Vec<usize> = nodes.iter().map(|n| n.members().len()).collect();
-    panic!("fabric did not converge: members seen per node {seen:?}");
 }
 
 async fn one_seed_finds_the_whole_fabric_and_anycast_spreads_the_load(tp: Tp) {

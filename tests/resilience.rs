@@ -7,34 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::{endpoint, eventually, Tp};
+use common::{converge, endpoint, eventually, fast, Tp};
 use tokio::sync::Semaphore;
-use zfabric::node::{CallError, CallOptions, MembershipConfig, Node, NodeConfig, ServeOptions};
+use zfabric::node::{CallError, CallOptions, Node, NodeConfig, ServeOptions};
 use zfabric::resilience::{BreakerConfig, BudgetConfig, Bulkhead, BulkheadConfig, DedupConfig};
 use zfabric::{RemoteError, Request, RequestError};
-
-fn fast() -> NodeConfig {
-    NodeConfig {
-        membership: MembershipConfig {
-            heartbeat_interval: Duration::from_millis(50),
-            suspect_after: Duration::from_millis(300),
-            gone_after: Duration::from_secs(1),
-            forget_after: Duration::from_secs(5),
-        },
-        ..NodeConfig::default()
-    }
-}
-
-/// Waits (bounded) until every node sees `n - 1` members.
-async fn converge(nodes: &[&Node]) {
-    for _ in 0..400 {
-        if nodes.iter().all(|n| n.members().len() == nodes.len() - 1) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("fabric did not converge");
-}
 
 async fn caller(tp: Tp, dir: &tempfile::TempDir, seed: &Node, config: NodeConfig) -> Node {
     Node::builder("caller")

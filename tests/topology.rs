@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{endpoint, Tp};
+use common::{converge, endpoint, fast, Tp};
 use serde_bytes::ByteBuf;
-use zfabric::node::{CallError, MembershipConfig, Node, NodeBuilder, NodeConfig, ServeOptions};
+use zfabric::node::{CallError, Node, NodeBuilder, ServeOptions};
 use zfabric::resilience::DedupConfig;
 use zfabric::topology::branch::{parallel, Router};
 use zfabric::topology::chain::forward;
@@ -19,28 +19,6 @@ use zfabric::topology::gateway::{
 };
 use zfabric::topology::{scatter_gather, Completion, Scatter, Target};
 use zfabric::{Client, RemoteError, Request, RequestError};
-
-fn fast() -> NodeConfig {
-    NodeConfig {
-        membership: MembershipConfig {
-            heartbeat_interval: Duration::from_millis(50),
-            suspect_after: Duration::from_millis(300),
-            gone_after: Duration::from_secs(1),
-            forget_after: Duration::from_secs(5),
-        },
-        ..NodeConfig::default()
-    }
-}
-
-async fn converge(nodes: &[&Node]) {
-    for _ in 0..400 {
-        if nodes.iter().all(|n| n.members().len() == nodes.len() - 1) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("fabric did not converge");
-}
 
 fn builder(name: &str, tp: Tp, dir: &tempfile::TempDir, seed: Option<&Node>) -> NodeBuilder {
     let mut b = Node::builder(name).config(fast()).bind(endpoint(tp, dir));

@@ -235,9 +235,15 @@ pub(crate) fn endpoint(tp: &str, dir: &std::path::Path, tag: &str) -> String {
     }
 }
 
+static TAGS: AtomicU64 = AtomicU64::new(0);
+
 fn tag(parts: &[&str]) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", parts.join("-"), N.fetch_add(1, Ordering::Relaxed))
+    format!("{}-{}", parts.join("-"), random_tag())
+}
+
+/// A number unique in this process, for ipc file names.
+pub(crate) fn random_tag() -> u64 {
+    TAGS.fetch_add(1, Ordering::Relaxed)
 }
 
 // ------------------------------------------------------------- zfabric

@@ -252,16 +252,7 @@ async fn cell(
         "reqrep" => {
             let (ep, _server) = zf_echo_server(&endpoint(tp, dir, &format!("rr-{size}"))).await?;
             let z = zf_reqrep(&ep, size, budget).await?;
-            let b = if inproc {
-                tokio_reqrep(size, budget, 1).await?
-            } else {
-                let (ep, task) =
-                    raw_echo_server(&endpoint(tp, dir, &format!("raw-rr-{size}"))).await?;
-                let b = raw_reqrep(&ep, size, budget).await?;
-                task.abort();
-                b
-            };
-            (z, vec![b])
+            (z, vec![round_trip_baseline(tp, dir, size, budget).await?])
         }
         "pushpull" => {
             let z = zf_pushpull(tp, dir, size, budget.messages).await?;
@@ -283,16 +274,7 @@ async fn cell(
         }
         "anycast" => {
             let z = zf_anycast(tp, dir, size, budget).await?;
-            let b = if inproc {
-                tokio_reqrep(size, budget, 1).await?
-            } else {
-                let (ep, task) =
-                    raw_echo_server(&endpoint(tp, dir, &format!("raw-any-{size}"))).await?;
-                let b = raw_reqrep(&ep, size, budget).await?;
-                task.abort();
-                b
-            };
-            (z, vec![b])
+            (z, vec![round_trip_baseline(tp, dir, size, budget).await?])
         }
         "aggregator" => {
             let z = zf_aggregator(tp, dir, size, budget).await?;
@@ -309,6 +291,24 @@ async fn cell(
         b.extend(extra);
         (z, b)
     })
+}
+
+/// The request/reply baseline: a tokio echo for inproc, a raw zeromq
+/// ROUTER echo for ipc/tcp.
+async fn round_trip_baseline(
+    tp: &str,
+    dir: &std::path::Path,
+    size: usize,
+    budget: Budget,
+) -> Result<Stats, BoxError> {
+    if tp == "inproc" {
+        return measure::tokio_reqrep(size, budget, 1).await;
+    }
+    let tag = format!("raw-rr-{size}-{}", measure::random_tag());
+    let (ep, task) = measure::raw_echo_server(&measure::endpoint(tp, dir, &tag)).await?;
+    let b = measure::raw_reqrep(&ep, size, budget).await;
+    task.abort();
+    b
 }
 
 fn fmt_rate(v: Option<f64>) -> String {

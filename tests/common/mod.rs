@@ -70,3 +70,29 @@ macro_rules! per_transport {
         }
     };
 }
+
+/// Fast failure detection so node tests finish quickly; the tests wait on
+/// behaviour (membership reached, events seen), never on elapsed time.
+pub(crate) fn fast() -> zfabric::node::NodeConfig {
+    zfabric::node::NodeConfig {
+        membership: zfabric::node::MembershipConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            suspect_after: Duration::from_millis(300),
+            gone_after: Duration::from_secs(1),
+            forget_after: Duration::from_secs(5),
+        },
+        ..zfabric::node::NodeConfig::default()
+    }
+}
+
+/// Waits (bounded) until every node sees the other `n - 1`.
+pub(crate) async fn converge(nodes: &[&zfabric::node::Node]) {
+    for _ in 0..400 {
+        if nodes.iter().all(|n| n.members().len() == nodes.len() - 1) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen: Vec<usize> = nodes.iter().map(|n| n.members().len()).collect();
+    panic!("fabric did not converge: members seen per node {seen:?}");
+}
