@@ -352,6 +352,24 @@ fn answer(raw: &[u8], started: Instant) -> Outcome {
     }
 }
 
+/// A successful outcome with what its load kind reports beside it.
+fn with_extra(o: Outcome, extra: Value) -> Outcome {
+    match o {
+        Outcome::Ok {
+            latency_us,
+            node,
+            hops,
+            ..
+        } => Outcome::Ok {
+            latency_us,
+            node,
+            hops,
+            extra: Some(extra),
+        },
+        other => other,
+    }
+}
+
 fn payload(seq: u64, size: usize, tier: &str) -> Payload {
     Payload {
         seq,
@@ -432,20 +450,10 @@ async fn one(ctx: &Ctx, load: &LoadSpec, seq: u64) -> Outcome {
         LoadKind::Route => {
             let service = load.routes[seq as usize % load.routes.len()].1.clone();
             match ctx.driver.request_raw(&service, body, opts).await {
-                Ok(raw) => match answer(&raw, started) {
-                    Outcome::Ok {
-                        latency_us,
-                        node,
-                        hops,
-                        ..
-                    } => Outcome::Ok {
-                        latency_us,
-                        node,
-                        hops,
-                        extra: Some(json!({ "tier": tier, "route": service })),
-                    },
-                    o => o,
-                },
+                Ok(raw) => with_extra(
+                    answer(&raw, started),
+                    json!({ "tier": tier, "route": service }),
+                ),
                 Err(e) => classify(&e),
             }
         }
@@ -586,20 +594,7 @@ async fn one(ctx: &Ctx, load: &LoadSpec, seq: u64) -> Outcome {
                 body: ByteBuf::from(body.to_vec()),
             };
             match gw.request_within(&req, timeout).await {
-                Ok(raw) => match answer(&raw, started) {
-                    Outcome::Ok {
-                        latency_us,
-                        node,
-                        hops,
-                        ..
-                    } => Outcome::Ok {
-                        latency_us,
-                        node,
-                        hops,
-                        extra: Some(json!({ "forged": forged })),
-                    },
-                    o => o,
-                },
+                Ok(raw) => with_extra(answer(&raw, started), json!({ "forged": forged })),
                 Err(RequestError::Remote(r)) if r.code == "unauthorized" => {
                     Outcome::Failed(if forged {
                         "forged_refused".into()
