@@ -18,11 +18,9 @@
 //! [`crate::resilience`]; topology metrics (event redeliveries, gateway
 //! refusals) in [`crate::topology`].
 //!
-//! Drop reasons: `malformed` (header or frame layout), `unknown_kind`,
-//! `unsupported_version`, `bad_body`, `subscriber_queue_full`,
-//! `deadline_expired`, `late_reply`, `unmatched_reply`, `link_down`,
-//! `no_peer`. Disconnect reasons: `frame_too_large`, `message_too_large`,
-//! `bad_greeting`, `bad_handshake`, `malformed_frame`, `io`.
+//! The `reason` labels are the authoritative lists [`DropReason`] and
+//! [`DisconnectReason`]: code, docs and the protocol use these enums, never
+//! string literals.
 
 /// Counter: messages discarded, by `reason`.
 pub const MESSAGES_DROPPED: &str = "zfabric_messages_dropped_total";
@@ -35,16 +33,182 @@ pub const NODE_MEMBERS: &str = "zfabric_node_members";
 /// Counter: successful reconnections of an outgoing link.
 pub const RECONNECTS: &str = "zfabric_reconnects_total";
 
-pub(crate) fn dropped(reason: &'static str, n: u64) {
-    metrics::counter!(MESSAGES_DROPPED, "reason" => reason).increment(n);
+/// Why a message was discarded: the `reason` label of
+/// [`MESSAGES_DROPPED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The frames do not have the layout of a message (too few frames for
+    /// a routing prefix and an envelope).
+    Malformed,
+    /// A header over the header size limit.
+    HeaderTooLarge,
+    /// A message over the message size limit.
+    MessageTooLarge,
+    /// A header of a protocol version this build does not speak.
+    UnsupportedVersion,
+    /// A header whose `kind` is not a known kind.
+    UnknownKind,
+    /// A header whose content type is not a known one.
+    UnknownContentType,
+    /// The frames after the prefix do not form header/body pairs.
+    BadFrameCount,
+    /// Any other header that does not decode (wrong types, signed
+    /// integers, truncation, nesting, trailing bytes).
+    MalformedHeader,
+    /// A body that does not decode as the expected type.
+    BadBody,
+    /// A known kind arriving where it has no meaning (a reply at a server,
+    /// a request at a subscriber).
+    UnexpectedKind,
+    /// A reply whose correlation names no request this client sent.
+    UnmatchedReply,
+    /// A reply that arrived after its caller stopped waiting.
+    LateReply,
+    /// A reply with no way back to its requester.
+    NoReplyPath,
+    /// A request that arrived or waited past its deadline and was not
+    /// started.
+    DeadlineExpired,
+    /// No connected peer could take the message.
+    NoPeer,
+    /// A subscriber's bounded queue was full.
+    SubscriberQueueFull,
+    /// The link the message was queued on broke before it was written.
+    LinkDown,
+    /// A discovery beacon that does not decode.
+    BadBeacon,
+    /// A node's bounded inbox was full.
+    InboxFull,
+    /// A call that has passed more service hops than allowed.
+    TooManyHops,
+    /// A pub/sub forwarder could not pass a message on.
+    ForwardFailed,
+}
+
+impl DropReason {
+    /// Every reason, for registering counters and for docs.
+    pub const ALL: [DropReason; 21] = [
+        DropReason::Malformed,
+        DropReason::HeaderTooLarge,
+        DropReason::MessageTooLarge,
+        DropReason::UnsupportedVersion,
+        DropReason::UnknownKind,
+        DropReason::UnknownContentType,
+        DropReason::BadFrameCount,
+        DropReason::MalformedHeader,
+        DropReason::BadBody,
+        DropReason::UnexpectedKind,
+        DropReason::UnmatchedReply,
+        DropReason::LateReply,
+        DropReason::NoReplyPath,
+        DropReason::DeadlineExpired,
+        DropReason::NoPeer,
+        DropReason::SubscriberQueueFull,
+        DropReason::LinkDown,
+        DropReason::BadBeacon,
+        DropReason::InboxFull,
+        DropReason::TooManyHops,
+        DropReason::ForwardFailed,
+    ];
+
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::HeaderTooLarge => "header_too_large",
+            DropReason::MessageTooLarge => "message_too_large",
+            DropReason::UnsupportedVersion => "unsupported_version",
+            DropReason::UnknownKind => "unknown_kind",
+            DropReason::UnknownContentType => "unknown_content_type",
+            DropReason::BadFrameCount => "bad_frame_count",
+            DropReason::MalformedHeader => "malformed_header",
+            DropReason::BadBody => "bad_body",
+            DropReason::UnexpectedKind => "unexpected_kind",
+            DropReason::UnmatchedReply => "unmatched_reply",
+            DropReason::LateReply => "late_reply",
+            DropReason::NoReplyPath => "no_reply_path",
+            DropReason::DeadlineExpired => "deadline_expired",
+            DropReason::NoPeer => "no_peer",
+            DropReason::SubscriberQueueFull => "subscriber_queue_full",
+            DropReason::LinkDown => "link_down",
+            DropReason::BadBeacon => "bad_beacon",
+            DropReason::InboxFull => "inbox_full",
+            DropReason::TooManyHops => "too_many_hops",
+            DropReason::ForwardFailed => "forward_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a connection was closed or lost: the `reason` label of
+/// [`PEERS_DISCONNECTED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The peer's 64-byte ZMTP greeting is not one we accept.
+    BadGreeting,
+    /// The ZMTP handshake (READY, mechanism, socket type) failed.
+    BadHandshake,
+    /// A frame with flags that ZMTP does not define.
+    MalformedFrame,
+    /// A frame (or command) declaring more than its limit.
+    FrameTooLarge,
+    /// The frames of one message add up to more than the limit.
+    MessageTooLarge,
+    /// An I/O error on the connection.
+    Io,
+    /// A peer of a `zeromq` socket failed inside the crate.
+    PeerError,
+}
+
+impl DisconnectReason {
+    /// Every reason, for registering counters and for docs.
+    pub const ALL: [DisconnectReason; 7] = [
+        DisconnectReason::BadGreeting,
+        DisconnectReason::BadHandshake,
+        DisconnectReason::MalformedFrame,
+        DisconnectReason::FrameTooLarge,
+        DisconnectReason::MessageTooLarge,
+        DisconnectReason::Io,
+        DisconnectReason::PeerError,
+    ];
+
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::BadGreeting => "bad_greeting",
+            DisconnectReason::BadHandshake => "bad_handshake",
+            DisconnectReason::MalformedFrame => "malformed_frame",
+            DisconnectReason::FrameTooLarge => "frame_too_large",
+            DisconnectReason::MessageTooLarge => "message_too_large",
+            DisconnectReason::Io => "io",
+            DisconnectReason::PeerError => "peer_error",
+        }
+    }
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub(crate) fn dropped(reason: DropReason, n: u64) {
+    metrics::counter!(MESSAGES_DROPPED, "reason" => reason.as_str()).increment(n);
 }
 
 pub(crate) fn lost(n: u64) {
     metrics::counter!(MESSAGES_LOST).increment(n);
 }
 
-pub(crate) fn disconnected(reason: &'static str) {
-    metrics::counter!(PEERS_DISCONNECTED, "reason" => reason).increment(1);
+pub(crate) fn disconnected(reason: DisconnectReason) {
+    metrics::counter!(PEERS_DISCONNECTED, "reason" => reason.as_str()).increment(1);
 }
 
 pub(crate) fn reconnected(transport: &'static str) {

@@ -93,7 +93,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), BoxError> {
                 if crate::run::world::chance(fail_rate) {
                     f.fetch_add(1, Ordering::Relaxed);
                     return Err(RemoteError::new(
-                        "injected",
+                        zfabric::wire::RemoteCode::Injected,
                         "failed on purpose (--fail-rate)",
                     ));
                 }

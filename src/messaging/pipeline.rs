@@ -242,7 +242,7 @@ impl<T> Puller<T> {
                             if env.header.kind == Kind::Event {
                                 self.pending.push_back(env);
                             } else {
-                                telemetry::dropped("unexpected_kind", 1);
+                                telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
                             }
                         }
                     }

@@ -210,7 +210,7 @@ impl<T: Serialize> Publisher<T> {
                         match link.tx.try_send(Item::One(msg)) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
-                                telemetry::dropped("subscriber_queue_full", 1)
+                                telemetry::dropped(telemetry::DropReason::SubscriberQueueFull, 1)
                             }
                             Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
                         }
@@ -401,7 +401,7 @@ impl<T> Subscriber<T> {
 
     fn accept(&mut self, topic: Bytes, env: Envelope) {
         if env.header.kind != Kind::Event {
-            telemetry::dropped("unexpected_kind", 1);
+            telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
             return;
         }
         let gap = self.gaps.observe(env.header.source, &topic, env.header.seq);

@@ -271,20 +271,20 @@ impl SocketBuilder {
 
 fn deliver_reply(pending: &Pending, env: Envelope) {
     if !matches!(env.header.kind, Kind::Reply | Kind::Error) {
-        telemetry::dropped("unexpected_kind", 1);
+        telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
         return;
     }
     let Some(corr) = env.header.correlation else {
-        telemetry::dropped("unmatched_reply", 1);
+        telemetry::dropped(telemetry::DropReason::UnmatchedReply, 1);
         return;
     };
     match pending.remove(&corr) {
         Some((_, tx)) => {
             if tx.send(env).is_err() {
-                telemetry::dropped("late_reply", 1);
+                telemetry::dropped(telemetry::DropReason::LateReply, 1);
             }
         }
-        None => telemetry::dropped("late_reply", 1),
+        None => telemetry::dropped(telemetry::DropReason::LateReply, 1),
     }
 }
 
@@ -403,8 +403,9 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
         match env.header.kind {
             Kind::Reply => Ok(env),
             _ => Err(RequestError::Remote(
-                env.decode::<RemoteError>()
-                    .unwrap_or_else(|e| RemoteError::new("bad_error_reply", e.to_string())),
+                env.decode::<RemoteError>().unwrap_or_else(|e| {
+                    RemoteError::new(crate::wire::RemoteCode::BadErrorReply, e.to_string())
+                }),
             )),
         }
     }
@@ -526,7 +527,7 @@ where
                     break;
                 };
                 if env.header.kind != Kind::Request {
-                    telemetry::dropped("unexpected_kind", 1);
+                    telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
                     continue;
                 }
                 let (handler, tx) = (handler.clone(), self.tx.clone());
@@ -600,7 +601,7 @@ async fn recv_requests(rx: &mut ServerRx, limits: &Limits) -> Option<Vec<(Envelo
                     reply: Some(r),
                     ..
                 } => return Some(vec![(env, ReplyTo::Inproc(r))]),
-                _ => telemetry::dropped("no_reply_path", 1),
+                _ => telemetry::dropped(telemetry::DropReason::NoReplyPath, 1),
             },
             ServerRx::Zmq { recv, .. } => {
                 let msg = zmq_recv(&mut **recv).await?;
@@ -624,15 +625,15 @@ where
     Fut: Future<Output = Result<Rep, RemoteError>>,
 {
     if env.header.deadline.is_some_and(|d| d.is_expired()) {
-        telemetry::dropped("deadline_expired", 1);
+        telemetry::dropped(telemetry::DropReason::DeadlineExpired, 1);
         return Err(RemoteError::new(
-            "deadline_expired",
+            crate::wire::RemoteCode::DeadlineExpired,
             "deadline passed before work started",
         ));
     }
     let body: Req = env
         .decode()
-        .map_err(|e| RemoteError::new("bad_request", e.to_string()))?;
+        .map_err(|e| RemoteError::new(crate::wire::RemoteCode::BadRequest, e.to_string()))?;
     let deadline = env.header.deadline;
     let rep = crate::resilience::deadline::with_deadline(
         deadline,
@@ -642,7 +643,8 @@ where
         }),
     )
     .await?;
-    wire::encode_body(&rep).map_err(|e| RemoteError::new("bad_reply", e.to_string()))
+    wire::encode_body(&rep)
+        .map_err(|e| RemoteError::new(crate::wire::RemoteCode::BadReply, e.to_string()))
 }
 
 async fn send_reply(tx: &ServerTx, to: ReplyTo, req: &Header, outcome: Result<Bytes, RemoteError>) {
@@ -661,7 +663,7 @@ async fn send_reply(tx: &ServerTx, to: ReplyTo, req: &Header, outcome: Result<By
     match (tx, to) {
         (_, ReplyTo::Inproc(reply)) => {
             if reply.send(Envelope { header, body }).is_err() {
-                telemetry::dropped("late_reply", 1);
+                telemetry::dropped(telemetry::DropReason::LateReply, 1);
             }
         }
         (ServerTx::Zmq { send, handed, .. }, ReplyTo::Zmq(identity)) => {
@@ -676,10 +678,10 @@ async fn send_reply(tx: &ServerTx, to: ReplyTo, req: &Header, outcome: Result<By
                 return;
             };
             if send.lock().await.send(msg).await.is_err() {
-                telemetry::dropped("no_peer", 1);
+                telemetry::dropped(telemetry::DropReason::NoPeer, 1);
             }
         }
-        (ServerTx::Inproc, ReplyTo::Zmq(_)) => telemetry::dropped("no_peer", 1),
+        (ServerTx::Inproc, ReplyTo::Zmq(_)) => telemetry::dropped(telemetry::DropReason::NoPeer, 1),
     }
 }
 

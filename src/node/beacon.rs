@@ -120,7 +120,7 @@ pub(super) async fn run(inner: Arc<Inner>, cfg: BeaconConfig, me: PeerId, endpoi
                 let beacon = (n <= MAX_BEACON).then(|| decode(&buf[..n])).flatten();
                 let Some(b) = beacon else {
                     tracing::debug!(%from, "dropping a malformed beacon");
-                    telemetry::dropped("bad_beacon", 1);
+                    telemetry::dropped(telemetry::DropReason::BadBeacon, 1);
                     continue;
                 };
                 if b.id == me.0 || inner.knows(PeerId(b.id)) {
@@ -128,7 +128,7 @@ pub(super) async fn run(inner: Arc<Inner>, cfg: BeaconConfig, me: PeerId, endpoi
                 }
                 match b.endpoint.parse::<Endpoint>() {
                     Ok(ep) => greet(&inner, &ep).await,
-                    Err(_) => telemetry::dropped("bad_beacon", 1),
+                    Err(_) => telemetry::dropped(telemetry::DropReason::BadBeacon, 1),
                 }
             }
         }

@@ -640,14 +640,16 @@ where
     Arc::new(move |req: Request<ByteBuf>| {
         let handler = handler.clone();
         Box::pin(async move {
-            let body: Req = wire::decode_body(&req.body)
-                .map_err(|e| RemoteError::new("bad_request", e.to_string()))?;
+            let body: Req = wire::decode_body(&req.body).map_err(|e| {
+                RemoteError::new(crate::wire::RemoteCode::BadRequest, e.to_string())
+            })?;
             let rep = handler(Request {
                 body,
                 header: req.header,
             })
             .await?;
-            wire::encode_body(&rep).map_err(|e| RemoteError::new("bad_reply", e.to_string()))
+            wire::encode_body(&rep)
+                .map_err(|e| RemoteError::new(crate::wire::RemoteCode::BadReply, e.to_string()))
         }) as BoxFut
     })
 }
@@ -755,7 +757,7 @@ impl Inner {
                 let tx = self.inbox.lock().ok().and_then(|i| i.clone());
                 let Some(tx) = tx else {
                     return Err(RemoteError::new(
-                        "no_inbox",
+                        crate::wire::RemoteCode::NoInbox,
                         "this node takes no unicast messages",
                     ));
                 };
@@ -765,8 +767,11 @@ impl Inner {
                     header: req.header,
                 };
                 tx.try_send(msg).map_err(|_| {
-                    crate::telemetry::dropped("inbox_full", 1);
-                    RemoteError::new("inbox_full", "the receiving node's inbox is full")
+                    crate::telemetry::dropped(crate::telemetry::DropReason::InboxFull, 1);
+                    RemoteError::new(
+                        crate::wire::RemoteCode::InboxFull,
+                        "the receiving node's inbox is full",
+                    )
                 })?;
                 Ok(NodeReply::Ack)
             }
@@ -783,7 +788,10 @@ impl Inner {
                         if topic.starts_with(prefix.as_str()) {
                             match tx.try_send(msg.clone()) {
                                 Ok(()) => delivered += 1,
-                                Err(_) => crate::telemetry::dropped("subscriber_queue_full", 1),
+                                Err(_) => crate::telemetry::dropped(
+                                    crate::telemetry::DropReason::SubscriberQueueFull,
+                                    1,
+                                ),
                             }
                         }
                     }
@@ -796,7 +804,9 @@ impl Inner {
                     .lock()
                     .ok()
                     .and_then(|g| g.get(&group).cloned())
-                    .ok_or_else(|| RemoteError::new("not_in_group", group.clone()))?;
+                    .ok_or_else(|| {
+                        RemoteError::new(crate::wire::RemoteCode::NotInGroup, group.clone())
+                    })?;
                 handler(Request {
                     body,
                     header: req.header,
@@ -811,12 +821,11 @@ impl Inner {
                 priority,
                 hops,
             } => {
-                let svc = self
-                    .services
-                    .get(&service)
-                    .ok_or_else(|| RemoteError::new("no_such_service", service.clone()))?;
+                let svc = self.services.get(&service).ok_or_else(|| {
+                    RemoteError::new(crate::wire::RemoteCode::NoSuchService, service.clone())
+                })?;
                 if hops > MAX_HOPS {
-                    crate::telemetry::dropped("too_many_hops", 1);
+                    crate::telemetry::dropped(crate::telemetry::DropReason::TooManyHops, 1);
                     return Err(RemoteError::new(
                         "too_many_hops",
                         format!("{hops} service hops (limit {MAX_HOPS}): a forwarding loop?"),
@@ -1414,7 +1423,7 @@ impl Node {
                 match link.request_within(&msg, timeout).await {
                     Ok(NodeReply::Delivered(n)) => Some(n),
                     _ => {
-                        crate::telemetry::dropped("link_down", 1);
+                        crate::telemetry::dropped(crate::telemetry::DropReason::LinkDown, 1);
                         None
                     }
                 }
@@ -1553,7 +1562,7 @@ impl Node {
             .ok_or_else(|| CallError::NoSuchService(call.service.to_owned()))?;
         let hops = crate::resilience::deadline::current_hops().saturating_add(1);
         if hops > MAX_HOPS {
-            crate::telemetry::dropped("too_many_hops", 1);
+            crate::telemetry::dropped(crate::telemetry::DropReason::TooManyHops, 1);
             return Err(CallError::Request(RequestError::Remote(RemoteError::new(
                 "too_many_hops",
                 format!("{hops} service hops (limit {MAX_HOPS}): a forwarding loop?"),
@@ -1659,12 +1668,14 @@ fn link_is_down(link: &Link) -> bool {
 
 /// Types the remote errors a caller can act on.
 fn from_remote(peer: PeerId, e: RemoteError, timeout: Duration) -> CallError {
-    match e.code.as_str() {
-        "rejected" => CallError::Rejected {
+    match e.known_code() {
+        Some(wire::RemoteCode::Rejected) => CallError::Rejected {
             peer,
             reason: e.message,
         },
-        "deadline_expired" => CallError::Request(RequestError::Timeout(timeout)),
+        Some(wire::RemoteCode::DeadlineExpired) => {
+            CallError::Request(RequestError::Timeout(timeout))
+        }
         _ => CallError::Request(RequestError::Remote(e)),
     }
 }

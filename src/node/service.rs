@@ -144,9 +144,11 @@ pub(super) struct Service {
 /// Refusals travel back as remote errors the caller can type.
 pub(super) fn rejected_to_remote(r: Rejected) -> RemoteError {
     match r {
-        Rejected::Expired { .. } => RemoteError::new("deadline_expired", r.to_string()),
+        Rejected::Expired { .. } => {
+            RemoteError::new(crate::wire::RemoteCode::DeadlineExpired, r.to_string())
+        }
         Rejected::Full { .. } | Rejected::Closed { .. } => {
-            RemoteError::new("rejected", r.to_string())
+            RemoteError::new(crate::wire::RemoteCode::Rejected, r.to_string())
         }
     }
 }

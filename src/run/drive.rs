@@ -328,7 +328,8 @@ fn classify(e: &CallError) -> Outcome {
             Outcome::CircuitOpen
         }
         CallError::Request(RequestError::Remote(r))
-            if r.code == "rejected" || r.message.contains("refused the call") =>
+            if r.known_code() == Some(zfabric::wire::RemoteCode::Rejected)
+                || r.message.contains("refused the call") =>
         {
             Outcome::Rejected
         }
@@ -595,7 +596,9 @@ async fn one(ctx: &Ctx, load: &LoadSpec, seq: u64) -> Outcome {
             };
             match gw.request_within(&req, timeout).await {
                 Ok(raw) => with_extra(answer(&raw, started), json!({ "forged": forged })),
-                Err(RequestError::Remote(r)) if r.code == "unauthorized" => {
+                Err(RequestError::Remote(r))
+                    if r.known_code() == Some(zfabric::wire::RemoteCode::Unauthorized) =>
+                {
                     Outcome::Failed(if forged {
                         "forged_refused".into()
                     } else {

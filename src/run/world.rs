@@ -217,7 +217,7 @@ async fn run_handler(
     }
     if fault.failing.load(Ordering::Relaxed) {
         return Err(RemoteError::new(
-            "injected",
+            zfabric::wire::RemoteCode::Injected,
             format!("{me} is failing (fault)"),
         ));
     }
@@ -225,7 +225,7 @@ async fn run_handler(
         let next = spec.to.as_deref().unwrap_or_default();
         let node = node
             .and_then(|h| h.node())
-            .ok_or_else(|| RemoteError::new("stopping", me.to_owned()))?;
+            .ok_or_else(|| RemoteError::new(zfabric::wire::RemoteCode::Stopping, me.to_owned()))?;
         return node
             .request_raw(
                 next,
@@ -251,7 +251,7 @@ async fn run_handler(
         HandlerKind::Fail => {
             if chance(spec.fail_rate) {
                 return Err(RemoteError::new(
-                    "injected",
+                    zfabric::wire::RemoteCode::Injected,
                     format!("{me} failed (fail_rate)"),
                 ));
             }
@@ -277,7 +277,7 @@ async fn run_handler(
         hops: zfabric::resilience::deadline::current_hops(),
         data,
     })
-    .map_err(|e| RemoteError::new("bad_reply", e.to_string()))
+    .map_err(|e| RemoteError::new(zfabric::wire::RemoteCode::BadReply, e.to_string()))
 }
 
 fn endpoint(transport: &str, dir: &std::path::Path, name: &str) -> String {
@@ -411,13 +411,20 @@ pub(crate) async fn start_with(
                 );
                 async move {
                     if f.failing.load(Ordering::Relaxed) || chance(fail_rate) {
-                        return Err(RemoteError::new("injected", "consumer failed"));
+                        return Err(RemoteError::new(
+                            zfabric::wire::RemoteCode::Injected,
+                            "consumer failed",
+                        ));
                     }
                     if let Some(topic) = emit_to {
-                        let node = h.node().ok_or_else(|| RemoteError::new("stopping", ""))?;
+                        let node = h.node().ok_or_else(|| {
+                            RemoteError::new(zfabric::wire::RemoteCode::Stopping, "")
+                        })?;
                         let r = emit(&node, &topic, &e.body, EventDelivery::at_least_once())
                             .await
-                            .map_err(|e| RemoteError::new("encode", e.to_string()))?;
+                            .map_err(|e| {
+                                RemoteError::new(zfabric::wire::RemoteCode::Encode, e.to_string())
+                            })?;
                         if !r.lost.is_empty() {
                             return Err(RemoteError::new(
                                 "downstream",
@@ -438,7 +445,10 @@ pub(crate) async fn start_with(
             let (c, f, key) = (c.clone(), f.clone(), key.clone());
             async move {
                 if f.failing.load(Ordering::Relaxed) {
-                    return Err(RemoteError::new("injected", "failing"));
+                    return Err(RemoteError::new(
+                        zfabric::wire::RemoteCode::Injected,
+                        "failing",
+                    ));
                 }
                 bump(&c.handled, &key);
                 Ok(())

@@ -32,7 +32,7 @@ use crate::{RemoteError, Request};
 
 /// The remote error a hop returns when the next one failed.
 pub fn upstream_error(next: &str, e: impl std::fmt::Display) -> RemoteError {
-    RemoteError::new("upstream", format!("{next}: {e}"))
+    RemoteError::new(crate::wire::RemoteCode::Upstream, format!("{next}: {e}"))
 }
 
 /// A raw handler forwarding every request to `next` (any member; anycast)
@@ -48,9 +48,12 @@ pub fn forward(
         let node = node.clone();
         let next = next.clone();
         Box::pin(async move {
-            let node = node
-                .node()
-                .ok_or_else(|| RemoteError::new("stopping", "the node is shutting down"))?;
+            let node = node.node().ok_or_else(|| {
+                RemoteError::new(
+                    crate::wire::RemoteCode::Stopping,
+                    "the node is shutting down",
+                )
+            })?;
             node.request_raw(&next, req.body, CallOptions::default().timeout(timeout))
                 .await
                 .map_err(|e| upstream_error(&next, e))
@@ -81,9 +84,12 @@ where
         let (node, next, before, after) =
             (node.clone(), next.clone(), before.clone(), after.clone());
         Box::pin(async move {
-            let node = node
-                .node()
-                .ok_or_else(|| RemoteError::new("stopping", "the node is shutting down"))?;
+            let node = node.node().ok_or_else(|| {
+                RemoteError::new(
+                    crate::wire::RemoteCode::Stopping,
+                    "the node is shutting down",
+                )
+            })?;
             let out = before(req.body)?;
             let reply: C = node
                 .request(&next, &out, timeout)

@@ -157,8 +157,9 @@ impl NodeBuilder {
             move |req: Request<EventMsg>| {
                 let handler = handler.clone();
                 async move {
-                    let body: T = wire::decode_body(&req.body.body)
-                        .map_err(|e| RemoteError::new("bad_event", e.to_string()))?;
+                    let body: T = wire::decode_body(&req.body.body).map_err(|e| {
+                        RemoteError::new(crate::wire::RemoteCode::BadEvent, e.to_string())
+                    })?;
                     handler(Event {
                         topic: req.body.topic,
                         body,

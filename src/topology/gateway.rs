@@ -40,6 +40,7 @@ use serde_bytes::ByteBuf;
 use sha2::Sha256;
 
 use crate::node::{CallError, CallOptions, Node};
+use crate::wire::RemoteCode;
 use crate::{
     Endpoint, OpenError, Publisher, RemoteError, Request, RequestError, Server, ServerHandle,
     Subscriber,
@@ -269,9 +270,9 @@ pub struct Gateway {
     _server: ServerHandle,
 }
 
-fn refuse(reason: &'static str, message: String) -> RemoteError {
-    metrics::counter!(GATEWAY_REJECTED, "reason" => reason).increment(1);
-    tracing::debug!(reason, %message, "gateway refused a request");
+fn refuse(reason: RemoteCode, message: String) -> RemoteError {
+    metrics::counter!(GATEWAY_REJECTED, "reason" => reason.as_str()).increment(1);
+    tracing::debug!(reason = reason.as_str(), %message, "gateway refused a request");
     RemoteError::new(reason, message)
 }
 
@@ -280,14 +281,15 @@ fn upstream(e: CallError) -> RemoteError {
     match e {
         CallError::Request(RequestError::Remote(r)) => r,
         CallError::Request(RequestError::Timeout(d)) => {
-            RemoteError::new("timeout", format!("no reply within {d:?}"))
+            RemoteError::new(RemoteCode::Timeout, format!("no reply within {d:?}"))
         }
-        CallError::Rejected { reason, .. } => RemoteError::new("rejected", reason),
-        CallError::CircuitOpen { service, retry_in } => {
-            RemoteError::new("circuit_open", format!("{service}: retry in {retry_in:?}"))
-        }
-        CallError::NoSuchService(s) => RemoteError::new("no_such_service", s),
-        other => RemoteError::new("upstream", other.to_string()),
+        CallError::Rejected { reason, .. } => RemoteError::new(RemoteCode::Rejected, reason),
+        CallError::CircuitOpen { service, retry_in } => RemoteError::new(
+            RemoteCode::CircuitOpen,
+            format!("{service}: retry in {retry_in:?}"),
+        ),
+        CallError::NoSuchService(s) => RemoteError::new(RemoteCode::NoSuchService, s),
+        other => RemoteError::new(RemoteCode::Upstream, other.to_string()),
     }
 }
 
@@ -325,17 +327,17 @@ async fn handle(
     let claims = config
         .auth
         .verify(&req.token)
-        .map_err(|e| refuse("unauthorized", e.to_string()))?;
+        .map_err(|e| refuse(RemoteCode::Unauthorized, e.to_string()))?;
     if !config.expose.contains(&req.service) {
         return Err(refuse(
-            "forbidden",
+            RemoteCode::Forbidden,
             format!("service {:?} is not exposed", req.service),
         ));
     }
     if let Some(allowed) = claims.and_then(|c| c.services) {
         if !allowed.contains(&req.service) {
             return Err(refuse(
-                "forbidden",
+                RemoteCode::Forbidden,
                 AuthError::NotAllowed(req.service).to_string(),
             ));
         }
@@ -391,7 +393,7 @@ impl Forwarder {
                     .await
                     .is_err()
                 {
-                    crate::telemetry::dropped("forward_failed", 1);
+                    crate::telemetry::dropped(crate::telemetry::DropReason::ForwardFailed, 1);
                     continue;
                 }
                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -244,7 +244,7 @@ impl<S: SocketSend + Send + 'static> Batcher<S> {
             };
             if let Err(e) = self.sock.lock().await.send(msg).await {
                 tracing::debug!(error = %e, "dropping a queued batch");
-                telemetry::dropped("no_peer", count);
+                telemetry::dropped(telemetry::DropReason::NoPeer, count);
             }
         }
     }

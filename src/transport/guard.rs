@@ -702,7 +702,7 @@ async fn link_task(
                 }
                 let _ = dead_tx.send(generation);
                 let _ = state.send(LinkState::Reconnecting);
-                telemetry::disconnected("io");
+                telemetry::disconnected(telemetry::DisconnectReason::Io);
                 tracing::info!(%remote, "link lost; reconnecting");
             }
             Ok(Err(e)) => tracing::debug!(%remote, error = %e, "link: connect failed"),
@@ -745,7 +745,7 @@ where
     let (_, peer_type) = read_handshake(&mut r).await?;
     match peer_type {
         Some(t) if !kind.accepts(&t) => {
-            telemetry::disconnected("bad_handshake");
+            telemetry::disconnected(telemetry::DisconnectReason::BadHandshake);
             Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -839,7 +839,7 @@ async fn outbound(
                 Some(&e) => {
                     start = e;
                     skip = false;
-                    telemetry::dropped("link_down", 1);
+                    telemetry::dropped(telemetry::DropReason::LinkDown, 1);
                 }
                 None => continue,
             }
@@ -854,7 +854,7 @@ async fn outbound(
                 let _ = fail.send(g).await;
                 remote = None;
                 skip = !scanner.at_boundary();
-                telemetry::dropped("link_down", ends.len().max(1) as u64);
+                telemetry::dropped(telemetry::DropReason::LinkDown, ends.len().max(1) as u64);
             }
         }
     }
@@ -926,7 +926,7 @@ async fn inbound(
             }
         }
         if !buf.is_empty() {
-            telemetry::dropped("link_down", 1);
+            telemetry::dropped(telemetry::DropReason::LinkDown, 1);
         }
         let _ = fail.send(g).await;
     }

@@ -158,7 +158,10 @@ impl RecvLink {
                     return;
                 };
                 if permit.is_err() {
-                    crate::telemetry::dropped("no_peer", b.msgs.len() as u64);
+                    crate::telemetry::dropped(
+                        crate::telemetry::DropReason::NoPeer,
+                        b.msgs.len() as u64,
+                    );
                     b.msgs.clear();
                 }
                 if b.msgs.is_empty() {

@@ -54,7 +54,7 @@ pub(crate) async fn zmq_recv<S: zeromq::SocketRecv>(sock: &mut S) -> Option<zero
             Err(zeromq::ZmqError::NoMessage) => return None,
             Err(e) => {
                 tracing::debug!(error = %e, "a peer of a zeromq socket failed");
-                crate::telemetry::disconnected("peer_error");
+                crate::telemetry::disconnected(crate::telemetry::DisconnectReason::PeerError);
             }
         }
     }
@@ -73,7 +73,7 @@ pub(crate) fn decode_received(
     let mut frames = msg.into_vec();
     let prefix = if prefixed {
         if frames.len() < 3 {
-            crate::telemetry::dropped("malformed", 1);
+            crate::telemetry::dropped(crate::telemetry::DropReason::Malformed, 1);
             return None;
         }
         let rest = frames.split_off(1);

@@ -3,6 +3,8 @@
 //! length, before the bytes arrive. Plain code, no I/O.
 
 /// Limits the scanner enforces.
+use crate::telemetry::DisconnectReason;
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ScanLimits {
     /// Largest message (sum of its frames) in bytes.
@@ -28,13 +30,13 @@ pub(crate) enum ScanError {
 
 impl ScanError {
     /// Metric label for the disconnect this causes.
-    pub(crate) fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> DisconnectReason {
         match self {
-            ScanError::BadGreeting => "bad_greeting",
-            ScanError::BadFlags(_) => "malformed_frame",
-            ScanError::FrameTooLarge { .. } => "frame_too_large",
-            ScanError::MessageTooLarge { .. } => "message_too_large",
-            ScanError::CommandTooLarge { .. } => "frame_too_large",
+            ScanError::BadGreeting => DisconnectReason::BadGreeting,
+            ScanError::BadFlags(_) => DisconnectReason::MalformedFrame,
+            ScanError::FrameTooLarge { .. } => DisconnectReason::FrameTooLarge,
+            ScanError::MessageTooLarge { .. } => DisconnectReason::MessageTooLarge,
+            ScanError::CommandTooLarge { .. } => DisconnectReason::FrameTooLarge,
         }
     }
 }

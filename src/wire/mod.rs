@@ -25,6 +25,8 @@ use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::telemetry::DropReason;
+
 pub use header::{ContentType, Deadline, Header, Kind, MessageId};
 
 /// The protocol version written in every header.
@@ -108,17 +110,17 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// A short, stable label for metrics (`reason` label).
-    pub fn reason(&self) -> &'static str {
+    /// The drop reason this error is counted under.
+    pub fn reason(&self) -> DropReason {
         match self {
-            DecodeError::HeaderTooLarge { .. } => "header_too_large",
-            DecodeError::MessageTooLarge { .. } => "message_too_large",
-            DecodeError::UnsupportedVersion(_) => "unsupported_version",
-            DecodeError::UnknownKind(_) => "unknown_kind",
-            DecodeError::UnknownContentType(_) => "unknown_content_type",
-            DecodeError::BadFrameCount(_) => "bad_frame_count",
-            DecodeError::Body(_) => "bad_body",
-            _ => "malformed_header",
+            DecodeError::HeaderTooLarge { .. } => DropReason::HeaderTooLarge,
+            DecodeError::MessageTooLarge { .. } => DropReason::MessageTooLarge,
+            DecodeError::UnsupportedVersion(_) => DropReason::UnsupportedVersion,
+            DecodeError::UnknownKind(_) => DropReason::UnknownKind,
+            DecodeError::UnknownContentType(_) => DropReason::UnknownContentType,
+            DecodeError::BadFrameCount(_) => DropReason::BadFrameCount,
+            DecodeError::Body(_) => DropReason::BadBody,
+            _ => DropReason::MalformedHeader,
         }
     }
 }
@@ -210,7 +212,123 @@ pub struct RemoteError {
     pub message: String,
 }
 
+/// The remote error codes zfabric itself sends ([`RemoteError::code`]).
+///
+/// Applications may send codes of their own; [`RemoteCode::parse`] returns
+/// `None` for those. This enum is the authoritative list: code, docs and
+/// `docs/PROTOCOL.md` use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemoteCode {
+    /// The request body did not decode as the service's request type.
+    BadRequest,
+    /// The handler's reply did not encode.
+    BadReply,
+    /// An error reply whose body did not decode as a [`RemoteError`].
+    BadErrorReply,
+    /// An event body did not decode as the consumer's event type.
+    BadEvent,
+    /// The server's bulkhead refused the call (full); retry elsewhere.
+    Rejected,
+    /// The request's deadline passed before work started.
+    DeadlineExpired,
+    /// No reply came in time from the next hop (gateway, chain).
+    Timeout,
+    /// The next hop's circuit breaker is open.
+    CircuitOpen,
+    /// The receiving node serves no service of that name.
+    NoSuchService,
+    /// The receiving node is not a member of that group.
+    NotInGroup,
+    /// The receiving node takes no unicast messages, or its inbox is full.
+    InboxFull,
+    /// The receiving node takes no unicast messages at all.
+    NoInbox,
+    /// The node is shutting down.
+    Stopping,
+    /// A call further along (chain, gateway) failed; the message says how.
+    Upstream,
+    /// A failure injected on purpose (`zfabric run` faults, `serve --fail`).
+    Injected,
+    /// A value could not be encoded.
+    Encode,
+    /// A gateway refused the caller's token.
+    Unauthorized,
+    /// A gateway refused a service the token or its config does not allow.
+    Forbidden,
+}
+
+impl RemoteCode {
+    /// Every code, for docs and tests.
+    pub const ALL: [RemoteCode; 18] = [
+        RemoteCode::BadRequest,
+        RemoteCode::BadReply,
+        RemoteCode::BadErrorReply,
+        RemoteCode::BadEvent,
+        RemoteCode::Rejected,
+        RemoteCode::DeadlineExpired,
+        RemoteCode::Timeout,
+        RemoteCode::CircuitOpen,
+        RemoteCode::NoSuchService,
+        RemoteCode::NotInGroup,
+        RemoteCode::InboxFull,
+        RemoteCode::NoInbox,
+        RemoteCode::Stopping,
+        RemoteCode::Upstream,
+        RemoteCode::Injected,
+        RemoteCode::Encode,
+        RemoteCode::Unauthorized,
+        RemoteCode::Forbidden,
+    ];
+
+    /// The code as it travels on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RemoteCode::BadRequest => "bad_request",
+            RemoteCode::BadReply => "bad_reply",
+            RemoteCode::BadErrorReply => "bad_error_reply",
+            RemoteCode::BadEvent => "bad_event",
+            RemoteCode::Rejected => "rejected",
+            RemoteCode::DeadlineExpired => "deadline_expired",
+            RemoteCode::Timeout => "timeout",
+            RemoteCode::CircuitOpen => "circuit_open",
+            RemoteCode::NoSuchService => "no_such_service",
+            RemoteCode::NotInGroup => "not_in_group",
+            RemoteCode::InboxFull => "inbox_full",
+            RemoteCode::NoInbox => "no_inbox",
+            RemoteCode::Stopping => "stopping",
+            RemoteCode::Upstream => "upstream",
+            RemoteCode::Injected => "injected",
+            RemoteCode::Encode => "encode",
+            RemoteCode::Unauthorized => "unauthorized",
+            RemoteCode::Forbidden => "forbidden",
+        }
+    }
+
+    /// The code for a wire string, or `None` for an application's own code.
+    pub fn parse(code: &str) -> Option<RemoteCode> {
+        RemoteCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+}
+
+impl std::fmt::Display for RemoteCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<RemoteCode> for String {
+    fn from(c: RemoteCode) -> String {
+        c.as_str().to_string()
+    }
+}
+
 impl RemoteError {
+    /// The code as one of zfabric's own, or `None` for an application's.
+    pub fn known_code(&self) -> Option<RemoteCode> {
+        RemoteCode::parse(&self.code)
+    }
+
     /// An error with the given code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         RemoteError {
