@@ -1,5 +1,6 @@
 //! The `zfabric` command line.
 
+mod app;
 mod bench;
 mod cli;
 mod run;
@@ -78,7 +79,6 @@ fn main() {
     });
     if let Err(e) = result {
         eprintln!("zfabric: {e}");
-        let usage = e.downcast_ref::<run::UsageError>().is_some();
-        std::process::exit(if usage { 2 } else { 1 });
+        std::process::exit(app::exit_code(&e));
     }
 }

@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use zfabric::{Client, Publisher, Puller, Pusher, RemoteError, Server, Subscriber};
 
+use crate::app::histogram::{histogram, Percentiles, Unit};
+use crate::app::BoxError;
+
 /// Options of `zfabric tour`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct TourArgs {
@@ -27,8 +30,6 @@ pub(crate) struct TourArgs {
     transports: Vec<String>,
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 fn endpoint(transport: &str, dir: &std::path::Path, name: &str) -> Result<String, BoxError> {
     Ok(match transport {
         "inproc" => format!("inproc://tour-{name}"),
@@ -36,14 +37,6 @@ fn endpoint(transport: &str, dir: &std::path::Path, name: &str) -> Result<String
         "tcp" => "tcp://127.0.0.1:0".to_string(),
         other => return Err(format!("unknown transport {other:?} (inproc, ipc, tcp)").into()),
     })
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 pub(crate) async fn run(args: TourArgs) -> Result<(), BoxError> {
@@ -91,21 +84,18 @@ async fn reqrep(
     for i in 0..100 {
         client.request(&i).await?;
     }
-    let mut lat = Vec::with_capacity(n);
+    let mut lat = histogram(Unit::Nanos);
     for i in 0..n as u64 {
         let t0 = Instant::now();
         let r = client.request(&i).await?;
-        lat.push(t0.elapsed());
+        let _ = lat.record((t0.elapsed().as_nanos() as u64).max(1));
         if r != i + 1 {
             return Err(format!("wrong reply {r} to {i}").into());
         }
     }
-    lat.sort();
-    Ok((
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        *lat.last().unwrap_or(&Duration::ZERO),
-    ))
+    let p = Percentiles::of(&lat);
+    let ns = |f: fn(&Percentiles) -> u64| Duration::from_nanos(p.as_ref().map_or(0, f));
+    Ok((ns(|p| p.p50), ns(|p| p.p99), ns(|p| p.max)))
 }
 
 async fn pipeline(t: &str, dir: &std::path::Path, n: usize, size: usize) -> Result<f64, BoxError> {

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::measure::{histogram, Budget, Stats};
-use crate::run::BoxError;
+use super::measure::{Budget, Stats};
+use crate::app::histogram::{histogram, Unit};
+use crate::app::BoxError;
 
 fn bind_ep(tp: &str, dir: &std::path::Path, tag: &str) -> String {
     match tp {
@@ -60,7 +61,7 @@ pub(super) async fn reqrep(
         let dealer = ctx.socket(zmq::DEALER)?;
         dealer.connect(&ep)?;
         let body = vec![7u8; size];
-        let mut h = histogram();
+        let mut h = histogram(Unit::Nanos);
         for _ in 0..50 {
             dealer.send(&body, 0)?;
             dealer.recv_bytes(0)?;

@@ -19,7 +19,8 @@ use zfabric::node::{CallOptions, Node};
 use zfabric::topology::{scatter_gather, Completion, Scatter};
 use zfabric::{Client, Publisher, Puller, Pusher, RemoteError, Server, Subscriber};
 
-use crate::run::BoxError;
+use crate::app::histogram::{histogram, Percentiles, Unit};
+use crate::app::BoxError;
 
 /// Latency percentiles, µs.
 #[derive(Debug, Clone, Serialize)]
@@ -34,17 +35,14 @@ pub(crate) struct Latency {
 
 impl Latency {
     pub(crate) fn of(h: &Histogram<u64>) -> Option<Self> {
-        if h.is_empty() {
-            return None;
-        }
         let us = |ns: u64| ns as f64 / 1000.0;
-        Some(Latency {
-            samples: h.len(),
-            p50_us: us(h.value_at_quantile(0.5)),
-            p90_us: us(h.value_at_quantile(0.9)),
-            p99_us: us(h.value_at_quantile(0.99)),
-            p999_us: us(h.value_at_quantile(0.999)),
-            max_us: us(h.max()),
+        Percentiles::of(h).map(|p| Latency {
+            samples: p.samples,
+            p50_us: us(p.p50),
+            p90_us: us(p.p90),
+            p99_us: us(p.p99),
+            p999_us: us(p.p999),
+            max_us: us(p.max),
         })
     }
 }
@@ -89,10 +87,6 @@ pub(crate) struct Budget {
     pub(crate) messages: u64,
 }
 
-pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
-}
-
 /// Sequential round trips for `budget.time` (at least 50, at most 2 M).
 pub(crate) async fn rtt_loop<F, Fut>(budget: Budget, mut one: F) -> Result<Histogram<u64>, BoxError>
 where
@@ -102,7 +96,7 @@ where
     for _ in 0..50 {
         one().await?;
     }
-    let mut h = histogram();
+    let mut h = histogram(Unit::Nanos);
     let start = Instant::now();
     let mut n = 0u64;
     while (start.elapsed() < budget.time || n < 50) && n < 2_000_000 {

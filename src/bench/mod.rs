@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use measure::{Budget, Stats};
 
-use crate::run::{BoxError, UsageError};
+use crate::app::{BoxError, UsageError};
 
 const PATTERNS: [&str; 5] = ["pubsub", "pushpull", "reqrep", "anycast", "aggregator"];
 
@@ -387,7 +387,7 @@ mod remote {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     use super::measure::{self, Budget, Stats};
-    use crate::run::BoxError;
+    use crate::app::BoxError;
 
     /// Peer mode: serve or receive, say `READY <endpoint>`, and for pull
     /// kinds print `GOT <count> <seconds>` when done.

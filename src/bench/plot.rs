@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::Cell;
-use crate::run::BoxError;
+use crate::app::BoxError;
 
 const COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use zfabric::{Delivery, RecvError};
 
-use super::{json_arg, stop_signal, Common, Place};
-use crate::run::{BoxError, UsageError};
+use super::{json_arg, stop_signal, Place};
+use crate::app::metrics::Common;
+use crate::app::{BoxError, UsageError};
 
 /// What to send.
 #[derive(Debug, Clone, clap::Args)]

@@ -10,9 +10,10 @@ use serde_json::Value;
 use zfabric::node::{MembershipEvent, Node};
 use zfabric::{RemoteError, Request};
 
-use super::{json_arg, stop_signal, Common};
+use super::{json_arg, stop_signal};
+use crate::app::metrics::Common;
+use crate::app::{BoxError, UsageError};
 use crate::run::spec::{BulkheadSpec, ConsumerSpec, GatewaySpec, NodeSpec, ServiceSpec};
-use crate::run::{BoxError, UsageError};
 
 /// `zfabric serve` options.
 #[derive(Debug, Clone, clap::Args)]

@@ -22,7 +22,8 @@ use zfabric::{wire, Client, Publisher, Pusher, RequestError, SocketBuilder};
 use super::report::{BreakerReport, FaultReport, Latency, LoadReport, Report};
 use super::spec::{FaultKind, LoadKind, LoadSpec, NodeSpec, Spec};
 use super::world::{self, Answer, DriverEps, LocalNode, NodeStats, Payload, PROBE};
-use super::BoxError;
+use crate::app::histogram::{histogram, Unit};
+use crate::app::BoxError;
 
 /// Removes the run's ipc directory when the run ends.
 struct TempDir(std::path::PathBuf);
@@ -280,7 +281,7 @@ impl Tally {
             circuit: 0,
             timeout: 0,
             failed: 0,
-            hist: world::histogram(),
+            hist: histogram(Unit::Micros),
             served_by: BTreeMap::new(),
             errors: BTreeMap::new(),
             max_hops: 0,
@@ -1061,7 +1062,7 @@ async fn settle(members: &[Member], split: bool) {
 }
 
 fn merge_latency(nodes: &[NodeStats]) -> Histogram<u64> {
-    let mut h = world::histogram();
+    let mut h = histogram(Unit::Micros);
     for n in nodes {
         for (v, c) in &n.latency_us {
             let _ = h.record_n((*v).max(1), *c);

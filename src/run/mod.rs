@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::app::{BoxError, UsageError};
 
 /// Options of `zfabric run`.
 #[derive(Debug, clap::Args)]
@@ -48,13 +48,8 @@ pub(crate) struct RunArgs {
     #[arg(long, hide = true, default_value_t = 0)]
     expect: usize,
     #[command(flatten)]
-    common: crate::cli::Common,
+    common: crate::app::metrics::Common,
 }
-
-/// A usage or topology-file error: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct UsageError(pub(crate) String);
 
 /// Runs `zfabric run`.
 pub(crate) async fn run(args: RunArgs) -> Result<(), BoxError> {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::app::histogram::Percentiles;
+
 use super::spec::{FaultKind, LoadKind};
 use super::world::NodeStats;
 
@@ -21,18 +23,19 @@ pub(crate) struct Latency {
 }
 
 impl Latency {
+    /// The percentiles of a histogram recorded in µs (all zero when it is
+    /// empty).
     pub(crate) fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Latency::default();
-        }
-        Latency {
-            samples: h.len(),
-            p50_us: h.value_at_quantile(0.5),
-            p90_us: h.value_at_quantile(0.9),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
-        }
+        Percentiles::of(h)
+            .map(|p| Latency {
+                samples: p.samples,
+                p50_us: p.p50,
+                p90_us: p.p90,
+                p99_us: p.p99,
+                p999_us: p.p999,
+                max_us: p.max,
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -19,7 +19,8 @@ use zfabric::topology::gateway::{Auth, Gateway, GatewayConfig};
 use zfabric::{wire, RemoteError, Request, SocketBuilder};
 
 use super::spec::{HandlerKind, HandlerSpec, NodeSpec};
-use super::BoxError;
+use crate::app::histogram::{histogram, Unit};
+use crate::app::BoxError;
 
 /// What the driver sends to services and sockets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,10 +89,6 @@ impl Fault {
     }
 }
 
-pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
-}
-
 /// Counters of one node.
 #[derive(Debug)]
 pub(crate) struct Counters {
@@ -112,7 +109,7 @@ impl Default for Counters {
             received: DashMap::new(),
             probes: AtomicU64::new(0),
             lost: AtomicU64::new(0),
-            latency: Mutex::new(histogram()),
+            latency: Mutex::new(histogram(Unit::Micros)),
         }
     }
 }
