@@ -163,7 +163,7 @@ impl Counters {
 }
 
 /// What a node reports at the end (also the `STATS` line of a child).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct NodeStats {
     pub(crate) name: String,
     pub(crate) killed: bool,
