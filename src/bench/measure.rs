@@ -1,9 +1,14 @@
-//! The measurements: zfabric and its baselines doing the same work.
+//! The measurements: the timing loops every side shares, and zfabric's
+//! side of each cell (its baselines are in [`super::baseline`]).
 //!
 //! Request patterns are timed round trip by round trip (sequential, into an
 //! HDR histogram in nanoseconds) and for throughput with 16 requests in
 //! flight. Streams (push/pull, pub/sub) send a fixed number of messages
 //! and time them from the first send to the last receipt.
+//!
+//! Guarantees: at least 50 timed round trips per latency run, at most 2 M;
+//! a stream counts what did not arrive within 500 ms of silence as lost.
+//! Does not: run baselines or print.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +19,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
-use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::SocketRecv;
 use zfabric::node::{CallOptions, Node};
 use zfabric::topology::{scatter_gather, Completion, Scatter};
 use zfabric::{Client, Publisher, Puller, Pusher, RemoteError, Server, Subscriber};
@@ -61,7 +66,8 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    fn new(
+    /// Figures of `name` for messages of `size` bytes.
+    pub(super) fn new(
         name: &str,
         size: usize,
         thr: Option<f64>,
@@ -156,7 +162,7 @@ where
 }
 
 /// Something that receives messages one at a time.
-trait Recv {
+pub(super) trait Recv {
     /// The next message arrived (`false`: closed or failed).
     async fn next(&mut self) -> bool;
 }
@@ -206,7 +212,7 @@ impl Recv for tokio::sync::broadcast::Receiver<Bytes> {
 
 /// Receives until `n` or a pause of 500 ms; returns the count and when
 /// the last one arrived.
-async fn count_until<R: Recv>(n: u64, r: &mut R) -> (u64, Instant) {
+pub(super) async fn count_until<R: Recv>(n: u64, r: &mut R) -> (u64, Instant) {
     let mut got = 0;
     let mut last = Instant::now();
     while got < n {
@@ -231,7 +237,7 @@ pub(crate) fn endpoint(tp: &str, dir: &std::path::Path, tag: &str) -> String {
 
 static TAGS: AtomicU64 = AtomicU64::new(0);
 
-fn tag(parts: &[&str]) -> String {
+pub(super) fn tag(parts: &[&str]) -> String {
     format!("{}-{}", parts.join("-"), random_tag())
 }
 
@@ -435,285 +441,4 @@ pub(crate) async fn zf_aggregator(
     })
     .await?;
     Ok(Stats::new("zfabric", size, None, Some(&h), None))
-}
-
-// --------------------------------------------------------- raw zeromq
-
-/// A raw zeromq ROUTER echo; returns its endpoint.
-pub(crate) async fn raw_echo_server(
-    bind: &str,
-) -> Result<(String, tokio::task::JoinHandle<()>), BoxError> {
-    let mut router = zeromq::RouterSocket::new();
-    let ep = router.bind(bind).await?.to_string();
-    let task = tokio::spawn(async move {
-        while let Ok(m) = router.recv().await {
-            if router.send(m).await.is_err() {
-                break;
-            }
-        }
-    });
-    Ok((ep, task))
-}
-
-/// Raw zeromq DEALER round trips against `ep`.
-pub(crate) async fn raw_reqrep(ep: &str, size: usize, budget: Budget) -> Result<Stats, BoxError> {
-    let mut dealer = zeromq::DealerSocket::new();
-    dealer.connect(ep).await?;
-    let body = Bytes::from(vec![7u8; size]);
-    let dealer = Arc::new(tokio::sync::Mutex::new(dealer));
-    let (d, b) = (dealer.clone(), body.clone());
-    let h = rtt_loop(budget, || {
-        let (d, b) = (&d, &b);
-        async move {
-            let mut d = d.lock().await;
-            d.send(ZmqMessage::from(b.clone())).await?;
-            d.recv().await?;
-            Ok(())
-        }
-    })
-    .await?;
-    // In flight: a window of 16 on one socket.
-    let thr = {
-        let mut d = dealer.lock().await;
-        let start = Instant::now();
-        for _ in 0..16 {
-            d.send(ZmqMessage::from(body.clone())).await?;
-        }
-        let mut done = 0u64;
-        while start.elapsed() < budget.time {
-            d.recv().await?;
-            done += 1;
-            d.send(ZmqMessage::from(body.clone())).await?;
-        }
-        for _ in 0..16 {
-            d.recv().await?;
-        }
-        done as f64 / start.elapsed().as_secs_f64()
-    };
-    Ok(Stats::new("zeromq", size, Some(thr), Some(&h), None))
-}
-
-pub(crate) async fn raw_pushpull(
-    tp: &str,
-    dir: &std::path::Path,
-    size: usize,
-    n: u64,
-) -> Result<Stats, BoxError> {
-    let mut pull = zeromq::PullSocket::new();
-    let ep = pull
-        .bind(&endpoint(tp, dir, &tag(&["rpp"])))
-        .await?
-        .to_string();
-    let mut push = zeromq::PushSocket::new();
-    push.connect(&ep).await?;
-    let body = Bytes::from(vec![7u8; size]);
-    let (thr, lost) = stream(
-        n,
-        move |n| async move {
-            for _ in 0..n {
-                push.send(ZmqMessage::from(body.clone())).await?;
-            }
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            Ok(())
-        },
-        |n| count_until(n, &mut pull),
-    )
-    .await?;
-    Ok(Stats::new("zeromq", size, Some(thr), None, Some(lost)))
-}
-
-pub(crate) async fn raw_pubsub(
-    tp: &str,
-    dir: &std::path::Path,
-    size: usize,
-    n: u64,
-) -> Result<Stats, BoxError> {
-    let mut publisher = zeromq::PubSocket::new();
-    let ep = publisher
-        .bind(&endpoint(tp, dir, &tag(&["rps"])))
-        .await?
-        .to_string();
-    let mut sub = zeromq::SubSocket::new();
-    sub.connect(&ep).await?;
-    sub.subscribe("b.").await?;
-    let frame = |t: &'static [u8], body: &Bytes| -> Result<ZmqMessage, BoxError> {
-        Ok(
-            ZmqMessage::try_from(vec![Bytes::from_static(t), body.clone()])
-                .map_err(|_| "empty message")?,
-        )
-    };
-    let body = Bytes::from(vec![7u8; size]);
-    let mut ready = false;
-    for _ in 0..500 {
-        publisher.send(frame(b"b.probe", &body)?).await?;
-        if tokio::time::timeout(Duration::from_millis(10), sub.recv())
-            .await
-            .is_ok()
-        {
-            ready = true;
-            break;
-        }
-    }
-    if !ready {
-        return Err("raw pub/sub: the subscription never arrived".into());
-    }
-    while tokio::time::timeout(Duration::from_millis(50), sub.recv())
-        .await
-        .is_ok()
-    {}
-    let (thr, lost) = stream(
-        n,
-        move |n| async move {
-            for i in 0..n {
-                publisher.send(frame(b"b.x", &body)?).await?;
-                if i % 64 == 63 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            Ok(())
-        },
-        |n| count_until(n, &mut sub),
-    )
-    .await?;
-    Ok(Stats::new("zeromq", size, Some(thr), None, Some(lost)))
-}
-
-/// Three raw DEALER/ROUTER round trips at once: what a scatter-gather
-/// over three members does on the wire.
-pub(crate) async fn raw_scatter(
-    tp: &str,
-    dir: &std::path::Path,
-    size: usize,
-    budget: Budget,
-) -> Result<Stats, BoxError> {
-    let mut dealers = Vec::new();
-    let mut tasks = Vec::new();
-    for _ in 0..3 {
-        let (ep, t) = raw_echo_server(&endpoint(tp, dir, &tag(&["rsc"]))).await?;
-        tasks.push(t);
-        let mut d = zeromq::DealerSocket::new();
-        d.connect(&ep).await?;
-        dealers.push(tokio::sync::Mutex::new(d));
-    }
-    let body = Bytes::from(vec![7u8; size]);
-    let h = rtt_loop(budget, || {
-        let (ds, b) = (&dealers, &body);
-        async move {
-            let calls = ds.iter().map(|d| async move {
-                let mut d = d.lock().await;
-                d.send(ZmqMessage::from(b.clone())).await?;
-                d.recv().await?;
-                Ok::<_, BoxError>(())
-            });
-            for r in futures_util::future::join_all(calls).await {
-                r?;
-            }
-            Ok(())
-        }
-    })
-    .await?;
-    for t in tasks {
-        t.abort();
-    }
-    Ok(Stats::new("zeromq", size, None, Some(&h), None))
-}
-
-// ------------------------------------------------------------- tokio
-
-type Echo = tokio::sync::mpsc::Sender<(Bytes, tokio::sync::oneshot::Sender<Bytes>)>;
-
-fn tokio_echo() -> Echo {
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<(Bytes, tokio::sync::oneshot::Sender<Bytes>)>(1024);
-    tokio::spawn(async move {
-        while let Some((b, reply)) = rx.recv().await {
-            let _ = reply.send(b);
-        }
-    });
-    tx
-}
-
-async fn tokio_call(tx: &Echo, b: &Bytes) -> Result<(), BoxError> {
-    let (otx, orx) = tokio::sync::oneshot::channel();
-    tx.send((b.clone(), otx))
-        .await
-        .map_err(|_| "echo task gone")?;
-    orx.await?;
-    Ok(())
-}
-
-/// A tokio mpsc + oneshot echo: the inproc request/reply baseline.
-pub(crate) async fn tokio_reqrep(
-    size: usize,
-    budget: Budget,
-    fanout: usize,
-) -> Result<Stats, BoxError> {
-    let echoes: Vec<Echo> = (0..fanout).map(|_| tokio_echo()).collect();
-    let body = Bytes::from(vec![7u8; size]);
-    let h = rtt_loop(budget, || {
-        let (es, b) = (&echoes, &body);
-        async move {
-            let calls = es.iter().map(|e| tokio_call(e, b));
-            for r in futures_util::future::join_all(calls).await {
-                r?;
-            }
-            Ok(())
-        }
-    })
-    .await?;
-    let thr = if fanout == 1 {
-        let e = echoes[0].clone();
-        Some(
-            inflight_loop(budget, 16, move || {
-                let (e, b) = (e.clone(), body.clone());
-                async move { tokio_call(&e, &b).await }
-            })
-            .await?,
-        )
-    } else {
-        None
-    };
-    Ok(Stats::new("tokio", size, thr, Some(&h), None))
-}
-
-/// A bounded tokio mpsc stream: the inproc push/pull baseline.
-pub(crate) async fn tokio_stream(size: usize, n: u64) -> Result<Stats, BoxError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1000);
-    let body = Bytes::from(vec![7u8; size]);
-    let (thr, lost) = stream(
-        n,
-        move |n| async move {
-            for _ in 0..n {
-                tx.send(body.clone()).await.map_err(|_| "receiver gone")?;
-            }
-            Ok(())
-        },
-        |n| count_until(n, &mut rx),
-    )
-    .await?;
-    Ok(Stats::new("tokio", size, Some(thr), None, Some(lost)))
-}
-
-/// A tokio broadcast channel (1,024 slots, laggards lose): the inproc
-/// pub/sub baseline.
-pub(crate) async fn tokio_broadcast(size: usize, n: u64) -> Result<Stats, BoxError> {
-    let (tx, mut rx) = tokio::sync::broadcast::channel::<Bytes>(1024);
-    let body = Bytes::from(vec![7u8; size]);
-    let (thr, lost) = stream(
-        n,
-        move |n| async move {
-            for i in 0..n {
-                let _ = tx.send(body.clone());
-                if i % 64 == 63 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            Ok(())
-        },
-        |n| count_until(n, &mut rx),
-    )
-    .await?;
-    Ok(Stats::new("tokio", size, Some(thr), None, Some(lost)))
 }
