@@ -19,11 +19,11 @@ use zfabric::resilience::{BreakerConfig, BreakerState};
 use zfabric::topology::gateway::GatewayRequest;
 use zfabric::{wire, Client};
 
-use super::load::{self, payload, Ctx, Sockets};
+use super::load::{self, payload, Ctx, Progress, Sockets};
 use super::member::{self, Launch, Member};
 use super::report::{BreakerReport, Report};
 use super::spec::{NodeSpec, Spec};
-use super::timeline::{self, FaultPlan, Progress};
+use super::timeline::{self, FaultPlan};
 use super::world::{self, Answer, PROBE};
 use crate::app::BoxError;
 

@@ -4,6 +4,18 @@
 //! ipc|tcp` runs the same topology over ipc or tcp; `--split` runs each
 //! node as its own OS process (this same binary, in child mode), talking
 //! to this one over its stdin/stdout for faults and final counts.
+//!
+//! Layout (each uses only those after it):
+//! - `driver`: one run from start to report: members up, fabric and
+//!   socket roles ready, loads against the timeline, counts gathered.
+//! - `timeline`: faults on schedule and progress once a second.
+//! - `member`: the nodes, here or as child processes, and the child
+//!   protocol (READY, PROBE, STATS; slow, fail, heal).
+//! - `load`: one file per load kind, each making one call and adding its
+//!   calls up to a typed outcome; the live progress counts.
+//! - `report`: the end-of-run report, as a table or JSON.
+//! - `world`: nodes started from a `spec` node, with counters and faults.
+//! - `spec`: the topology file.
 
 mod driver;
 mod load;

@@ -7,43 +7,12 @@
 //! stays one object. Does not: decide what a fault does to a node (the
 //! member does).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::load::Progress;
 use super::member::Member;
 use super::report::FaultReport;
 use super::spec::{FaultSpec, LoadSpec};
-
-/// Live counts of one load, shown while running.
-#[derive(Debug, Default)]
-pub(super) struct Progress {
-    sent: AtomicU64,
-    ok: AtomicU64,
-    err: AtomicU64,
-}
-
-impl Progress {
-    /// Counts one call that ended well (`ok`) or not.
-    pub(super) fn count(&self, ok: bool) {
-        if ok {
-            self.ok.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.err.fetch_add(1, Ordering::Relaxed);
-        }
-        self.sent.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn line(&self, l: &LoadSpec) -> String {
-        format!(
-            "{} {}: sent {} ok {} err {}",
-            format!("{:?}", l.kind).to_lowercase(),
-            l.target,
-            self.sent.load(Ordering::Relaxed),
-            self.ok.load(Ordering::Relaxed),
-            self.err.load(Ordering::Relaxed)
-        )
-    }
-}
 
 /// The faults still to apply, earliest first.
 #[derive(Debug)]
@@ -138,15 +107,5 @@ mod tests {
         assert!(plan.due(1.5).is_none());
         assert_eq!(plan.due(9.0).map(|f| f.node).as_deref(), Some("b"));
         assert!(plan.due(99.0).is_none());
-    }
-
-    #[test]
-    fn progress_counts_every_call_once() {
-        let p = Progress::default();
-        p.count(true);
-        p.count(false);
-        p.count(true);
-        let l: LoadSpec = toml::from_str("kind = \"anycast\"\ntarget = \"echo\"").unwrap();
-        assert_eq!(p.line(&l), "anycast echo: sent 3 ok 2 err 1");
     }
 }

@@ -39,10 +39,41 @@ use zfabric::{Client, Publisher, Pusher, RequestError, SocketBuilder};
 
 use super::report::{Latency, LoadReport};
 use super::spec::{LoadKind, LoadSpec, NodeSpec, Spec};
-use super::timeline::Progress;
 use super::world::{self, Answer, DriverEps, NodeStats, Payload};
 use crate::app::histogram::{histogram, Unit};
 use crate::app::BoxError;
+
+/// Live counts of one load, shown while running.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    err: AtomicU64,
+}
+
+impl Progress {
+    /// Counts one call that ended well (`ok`) or not.
+    pub(super) fn count(&self, ok: bool) {
+        if ok {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.err.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One load's part of the progress line.
+    pub(super) fn line(&self, l: &LoadSpec) -> String {
+        format!(
+            "{} {}: sent {} ok {} err {}",
+            format!("{:?}", l.kind).to_lowercase(),
+            l.target,
+            self.sent.load(Ordering::Relaxed),
+            self.ok.load(Ordering::Relaxed),
+            self.err.load(Ordering::Relaxed)
+        )
+    }
+}
 
 /// The driver's sockets for socket-pattern loads (publish, push,
 /// request), bound only when some node has the matching role.
@@ -618,5 +649,15 @@ mod tests {
             serde_json::to_string(&some).unwrap(),
             r#"{"max_hops":1,"served_by":{"w":3}}"#
         );
+    }
+
+    #[test]
+    fn progress_counts_every_call_once() {
+        let p = Progress::default();
+        p.count(true);
+        p.count(false);
+        p.count(true);
+        let l: LoadSpec = toml::from_str("kind = \"anycast\"\ntarget = \"echo\"").unwrap();
+        assert_eq!(p.line(&l), "anycast echo: sent 3 ok 2 err 1");
     }
 }
