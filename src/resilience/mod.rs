@@ -23,6 +23,7 @@
 //! | `zfabric_retry_budget_exhausted_total` | counter | `service` |
 //! | `zfabric_dedup_hits_total` | counter | `consumer` |
 
+
 mod breaker;
 pub mod bulkhead;
 pub mod deadline;
@@ -30,9 +31,12 @@ pub mod dedup;
 pub mod retry;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, CircuitOpen, Outcome, Transition};
-pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadKind, Permit, Rejected};
-pub use dedup::{DedupConfig, DedupKey, DedupWindow, IdempotentConsumer};
-pub use retry::{BudgetConfig, RetryBudget, RetryPolicy};
+pub use bulkhead::{
+    Bulkhead, BulkheadConfig, BulkheadKind, Permit, Rejected, BULKHEAD_IN_FLIGHT, BULKHEAD_QUEUED,
+    BULKHEAD_REJECTED,
+};
+pub use dedup::{DedupConfig, DedupKey, DedupWindow, IdempotentConsumer, DEDUP_HITS};
+pub use retry::{BudgetConfig, RetryBudget, RetryPolicy, RETRIES, RETRY_BUDGET_EXHAUSTED};
 
 /// Gauge: a breaker's state (0 closed, 1 half-open, 2 open).
 pub const BREAKER_STATE: &str = "zfabric_breaker_state";
