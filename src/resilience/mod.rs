@@ -23,12 +23,15 @@
 //! | `zfabric_retry_budget_exhausted_total` | counter | `service` |
 //! | `zfabric_dedup_hits_total` | counter | `consumer` |
 
+//!
+//! Every type is reached by one path, `zfabric::resilience::Name`; only
+//! [`deadline`] is a public module (functions, not types).
 
 mod breaker;
-pub mod bulkhead;
+mod bulkhead;
 pub mod deadline;
-pub mod dedup;
-pub mod retry;
+mod dedup;
+mod retry;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, CircuitOpen, Outcome, Transition};
 pub use bulkhead::{
