@@ -57,6 +57,22 @@ impl std::fmt::Debug for NodeBuilder {
     }
 }
 
+impl Node {
+    /// Starts building a node called `name`.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            name: name.into(),
+            config: NodeConfig::default(),
+            binds: Vec::new(),
+            seeds: Vec::new(),
+            services: Services::default(),
+            groups: Default::default(),
+            beacon: None,
+            handle: NodeHandle::default(),
+        }
+    }
+}
+
 impl NodeBuilder {
     /// A handle to the node this builder will start, for handlers that
     /// call onwards through it.

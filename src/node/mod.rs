@@ -57,7 +57,7 @@
 //! | `shared` | the parts held together | add state or logic |
 //! | `call` | the call path: pick, breaker judgement, retries, local calls | encode bodies or know the wire |
 //! | `node` | the [`Node`] facade and [`NodeHandle`] | hold state of its own |
-//! | `builder` | [`NodeBuilder`]: binding, seeds, starting the tasks | wait for peers |
+//! | `builder` | [`NodeBuilder`] and `Node::builder`: binding, seeds, starting the tasks | wait for peers |
 //!
 //! Locks are `parking_lot` locks: they cannot be poisoned, so a panic in
 //! one task never turns a registry into a silently empty one.

@@ -16,14 +16,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::builder::NodeBuilder;
 use super::call;
 use super::error::CallError;
 use super::local::{NodeInbox, NodeSubscription};
 use super::membership::{MembershipEvent, PeerId, PeerInfo, PeerState};
-use super::options::{CallOptions, MulticastReport, NodeConfig};
+use super::options::{CallOptions, MulticastReport};
 use super::routing::BreakerEvent;
-use super::service::{typed_handler, Services};
+use super::service::typed_handler;
 use super::shared::Shared;
 use crate::endpoint::Endpoint;
 use crate::messaging::reqrep::{Request, ServerHandle};
@@ -47,7 +46,7 @@ pub(super) struct Running {
 
 /// A weak reference to a node, for handlers that call onwards through
 /// the node that runs them (chains, proxies). Get it from
-/// [`NodeBuilder::handle`] before `start`; it does not keep the node alive.
+/// [`NodeBuilder::handle`](super::NodeBuilder::handle) before `start`; it does not keep the node alive.
 #[derive(Clone, Default)]
 pub struct NodeHandle(pub(super) Arc<OnceLock<Weak<Shared>>>);
 
@@ -95,20 +94,6 @@ fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, CallError> {
 }
 
 impl Node {
-    /// Starts building a node called `name`.
-    pub fn builder(name: impl Into<String>) -> NodeBuilder {
-        NodeBuilder {
-            name: name.into(),
-            config: NodeConfig::default(),
-            binds: Vec::new(),
-            seeds: Vec::new(),
-            services: Services::default(),
-            groups: Default::default(),
-            beacon: None,
-            handle: NodeHandle::default(),
-        }
-    }
-
     /// Leaves the fabric gracefully, all within `timeout`: tells every
     /// member, so that they drop this node from every route at once instead
     /// of after the failure-detection delay; then stops taking requests and
