@@ -23,16 +23,15 @@ use super::local::Local;
 use super::membership::{PeerId, PeerInfo};
 use super::node::{Node, NodeHandle, Running};
 use super::options::NodeConfig;
-use super::protocol::{NodeMsg, NodeReply};
 use super::routing::Routing;
-use super::serve::Dispatch;
+use super::serve::{Bound, Dispatch};
 use super::service::{raw_handler, typed_handler, Handler, ServeOptions, Service, Services};
 use super::shared::Shared;
 use crate::endpoint::Endpoint;
-use crate::messaging::reqrep::{Request, Server, ServerHandle};
+use crate::messaging::reqrep::Request;
 use crate::transport::guard::AbortOnDrop;
 use crate::wire::{self, RemoteError};
-use crate::{OpenError, SocketBuilder};
+use crate::OpenError;
 
 /// Builds a [`Node`].
 pub struct NodeBuilder {
@@ -173,11 +172,8 @@ impl NodeBuilder {
 
     /// Starts the node: binds, starts heartbeats, says hello to the seeds.
     pub async fn start(self) -> Result<Node, OpenError> {
-        let servers = bind(&self.binds).await?;
-        let endpoints: Vec<Endpoint> = servers
-            .iter()
-            .flat_map(|s| s.endpoints().to_vec())
-            .collect();
+        let bound = Bound::bind(&self.binds).await?;
+        let endpoints = bound.endpoints();
         let seeds = seeds(&self.seeds)?;
         let id = PeerId(wire::random_u64());
         let info = PeerInfo {
@@ -203,16 +199,7 @@ impl NodeBuilder {
             local: shared.local.clone(),
             services: shared.services.clone(),
         };
-        let servers: Vec<ServerHandle> = servers
-            .into_iter()
-            .map(|server| {
-                let dispatch = dispatch.clone();
-                server.spawn(move |req: Request<NodeMsg>| {
-                    let dispatch = dispatch.clone();
-                    async move { dispatch.handle(req).await }
-                })
-            })
-            .collect();
+        let servers = bound.serve(dispatch);
         let heartbeats = tokio::spawn(shared.gossiper().heartbeats(seeds));
         // A beacon advertises a network endpoint (inproc means nothing on a LAN).
         let advertised = shared.view.me().endpoints.iter().find(|e| !e.is_inproc());
@@ -235,27 +222,6 @@ impl NodeBuilder {
             }),
         })
     }
-}
-
-/// Binds one server per transport family: inproc, and ipc/tcp together.
-async fn bind(binds: &[String]) -> Result<Vec<Server<NodeMsg, NodeReply>>, OpenError> {
-    let (inproc, network): (Vec<&String>, Vec<&String>) =
-        binds.iter().partition(|b| b.starts_with("inproc://"));
-    let mut servers = Vec::new();
-    for group in [inproc, network] {
-        if group.is_empty() {
-            continue;
-        }
-        let mut sb = SocketBuilder::new();
-        for b in group {
-            sb = sb.bind(b.clone());
-        }
-        servers.push(sb.server().await?);
-    }
-    if servers.is_empty() {
-        return Err(OpenError::NoEndpoint);
-    }
-    Ok(servers)
 }
 
 /// The seeds: the configured ones, then those from the environment

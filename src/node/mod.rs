@@ -53,7 +53,7 @@
 //! | `links` | the one place a link is made; member links; typed node requests | know membership, choose, retry |
 //! | `beacon` | the UDP beacon; hands discoveries over a channel | know the node |
 //! | `gossip` | the membership view, hellos, heartbeats, expiry, seeds, discoveries | route calls, deliver anything but hellos |
-//! | `serve` | inbound dispatch, one function per message kind | choose members, make links |
+//! | `serve` | the servers (bind, serve) and inbound dispatch, one function per message kind | choose members, make links |
 //! | `shared` | the parts held together | add state or logic |
 //! | `call` | the call path: pick, breaker judgement, retries, local calls | encode bodies or know the wire |
 //! | `node` | the [`Node`] facade and [`NodeHandle`] | hold state of its own |

@@ -1,13 +1,14 @@
 //! What nodes say to each other: the node message types and how a peer
 //! and a hello look on the wire.
 //!
-//! Guarantees: this is the only module that knows the shape of node
-//! messages ([`NodeMsg`], [`NodeReply`], [`Hello`], [`WirePeer`]); the
-//! links that send them and the dispatcher that receives them go through
-//! the constructors and accessors here, so a change of encoding (e.g.
-//! moving service, call id, priority and hops into header fields) stays
-//! in this module, `links` and `serve`. Does not: send, receive or
-//! decide anything.
+//! Guarantees: this module defines the shape of node messages
+//! ([`NodeMsg`], [`NodeReply`], [`Hello`], [`WirePeer`]) and how bodies go
+//! in and out of them; outside it only `links` (which builds requests and
+//! reads replies) and `serve` (which reads requests and builds replies)
+//! name the variants, so a change of encoding (e.g. moving service, call
+//! id, priority and hops into header fields, bodies as raw `Bytes`) stays
+//! in these three. `gossip` only passes [`Hello`]s through. Does not:
+//! send, receive or decide anything.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
-//! Inbound dispatch: what a node does with each message another node
-//! sends it, one small function per kind.
+//! The inbound side: the node's servers, and what a node does with each
+//! message another node sends it (one small function per kind).
 //!
 //! Guarantees: every request gets exactly one answer (a reply or a typed
 //! remote error: `no_such_service`, `not_in_group`, `no_inbox`,
@@ -19,8 +19,56 @@ use super::local::{Direct, Local, Published};
 use super::membership::PeerId;
 use super::protocol::{body_bytes, wire_body, NodeMsg, NodeReply};
 use super::service::Services;
-use crate::messaging::reqrep::Request;
+use crate::endpoint::Endpoint;
+use crate::messaging::reqrep::{Request, Server, ServerHandle};
 use crate::wire::{Header, RemoteCode, RemoteError};
+use crate::{OpenError, SocketBuilder};
+
+/// The node's servers, bound and not yet serving.
+pub(super) struct Bound(Vec<Server<NodeMsg, NodeReply>>);
+
+impl Bound {
+    /// Binds one server per transport family: inproc, and ipc/tcp
+    /// together.
+    pub(super) async fn bind(binds: &[String]) -> Result<Self, OpenError> {
+        let (inproc, network): (Vec<&String>, Vec<&String>) =
+            binds.iter().partition(|b| b.starts_with("inproc://"));
+        let mut servers = Vec::new();
+        for group in [inproc, network] {
+            if group.is_empty() {
+                continue;
+            }
+            let mut sb = SocketBuilder::new();
+            for b in group {
+                sb = sb.bind(b.clone());
+            }
+            servers.push(sb.server().await?);
+        }
+        if servers.is_empty() {
+            return Err(OpenError::NoEndpoint);
+        }
+        Ok(Bound(servers))
+    }
+
+    /// The endpoints bound (ports resolved).
+    pub(super) fn endpoints(&self) -> Vec<Endpoint> {
+        self.0.iter().flat_map(|s| s.endpoints().to_vec()).collect()
+    }
+
+    /// Starts answering requests with `dispatch`.
+    pub(super) fn serve(self, dispatch: Dispatch) -> Vec<ServerHandle> {
+        self.0
+            .into_iter()
+            .map(|server| {
+                let dispatch = dispatch.clone();
+                server.spawn(move |req: Request<NodeMsg>| {
+                    let dispatch = dispatch.clone();
+                    async move { dispatch.handle(req).await }
+                })
+            })
+            .collect()
+    }
+}
 
 /// What inbound requests are dispatched to.
 #[derive(Clone)]
