@@ -686,3 +686,31 @@ async fn a_node_can_listen_on_inproc_and_tcp_at_once() {
     })
     .await
 }
+
+/// Every type a public node method returns can be named from
+/// `zfabric::node` (so users can store and pass them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_a_node_method_returns_can_be_named() {
+    use zfabric::node::{BreakerEvent, Direct, NodeInbox, NodeSubscription, Published};
+    common::watchdog(async {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start("named", Tp::Inproc, &dir, None, None).await;
+        let mut inbox: NodeInbox = node.inbox(1);
+        let _sub: NodeSubscription = node.subscribe("t.", 1);
+        let log: Vec<BreakerEvent> = node.breaker_log();
+        assert!(log.is_empty());
+        let e = node.unicast(node.id(), &1u32, Duration::from_secs(5)).await;
+        assert!(
+            matches!(e, Err(CallError::UnknownPeer(_))),
+            "a node is not its own member"
+        );
+        let none: Option<Direct> = tokio::time::timeout(Duration::ZERO, inbox.recv())
+            .await
+            .ok()
+            .flatten();
+        assert!(none.is_none());
+        let _: Option<Published> = None;
+        node.shutdown(Duration::from_secs(1)).await;
+    })
+    .await
+}

@@ -2,24 +2,28 @@
 //!
 //! Each node sends a small datagram every `interval` to the configured
 //! targets (a broadcast address such as `255.255.255.255:5670` on a LAN),
-//! and listens for the beacons of others on its own beacon socket. A beacon
-//! from a node this one does not know yet makes it say hello to that node's
-//! endpoint; the node becomes a member once it answers, exactly as with a
+//! and listens for the beacons of others on its own beacon socket. Every
+//! well-formed beacon of another node is handed over a channel as a
+//! [`Discovered`]; the node's gossip says hello to the ones it does not
+//! know yet, and they become members once they answer, exactly as with a
 //! seed. Its own beacons are ignored.
+//!
+//! Guarantees: malformed or oversized datagrams are dropped and counted.
+//! Does not: know the node, its membership or its links (it is tested
+//! with two sockets and a channel).
 //!
 //! Datagram: the four bytes `ZFB1`, then MessagePack `{"id": u64,
 //! "endpoint": str}`, at most [`MAX_BEACON`] bytes. Anything else is
 //! dropped and counted (`bad_beacon`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 use super::membership::PeerId;
-use super::node::{greet, Inner};
 use crate::endpoint::Endpoint;
 use crate::telemetry;
 
@@ -72,6 +76,13 @@ impl BeaconConfig {
     }
 }
 
+/// A node heard on the LAN: its id and the endpoint it advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Discovered {
+    pub(super) id: PeerId,
+    pub(super) endpoint: Endpoint,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Beacon {
     id: u64,
@@ -91,8 +102,14 @@ fn decode(bytes: &[u8]) -> Option<Beacon> {
     rmp_serde::from_slice(body).ok()
 }
 
-/// Sends and receives beacons until the node stops.
-pub(super) async fn run(inner: Arc<Inner>, cfg: BeaconConfig, me: PeerId, endpoint: Endpoint) {
+/// Sends and receives beacons until the node stops (or `found` closes);
+/// hands every other node heard to `found`.
+pub(super) async fn run(
+    cfg: BeaconConfig,
+    me: PeerId,
+    endpoint: Endpoint,
+    found: mpsc::Sender<Discovered>,
+) {
     if cfg.socket.set_nonblocking(true).is_err() {
         return;
     }
@@ -123,11 +140,16 @@ pub(super) async fn run(inner: Arc<Inner>, cfg: BeaconConfig, me: PeerId, endpoi
                     telemetry::dropped(telemetry::DropReason::BadBeacon, 1);
                     continue;
                 };
-                if b.id == me.0 || inner.knows(PeerId(b.id)) {
+                if b.id == me.0 {
                     continue;
                 }
                 match b.endpoint.parse::<Endpoint>() {
-                    Ok(ep) => greet(&inner, &ep).await,
+                    Ok(endpoint) => {
+                        let d = Discovered { id: PeerId(b.id), endpoint };
+                        if found.send(d).await.is_err() {
+                            return;
+                        }
+                    }
                     Err(_) => telemetry::dropped(telemetry::DropReason::BadBeacon, 1),
                 }
             }
@@ -150,5 +172,58 @@ mod tests {
         assert!(decode(b"ZFB1").is_none());
         assert!(decode(b"HTTP/1.1 200 OK").is_none());
         assert!(decode(&[0xff; 600]).is_none());
+    }
+
+    fn loopback() -> std::net::UdpSocket {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_beacon_heard_is_handed_over_and_its_own_is_ignored() {
+        let (a, b) = (loopback(), loopback());
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let ep_a: Endpoint = "tcp://127.0.0.1:5001".parse().unwrap();
+        let ep_b: Endpoint = "tcp://127.0.0.1:5002".parse().unwrap();
+        // A sends to B and to itself; B sends to A.
+        let cfg_a =
+            BeaconConfig::from_socket(a, vec![b_addr, a_addr]).interval(Duration::from_millis(10));
+        let cfg_b = BeaconConfig::from_socket(b, vec![a_addr]).interval(Duration::from_millis(10));
+        let (tx_a, mut rx_a) = mpsc::channel(8);
+        let (tx_b, mut rx_b) = mpsc::channel(8);
+        let run_a = tokio::spawn(run(cfg_a, PeerId(1), ep_a.clone(), tx_a));
+        let run_b = tokio::spawn(run(cfg_b, PeerId(2), ep_b.clone(), tx_b));
+        let watchdog = Duration::from_secs(30);
+        let at_a = tokio::time::timeout(watchdog, rx_a.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let at_b = tokio::time::timeout(watchdog, rx_b.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            at_a,
+            Discovered {
+                id: PeerId(2),
+                endpoint: ep_b
+            }
+        );
+        assert_eq!(
+            at_b,
+            Discovered {
+                id: PeerId(1),
+                endpoint: ep_a
+            }
+        );
+        // A hears itself too, but hands over only B, however often.
+        for _ in 0..3 {
+            let d = tokio::time::timeout(watchdog, rx_a.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(d.id, PeerId(2));
+        }
+        run_a.abort();
+        run_b.abort();
     }
 }

@@ -1,29 +1,105 @@
 //! How a node runs one of its services: in which bulkhead, with what
-//! deduplication.
+//! deduplication, within which hop limit.
 //!
-//! A call arriving for a service goes through, in order:
-//! 1. the deadline check (work already late is not started);
-//! 2. the idempotent-consumer window, if configured: a duplicate of a call
+//! A call arriving for a service (from a peer or from this node itself)
+//! goes through, in order:
+//! 1. the hop limit ([`MAX_HOPS`]): a deeper call is refused with
+//!    `too_many_hops` and counted (this is the one place it is checked);
+//! 2. the deadline check (work already late is not started);
+//! 3. the idempotent-consumer window, if configured: a duplicate of a call
 //!    that succeeded gets the cached reply and takes no slot;
-//! 3. the bulkhead chosen for the call ([`ServeOptions::bulkhead`],
+//! 4. the bulkhead chosen for the call ([`ServeOptions::bulkhead`],
 //!    [`ServeOptions::partitioned`]): a full one refuses at once with the
 //!    remote error `rejected`, which the caller sees as
 //!    [`CallError::Rejected`](super::CallError::Rejected);
-//! 4. the handler, with the call's deadline inherited by its onward calls.
+//! 5. the handler, with the call's deadline inherited by its onward calls.
+//!
+//! Also here: the type-erased handler every service and group runs
+//! ([`Handler`]), made from typed or raw handlers. Does not: know
+//! membership, links or how calls travel.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tracing::Instrument;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_bytes::ByteBuf;
 
 use super::membership::PeerId;
-use super::node::Handler;
 use crate::messaging::reqrep::Request;
 use crate::resilience::{Bulkhead, DedupConfig, DedupKey, IdempotentConsumer, Rejected};
 use crate::wire::{self, Header, RemoteError};
+
+/// Calls deeper than this many service hops are refused (`too_many_hops`):
+/// a forwarding loop ends instead of running until the deadline.
+pub const MAX_HOPS: u8 = 32;
+
+/// The future a handler returns: the reply's MessagePack body.
+pub(super) type BoxFut = Pin<Box<dyn Future<Output = Result<Bytes, RemoteError>> + Send>>;
+/// A handler on raw MessagePack bodies, as services and groups run it.
+pub(super) type Handler = Arc<dyn Fn(Request<ByteBuf>) -> BoxFut + Send + Sync>;
+
+/// Wraps a typed handler as one on raw MessagePack bodies.
+pub(super) fn typed_handler<Req, Rep, H, Fut>(handler: H) -> Handler
+where
+    Req: DeserializeOwned + Send + 'static,
+    Rep: Serialize + Send + 'static,
+    H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |req: Request<ByteBuf>| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let body: Req = wire::decode_body(&req.body).map_err(|e| {
+                RemoteError::new(crate::wire::RemoteCode::BadRequest, e.to_string())
+            })?;
+            let rep = handler(Request {
+                body,
+                header: req.header,
+            })
+            .await?;
+            wire::encode_body(&rep)
+                .map_err(|e| RemoteError::new(crate::wire::RemoteCode::BadReply, e.to_string()))
+        }) as BoxFut
+    })
+}
+
+/// Wraps a handler on [`Bytes`] bodies (proxies, forwarders).
+pub(super) fn raw_handler<H, Fut>(handler: H) -> Handler
+where
+    H: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |req: Request<ByteBuf>| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            handler(Request {
+                body: Bytes::from(req.body.into_vec()),
+                header: req.header,
+            })
+            .await
+        }) as BoxFut
+    })
+}
+
+/// The refusal of a call deeper than [`MAX_HOPS`], counted.
+fn check_hops(hops: u8) -> Result<(), RemoteError> {
+    if hops > MAX_HOPS {
+        crate::telemetry::dropped(crate::telemetry::DropReason::TooManyHops, 1);
+        return Err(RemoteError::new(
+            "too_many_hops",
+            format!("{hops} service hops (limit {MAX_HOPS}): a forwarding loop?"),
+        ));
+    }
+    Ok(())
+}
 
 /// What a partitioning rule sees of a call.
 #[derive(Debug, Clone, Copy)]
@@ -173,7 +249,7 @@ impl Service {
         }
     }
 
-    /// Runs one call: dedup, bulkhead, handler.
+    /// Runs one call: hop limit, dedup, bulkhead, handler.
     pub(super) async fn call(
         &self,
         name: &str,
@@ -183,6 +259,7 @@ impl Service {
         body: ByteBuf,
         header: Header,
     ) -> Result<Bytes, RemoteError> {
+        check_hops(hops)?;
         let info = CallInfo {
             caller: PeerId(header.source),
             priority,
@@ -210,5 +287,39 @@ impl Service {
             (Some((consumer, _)), Some(key)) => consumer.process(key, || run).await.0,
             _ => run.await,
         }
+    }
+}
+
+/// The services a node serves, by name (fixed once the node starts).
+#[derive(Default)]
+pub(super) struct Services(HashMap<String, Service>);
+
+impl Services {
+    pub(super) fn insert(&mut self, name: String, svc: Service) {
+        self.0.insert(name, svc);
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&Service> {
+        self.0.get(name)
+    }
+
+    pub(super) fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    pub(super) fn names(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hop_limit_refuses_only_deeper_calls() {
+        assert!(check_hops(MAX_HOPS).is_ok());
+        let e = check_hops(MAX_HOPS + 1).unwrap_err();
+        assert_eq!(e.code, "too_many_hops");
     }
 }

@@ -23,16 +23,23 @@
 //! | `zfabric_retry_budget_exhausted_total` | counter | `service` |
 //! | `zfabric_dedup_hits_total` | counter | `consumer` |
 
+//!
+//! Every type is reached by one path, `zfabric::resilience::Name`; only
+//! [`deadline`] is a public module (functions, not types).
+
 mod breaker;
-pub mod bulkhead;
+mod bulkhead;
 pub mod deadline;
-pub mod dedup;
-pub mod retry;
+mod dedup;
+mod retry;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, CircuitOpen, Outcome, Transition};
-pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadKind, Permit, Rejected};
-pub use dedup::{DedupConfig, DedupKey, DedupWindow, IdempotentConsumer};
-pub use retry::{BudgetConfig, RetryBudget, RetryPolicy};
+pub use bulkhead::{
+    Bulkhead, BulkheadConfig, BulkheadKind, Permit, Rejected, BULKHEAD_IN_FLIGHT, BULKHEAD_QUEUED,
+    BULKHEAD_REJECTED,
+};
+pub use dedup::{DedupConfig, DedupKey, DedupWindow, IdempotentConsumer, DEDUP_HITS};
+pub use retry::{BudgetConfig, RetryBudget, RetryPolicy, RETRIES, RETRY_BUDGET_EXHAUSTED};
 
 /// Gauge: a breaker's state (0 closed, 1 half-open, 2 open).
 pub const BREAKER_STATE: &str = "zfabric_breaker_state";

@@ -1,0 +1,244 @@
+//! Building and starting a node.
+//!
+//! Guarantees: a node starts with every endpoint bound (or an error and
+//! nothing running), one server per transport family, its services fixed,
+//! and seeds checked (malformed ones refused here; names resolved later);
+//! `ZFABRIC_SEEDS` adds to the configured seeds. Starting wires the parts
+//! together: the dispatcher on the servers, the heartbeat task, the beacon
+//! and its discoveries. Does not: wait for any peer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::beacon::BeaconConfig;
+use super::gossip::Gossip;
+use super::links::Links;
+use super::local::Local;
+use super::membership::{PeerId, PeerInfo};
+use super::node::{Node, NodeHandle, Running};
+use super::options::NodeConfig;
+use super::routing::Routing;
+use super::serve::{Bound, Dispatch};
+use super::service::{raw_handler, typed_handler, Handler, ServeOptions, Service, Services};
+use super::shared::Shared;
+use crate::endpoint::Endpoint;
+use crate::messaging::reqrep::Request;
+use crate::transport::guard::AbortOnDrop;
+use crate::wire::{self, RemoteError};
+use crate::OpenError;
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    pub(super) name: String,
+    pub(super) config: NodeConfig,
+    pub(super) binds: Vec<String>,
+    pub(super) seeds: Vec<String>,
+    pub(super) services: Services,
+    pub(super) groups: HashMap<String, Handler>,
+    pub(super) beacon: Option<BeaconConfig>,
+    pub(super) handle: NodeHandle,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.name)
+            .field("binds", &self.binds)
+            .field("seeds", &self.seeds)
+            .field("services", &self.services.names())
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts building a node called `name`.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            name: name.into(),
+            config: NodeConfig::default(),
+            binds: Vec::new(),
+            seeds: Vec::new(),
+            services: Services::default(),
+            groups: Default::default(),
+            beacon: None,
+            handle: NodeHandle::default(),
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// A handle to the node this builder will start, for handlers that
+    /// call onwards through it.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Uses `config`.
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds an endpoint the node listens on (port 0 allowed).
+    pub fn bind(mut self, endpoint: impl Into<String>) -> Self {
+        self.binds.push(endpoint.into());
+        self
+    }
+
+    /// Adds a seed: an endpoint of some node of the fabric. A tcp seed may
+    /// name a host: it is resolved every ten heartbeats and every address
+    /// it has becomes a seed (how a Kubernetes headless Service lists its
+    /// pods).
+    pub fn seed(mut self, endpoint: impl Into<String>) -> Self {
+        self.seeds.push(endpoint.into());
+        self
+    }
+
+    /// Also discovers nodes on the LAN by UDP beacon.
+    pub fn beacon(mut self, beacon: BeaconConfig) -> Self {
+        self.beacon = Some(beacon);
+        self
+    }
+
+    /// Joins a multicast group; `handler` receives what is sent to it.
+    pub fn group<T, H, Fut>(mut self, group: impl Into<String>, handler: H) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        H: Fn(Request<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.groups.insert(group.into(), typed_handler(handler));
+        self
+    }
+
+    /// Serves `service` with a typed handler. Requests run concurrently,
+    /// directly on the node's runtime (see [`NodeBuilder::serve_with`] for
+    /// bulkheads and deduplication).
+    pub fn serve<Req, Rep, H, Fut>(self, service: impl Into<String>, handler: H) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Rep: Serialize + Send + 'static,
+        H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+    {
+        self.serve_with(service, ServeOptions::default(), handler)
+    }
+
+    /// Serves `service` as `opts` say: in a bulkhead (or one of several,
+    /// partitioned by caller or priority), with an idempotent-consumer
+    /// window. A full bulkhead refuses at once; the caller gets
+    /// [`CallError::Rejected`](super::CallError::Rejected).
+    pub fn serve_with<Req, Rep, H, Fut>(
+        mut self,
+        service: impl Into<String>,
+        opts: ServeOptions,
+        handler: H,
+    ) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Rep: Serialize + Send + 'static,
+        H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+    {
+        let name = service.into();
+        let svc = Service::new(&name, typed_handler(handler), opts);
+        self.services.insert(name, svc);
+        self
+    }
+
+    /// Serves `service` with a handler on raw MessagePack bodies (for
+    /// proxies and forwarders that do not know the types).
+    pub fn serve_raw<H, Fut>(
+        mut self,
+        service: impl Into<String>,
+        opts: ServeOptions,
+        handler: H,
+    ) -> Self
+    where
+        H: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        let name = service.into();
+        let svc = Service::new(&name, raw_handler(handler), opts);
+        self.services.insert(name, svc);
+        self
+    }
+
+    /// Starts the node: binds, starts heartbeats, says hello to the seeds.
+    pub async fn start(self) -> Result<Node, OpenError> {
+        let bound = Bound::bind(&self.binds).await?;
+        let endpoints = bound.endpoints();
+        let seeds = seeds(&self.seeds)?;
+        let id = PeerId(wire::random_u64());
+        let info = PeerInfo {
+            id,
+            name: self.name,
+            endpoints,
+            services: self.services.names(),
+            groups: Vec::new(),
+            topics: Vec::new(),
+            metadata: Default::default(),
+        };
+        let membership = self.config.membership;
+        let shared = Arc::new(Shared {
+            view: Arc::new(Gossip::new(info, wire::random_u64() >> 1, membership)),
+            links: Arc::new(Links::new(id, membership.heartbeat_interval)),
+            local: Arc::new(Local::new(self.groups)),
+            routing: Routing::new(id, self.config.breaker, self.config.retry_budget),
+            services: Arc::new(self.services),
+            config: self.config,
+        });
+        let dispatch = Dispatch {
+            gossip: shared.gossiper(),
+            local: shared.local.clone(),
+            services: shared.services.clone(),
+        };
+        let servers = bound.serve(dispatch);
+        let heartbeats = tokio::spawn(shared.gossiper().heartbeats(seeds));
+        // A beacon advertises a network endpoint (inproc means nothing on a LAN).
+        let advertised = shared.view.me().endpoints.iter().find(|e| !e.is_inproc());
+        let beacon = match (self.beacon, advertised) {
+            (Some(cfg), Some(ep)) => {
+                let (found, discovered) = mpsc::channel(64);
+                let send = tokio::spawn(super::beacon::run(cfg, id, ep.clone(), found));
+                let greet = tokio::spawn(shared.gossiper().discoveries(discovered));
+                vec![AbortOnDrop(send), AbortOnDrop(greet)]
+            }
+            _ => Vec::new(),
+        };
+        let _ = self.handle.0.set(Arc::downgrade(&shared));
+        Ok(Node {
+            shared,
+            running: Some(Running {
+                _beacon: beacon,
+                servers,
+                _heartbeats: AbortOnDrop(heartbeats),
+            }),
+        })
+    }
+}
+
+/// The seeds: the configured ones, then those from the environment
+/// (12-factor: `ZFABRIC_SEEDS="tcp://a:7000,tcp://b:7000"`). Malformed
+/// seeds are refused here; names are resolved later.
+fn seeds(configured: &[String]) -> Result<Vec<Endpoint>, OpenError> {
+    let mut list = configured.to_vec();
+    if let Ok(env) = std::env::var("ZFABRIC_SEEDS") {
+        list.extend(
+            env.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    Ok(list
+        .iter()
+        .map(|s| s.parse::<Endpoint>())
+        .collect::<Result<Vec<_>, _>>()?)
+}

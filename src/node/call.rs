@@ -1,0 +1,203 @@
+//! The call path: from a request to the member that answers it.
+//!
+//! Guarantees: an anycast call picks a member through [`Routing`] (alive
+//! first, breakers honoured), is judged by that member's breaker exactly
+//! once per attempt, and is retried on another member only if idempotent,
+//! after a member failure, with jittered backoff, within the attempts,
+//! the deadline and the retry budget; every attempt carries the same call
+//! id. A call to this node's own service runs in the caller's task, with
+//! no socket, through the same service path (hop limit, dedup, bulkhead,
+//! deadline). A member whose link is down fails at once (`PeerGone`); a
+//! link still connecting gets two heartbeats. Does not: encode or decode
+//! bodies (they stay the caller's `Bytes`), or know the message format
+//! (the [`Link`](super::links::Link) does).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_bytes::ByteBuf;
+
+use super::error::{from_remote, CallError};
+use super::links::Failed;
+use super::membership::{PeerId, PeerState};
+use super::options::CallOptions;
+use super::protocol::Call;
+use super::routing::Pick;
+use super::shared::Shared;
+use crate::resilience::deadline;
+use crate::wire;
+use crate::RequestError;
+
+/// Calls `service` on one member serving it, as `opts` say.
+pub(super) async fn anycast(
+    s: &Shared,
+    service: &str,
+    body: Bytes,
+    opts: CallOptions,
+) -> Result<Bytes, CallError> {
+    let timeout = deadline::budget(opts.timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let call_id = opts.call_id.unwrap_or_else(|| wire::random_u64() | 1);
+    if opts.idempotent {
+        s.routing.deposit(service);
+    }
+    let mut tried: Vec<PeerId> = Vec::new();
+    let mut attempt = 1u32;
+    loop {
+        let mut members = s.view.serving(service);
+        // This node is a member too when it serves the service itself.
+        if s.services.contains(service) {
+            members.push((s.view.me().id, PeerState::Alive));
+        }
+        let id = match s
+            .routing
+            .choose(service, &members, &tried, opts.balance, |id| {
+                s.links.in_flight(id)
+            }) {
+            Pick::Member(id) => id,
+            Pick::NoMember => return Err(CallError::NoSuchService(service.to_owned())),
+            Pick::AllOpen(retry_in) => {
+                return Err(CallError::CircuitOpen {
+                    service: service.to_owned(),
+                    retry_in,
+                })
+            }
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let call = Call {
+            service,
+            body: body.clone(),
+            call_id,
+            priority: opts.priority,
+        };
+        match guarded(s, id, call, remaining).await {
+            Err(e)
+                if opts.idempotent
+                    && e.is_member_failure()
+                    && attempt < opts.retry.max_attempts =>
+            {
+                let backoff = opts.retry.backoff(attempt, wire::random_u64());
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if backoff >= left {
+                    return Err(e);
+                }
+                if !s.routing.withdraw(service) {
+                    metrics::counter!(crate::resilience::RETRY_BUDGET_EXHAUSTED, "service" => service.to_owned()).increment(1);
+                    return Err(e);
+                }
+                metrics::counter!(crate::resilience::RETRIES, "service" => service.to_owned())
+                    .increment(1);
+                tracing::debug!(peer = ?id, error = %e, attempt, "retrying an idempotent request");
+                tried.push(id);
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Calls `service` on the named peer, once, through its breaker.
+pub(super) async fn to_peer(
+    s: &Shared,
+    peer: PeerId,
+    service: &str,
+    body: Bytes,
+    opts: CallOptions,
+) -> Result<Bytes, CallError> {
+    let timeout = deadline::budget(opts.timeout);
+    if peer != s.view.me().id && !s.view.knows(peer) {
+        return Err(CallError::UnknownPeer(peer));
+    }
+    if let Err(retry_in) = s.routing.admit(peer, service) {
+        return Err(CallError::CircuitOpen {
+            service: service.to_owned(),
+            retry_in,
+        });
+    }
+    let call = Call {
+        service,
+        body,
+        call_id: opts.call_id.unwrap_or_else(|| wire::random_u64() | 1),
+        priority: opts.priority,
+    };
+    guarded(s, peer, call, timeout).await
+}
+
+/// A call to one member, judged by its breaker (already admitted).
+async fn guarded(
+    s: &Shared,
+    peer: PeerId,
+    call: Call<'_>,
+    timeout: Duration,
+) -> Result<Bytes, CallError> {
+    let mut judge = s.routing.judge(peer, call.service);
+    let r = one(s, peer, &call, timeout).await;
+    if r.is_ok() {
+        judge.success();
+    }
+    r
+}
+
+/// One attempt on one member: locally if it is this node.
+async fn one(
+    s: &Shared,
+    peer: PeerId,
+    call: &Call<'_>,
+    timeout: Duration,
+) -> Result<Bytes, CallError> {
+    if peer == s.view.me().id {
+        return local(s, call, timeout).await;
+    }
+    let link = s
+        .links
+        .to_member(peer, || s.view.endpoints(peer))
+        .await
+        .ok_or(CallError::UnknownPeer(peer))?;
+    // A member whose connection broke is unreachable until it is back:
+    // fail now (a member failure, retried elsewhere if idempotent)
+    // instead of queueing the request for a process that may be dead.
+    if link.is_down() {
+        return Err(CallError::Request(RequestError::PeerGone));
+    }
+    // A link still making its first connection gets two heartbeats.
+    let patience = (s.config.membership.heartbeat_interval * 2).min(timeout);
+    if tokio::time::timeout(patience, link.wait_connected())
+        .await
+        .is_err()
+    {
+        return Err(CallError::Request(RequestError::PeerGone));
+    }
+    let hops = deadline::current_hops().saturating_add(1);
+    match link.call(call, hops, timeout).await {
+        Ok(b) => Ok(b),
+        Err(Failed::Request(RequestError::Remote(e))) => Err(from_remote(peer, e, timeout)),
+        Err(f) => Err(f.at(peer)),
+    }
+}
+
+/// Runs a call to one of this node's own services in the caller's task.
+async fn local(s: &Shared, call: &Call<'_>, timeout: Duration) -> Result<Bytes, CallError> {
+    let me = s.view.me().id;
+    let svc = s
+        .services
+        .get(call.service)
+        .ok_or_else(|| CallError::NoSuchService(call.service.to_owned()))?;
+    let hops = deadline::current_hops().saturating_add(1);
+    let id = wire::MessageId(((wire::random_u64() as u128) << 64) | call.call_id as u128);
+    let mut header = wire::Header::new(wire::Kind::Request, id, me.0, 0);
+    header.deadline = Some(wire::Deadline::after(timeout));
+    let work = svc.call(
+        call.service,
+        call.call_id,
+        call.priority,
+        hops,
+        ByteBuf::from(call.body.to_vec()),
+        header,
+    );
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(from_remote(me, e, timeout)),
+        Err(_) => Err(CallError::Request(RequestError::Timeout(timeout))),
+    }
+}

@@ -1,0 +1,438 @@
+//! Gossip: who is on the fabric, as this node learns it: hellos and what
+//! they carry, heartbeats, expiry, seeds, and what the beacon discovers.
+//!
+//! Guarantees: hearsay alone never makes a peer a member: a peer named in
+//! someone's hello is greeted, and becomes a member only once it answers
+//! itself. Every membership change is published to [`Gossip::subscribe`]
+//! after the link to a peer that left or is gone was dropped. Expiry runs
+//! twice per heartbeat interval, so a silent peer is out within
+//! `gone_after` plus half an interval. Seed host names are re-resolved
+//! every ten heartbeats. The state ([`Gossip`]) takes the time as an
+//! argument and is tested without sockets; the tasks ([`Gossiper`]) only
+//! move hellos between it and the links. Does not: route calls, or
+//! deliver anything but hellos.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, mpsc};
+
+use super::beacon::Discovered;
+use super::clock::now;
+use super::links::{reachable, Link, Links};
+use super::local::Local;
+use super::membership::{
+    Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState,
+};
+use super::protocol::{Hello, WirePeer};
+use crate::endpoint::Endpoint;
+
+/// How many heartbeats between two resolutions of the seed names.
+const RESOLVE_EVERY: u32 = 10;
+
+/// This node's view of the fabric: who it is, who it knows.
+pub(super) struct Gossip {
+    info: PeerInfo,
+    incarnation: u64,
+    config: MembershipConfig,
+    membership: Mutex<Membership>,
+    events: broadcast::Sender<MembershipEvent>,
+}
+
+impl Gossip {
+    pub(super) fn new(info: PeerInfo, incarnation: u64, config: MembershipConfig) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Gossip {
+            membership: Mutex::new(Membership::new(info.id, config)),
+            info,
+            incarnation,
+            config,
+            events,
+        }
+    }
+
+    /// This node as it introduces itself.
+    pub(super) fn me(&self) -> &PeerInfo {
+        &self.info
+    }
+
+    /// This process's incarnation.
+    pub(super) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// This node's hello, with the groups and topics it has now.
+    pub(super) fn hello(&self, groups: Vec<String>, topics: Vec<String>) -> Hello {
+        let known = self
+            .membership
+            .lock()
+            .members()
+            .into_iter()
+            .map(WirePeer::from_info)
+            .collect();
+        let mut from = WirePeer::from_info(&self.info);
+        from.groups = groups;
+        from.topics = topics;
+        Hello {
+            from,
+            incarnation: self.incarnation,
+            known,
+        }
+    }
+
+    /// Records a hello: the sender is alive; peers it knows that this node
+    /// does not are returned, to be greeted.
+    pub(super) fn heard(&self, h: &Hello, now: Instant) -> Vec<PeerInfo> {
+        let Some(info) = h.from.to_info() else {
+            return Vec::new();
+        };
+        let mut m = self.membership.lock();
+        if let Some(ev) = m.observe(info, h.incarnation, now) {
+            let _ = self.events.send(ev);
+        }
+        h.known
+            .iter()
+            .filter(|p| p.id != self.info.id.0 && m.state(PeerId(p.id)).is_none())
+            .filter_map(WirePeer::to_info)
+            .collect()
+    }
+
+    /// Records that `id` left; `gone` runs (to drop its link) before the
+    /// event is published.
+    pub(super) fn leave(
+        &self,
+        id: PeerId,
+        incarnation: u64,
+        now: Instant,
+        mut gone: impl FnMut(PeerId),
+    ) {
+        let ev = self.membership.lock().leave(id, incarnation, now);
+        if let Some(ev) = ev {
+            gone(id);
+            let _ = self.events.send(ev);
+        }
+    }
+
+    /// Applies the passage of time and publishes the changes; `gone` runs
+    /// for every peer now gone, before its event is published.
+    pub(super) fn expire(&self, now: Instant, mut gone: impl FnMut(PeerId)) {
+        let (events, alive, suspect) = {
+            let mut m = self.membership.lock();
+            let events = m.tick(now);
+            let members = m.members();
+            let alive = members
+                .iter()
+                .filter(|p| m.state(p.id) == Some(PeerState::Alive))
+                .count();
+            (events, alive, members.len() - alive)
+        };
+        metrics::gauge!(crate::telemetry::NODE_MEMBERS, "state" => "alive").set(alive as f64);
+        metrics::gauge!(crate::telemetry::NODE_MEMBERS, "state" => "suspect").set(suspect as f64);
+        for ev in events {
+            if let MembershipEvent::Gone(id) = ev {
+                gone(id);
+            }
+            let _ = self.events.send(ev);
+        }
+    }
+
+    /// Whether `id` is in the registry at all (any state).
+    pub(super) fn knows(&self, id: PeerId) -> bool {
+        self.membership.lock().state(id).is_some()
+    }
+
+    /// A peer's state, if known.
+    pub(super) fn state(&self, id: PeerId) -> Option<PeerState> {
+        self.membership.lock().state(id)
+    }
+
+    /// The current members (alive or suspect).
+    pub(super) fn members(&self) -> Vec<PeerInfo> {
+        self.membership
+            .lock()
+            .members()
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// A member's endpoints.
+    pub(super) fn endpoints(&self, id: PeerId) -> Option<Vec<Endpoint>> {
+        Some(self.membership.lock().get(id)?.endpoints.clone())
+    }
+
+    /// The members serving `service`, alive ones first.
+    pub(super) fn serving(&self, service: &str) -> Vec<(PeerId, PeerState)> {
+        self.membership.lock().serving(service)
+    }
+
+    /// The members of `group`.
+    pub(super) fn in_group(&self, group: &str) -> Vec<PeerId> {
+        self.membership
+            .lock()
+            .in_group(group)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Membership changes from now on.
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// The gossip tasks and answers: the view, the links hellos travel on,
+/// and the local state a hello announces.
+#[derive(Clone)]
+pub(super) struct Gossiper {
+    pub(super) view: Arc<Gossip>,
+    pub(super) links: Arc<Links>,
+    pub(super) local: Arc<Local>,
+}
+
+impl Gossiper {
+    /// This node's hello now.
+    fn hello(&self) -> Hello {
+        self.view
+            .hello(self.local.group_names(), self.local.topics())
+    }
+
+    /// Answers a hello that came in a request; gossip learned from it is
+    /// greeted on the next beat.
+    pub(super) fn answer(&self, h: &Hello) -> Hello {
+        let _ = self.view.heard(h, now());
+        self.hello()
+    }
+
+    /// A peer says it leaves: out at once, its link dropped.
+    pub(super) fn left(&self, id: PeerId, incarnation: u64) {
+        self.view
+            .leave(id, incarnation, now(), |id| self.links.remove(id));
+    }
+
+    /// Says hello over `link` and greets the peers the answer names that
+    /// this node does not know.
+    async fn say_hello(&self, link: &Link) {
+        if let Some(h) = link.hello(self.hello()).await {
+            for p in self.view.heard(&h, now()) {
+                if let Some(ep) = reachable(&p.endpoints) {
+                    self.greet(ep).await;
+                }
+            }
+        }
+    }
+
+    /// Says hello, once, to a node known only by an endpoint (from gossip
+    /// or a beacon); it becomes a member if it answers.
+    pub(super) async fn greet(&self, ep: &Endpoint) {
+        if let Some(link) = self.links.connect(ep).await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Some(h) = link.hello(me.hello()).await {
+                    me.view.heard(&h, now());
+                }
+            });
+        }
+    }
+
+    fn expire(&self) {
+        self.view.expire(now(), |id| self.links.remove(id));
+    }
+
+    /// Says hello every heartbeat interval to every member and seed, and
+    /// checks for expiry twice as often (so detection lags `gone_after` by
+    /// at most half an interval).
+    pub(super) async fn heartbeats(self, seed_names: Vec<Endpoint>) {
+        let mut seeds: HashMap<Endpoint, Arc<Link>> = HashMap::new();
+        let mut beat = 0u32;
+        let mut tick = tokio::time::interval(self.view.config.heartbeat_interval / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut half = false;
+        loop {
+            tick.tick().await;
+            half = !half;
+            if !half {
+                self.expire();
+                continue;
+            }
+            if beat.is_multiple_of(RESOLVE_EVERY) {
+                let current = resolve_seeds(&seed_names).await;
+                seeds.retain(|ep, _| current.contains(ep));
+                for ep in current {
+                    if seeds.contains_key(&ep) {
+                        continue;
+                    }
+                    if let Some(link) = self.links.connect(&ep).await {
+                        seeds.insert(ep, link);
+                    }
+                }
+            }
+            beat = beat.wrapping_add(1);
+            let peers: Vec<PeerId> = self.view.members().iter().map(|p| p.id).collect();
+            let mut beats = Vec::new();
+            for id in peers {
+                if let Some(link) = self.links.to_member(id, || self.view.endpoints(id)).await {
+                    let me = self.clone();
+                    beats.push(tokio::spawn(async move { me.say_hello(&link).await }));
+                }
+            }
+            for s in seeds.values() {
+                let (me, s) = (self.clone(), s.clone());
+                beats.push(tokio::spawn(async move { me.say_hello(&s).await }));
+            }
+            self.expire();
+            drop(beats); // they finish on their own, within one interval
+        }
+    }
+
+    /// Greets every node the beacon discovers that this node does not
+    /// know yet.
+    pub(super) async fn discoveries(self, mut found: mpsc::Receiver<Discovered>) {
+        while let Some(d) = found.recv().await {
+            if !self.view.knows(d.id) {
+                self.greet(&d.endpoint).await;
+            }
+        }
+    }
+}
+
+/// Seed endpoints, with host names resolved to every address they have
+/// (a Kubernetes headless Service name gives one per pod).
+async fn resolve_seeds(seeds: &[Endpoint]) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for ep in seeds {
+        match ep {
+            Endpoint::Tcp { host, port } if host.parse::<std::net::IpAddr>().is_err() => {
+                match tokio::net::lookup_host((host.as_str(), *port)).await {
+                    Ok(addrs) => out.extend(addrs.map(|a| Endpoint::Tcp {
+                        host: a.ip().to_string(),
+                        port: a.port(),
+                    })),
+                    Err(e) => tracing::debug!(%ep, error = %e, "seed name did not resolve"),
+                }
+            }
+            other => out.push(other.clone()),
+        }
+    }
+    out.sort_by_key(|e| e.to_string());
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    fn info(id: u64, services: &[&str]) -> PeerInfo {
+        PeerInfo {
+            id: PeerId(id),
+            name: format!("n{id}"),
+            endpoints: vec![format!("tcp://127.0.0.1:{}", 7000 + id).parse().unwrap()],
+            services: services.iter().map(|s| s.to_string()).collect(),
+            groups: Vec::new(),
+            topics: Vec::new(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    fn hello_from(id: u64, incarnation: u64, known: &[PeerInfo]) -> Hello {
+        Hello {
+            from: WirePeer::from_info(&info(id, &["svc"])),
+            incarnation,
+            known: known.iter().map(WirePeer::from_info).collect(),
+        }
+    }
+
+    fn view() -> Gossip {
+        Gossip::new(info(0, &[]), 1, MembershipConfig::default())
+    }
+
+    #[test]
+    fn a_hello_makes_its_sender_a_member_but_hearsay_only_names_peers_to_greet() {
+        let g = view();
+        let mut events = g.subscribe();
+        let t0 = Instant::now();
+        let greet = g.heard(&hello_from(1, 1, &[info(0, &[]), info(2, &[])]), t0);
+        assert_eq!(
+            events.try_recv().unwrap(),
+            MembershipEvent::Joined(PeerId(1))
+        );
+        assert_eq!(
+            greet.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![PeerId(2)]
+        );
+        assert!(g.knows(PeerId(1)));
+        assert!(!g.knows(PeerId(2)), "hearsay alone never makes a member");
+        assert_eq!(g.serving("svc"), vec![(PeerId(1), PeerState::Alive)]);
+        // Once it is known, it is not named again.
+        let again = g.heard(&hello_from(2, 1, &[]), t0);
+        assert!(again.is_empty());
+        assert!(g.heard(&hello_from(1, 1, &[info(2, &[])]), t0).is_empty());
+    }
+
+    #[test]
+    fn a_hello_with_a_bad_endpoint_is_ignored() {
+        let g = view();
+        let mut h = hello_from(1, 1, &[]);
+        h.from.endpoints = vec!["nonsense".into()];
+        assert!(g.heard(&h, Instant::now()).is_empty());
+        assert!(!g.knows(PeerId(1)));
+    }
+
+    #[test]
+    fn our_hello_carries_who_we_know_and_what_we_joined() {
+        let g = view();
+        g.heard(&hello_from(1, 1, &[]), Instant::now());
+        let h = g.hello(vec!["g".into()], vec!["t.".into()]);
+        assert_eq!((h.from.id, h.incarnation), (0, 1));
+        assert_eq!(
+            (h.from.groups, h.from.topics),
+            (vec!["g".to_string()], vec!["t.".to_string()])
+        );
+        assert_eq!(h.known.iter().map(|p| p.id).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn a_silent_peer_expires_and_its_link_is_dropped_before_the_event() {
+        let g = view();
+        let mut events = g.subscribe();
+        let t0 = Instant::now();
+        g.heard(&hello_from(1, 1, &[]), t0);
+        let _ = events.try_recv();
+        let dropped = RefCell::new(Vec::new());
+        g.expire(t0 + g.config.suspect_after, |id| {
+            dropped.borrow_mut().push(id)
+        });
+        assert_eq!(
+            events.try_recv().unwrap(),
+            MembershipEvent::Suspected(PeerId(1))
+        );
+        assert!(dropped.borrow().is_empty(), "a suspect keeps its link");
+        g.expire(t0 + g.config.gone_after, |id| {
+            assert!(events.try_recv().is_err(), "link dropped before the event");
+            dropped.borrow_mut().push(id)
+        });
+        assert_eq!(*dropped.borrow(), vec![PeerId(1)]);
+        assert_eq!(events.try_recv().unwrap(), MembershipEvent::Gone(PeerId(1)));
+        assert!(g.members().is_empty());
+    }
+
+    #[test]
+    fn a_peer_that_leaves_is_out_at_once_and_a_stale_leave_changes_nothing() {
+        let g = view();
+        let t0 = Instant::now();
+        g.heard(&hello_from(1, 5, &[]), t0);
+        let dropped = RefCell::new(Vec::new());
+        g.leave(PeerId(1), 4, t0, |id| dropped.borrow_mut().push(id));
+        assert!(dropped.borrow().is_empty(), "older incarnation: stale");
+        g.leave(PeerId(1), 5, t0, |id| dropped.borrow_mut().push(id));
+        assert_eq!(*dropped.borrow(), vec![PeerId(1)]);
+        assert_eq!(g.state(PeerId(1)), Some(PeerState::Gone));
+        assert!(g.endpoints(PeerId(1)).is_none());
+    }
+}

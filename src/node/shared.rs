@@ -1,0 +1,37 @@
+//! The parts a running node is made of, held together.
+//!
+//! Guarantees: each part owns one kind of state ([`Gossip`]: who is on the
+//! fabric; [`Links`]: connections; [`Local`]: local receivers;
+//! [`Routing`]: breakers, budgets, cursor; [`Services`]: what this node
+//! serves) and nothing here adds state of its own. Does not: run tasks or
+//! hold logic beyond handing the parts out.
+
+use std::sync::Arc;
+
+use super::gossip::{Gossip, Gossiper};
+use super::links::Links;
+use super::local::Local;
+use super::options::NodeConfig;
+use super::routing::Routing;
+use super::service::Services;
+
+/// A running node's parts.
+pub(super) struct Shared {
+    pub(super) view: Arc<Gossip>,
+    pub(super) links: Arc<Links>,
+    pub(super) local: Arc<Local>,
+    pub(super) routing: Routing,
+    pub(super) services: Arc<Services>,
+    pub(super) config: NodeConfig,
+}
+
+impl Shared {
+    /// The gossip tasks' view of the parts.
+    pub(super) fn gossiper(&self) -> Gossiper {
+        Gossiper {
+            view: self.view.clone(),
+            links: self.links.clone(),
+            local: self.local.clone(),
+        }
+    }
+}
