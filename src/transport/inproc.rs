@@ -38,7 +38,11 @@ pub(crate) struct InMsg {
 
 /// What travels through an inproc queue: one message, or a batch formed
 /// while the receiver was backed up.
+///
+/// `One` is as large as an envelope on purpose: boxing it would cost an
+/// allocation per message on the hot path.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Item {
     One(InMsg),
     Many(Vec<InMsg>),

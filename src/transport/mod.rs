@@ -7,8 +7,13 @@
 
 pub(crate) mod batch;
 pub(crate) mod guard;
+mod inbound;
 pub(crate) mod inproc;
+mod outbound;
 mod scan;
+
+pub(crate) use inbound::{Arrival, Inbound, ReplySender, ReplyTo};
+pub(crate) use outbound::Outbound;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -169,6 +174,19 @@ impl ZmqSide {
             .map(|l| (l.remote.clone(), *l.state.borrow()))
             .collect()
     }
+}
+
+/// Creates a `zeromq` socket of type `S` and binds and connects it through
+/// guards. Returns the socket, the machinery to keep alive and the resolved
+/// bind endpoints.
+pub(crate) async fn open_socket<S: zeromq::Socket>(
+    plan: &Plan,
+    kind: SocketKind,
+    cfg: &SocketConfig,
+) -> Result<(S, ZmqSide, Vec<Endpoint>), OpenError> {
+    let mut sock = S::new();
+    let (side, eps) = open_zmq(&mut sock, plan, kind, cfg).await?;
+    Ok((sock, side, eps))
 }
 
 /// Binds and connects a `zeromq` socket through guards. Returns the
