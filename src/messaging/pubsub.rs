@@ -34,8 +34,8 @@ use super::{Delivery, GapTracker, SocketBuilder};
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
-use crate::transport::guard::SocketKind;
 use crate::transport::inproc::Family;
+use crate::transport::zmtp::SocketKind;
 use crate::transport::{open_socket, Inbound, LinkState, Outbound};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind};
 

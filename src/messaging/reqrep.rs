@@ -57,8 +57,9 @@ use super::SocketBuilder;
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RequestError, SendError};
 use crate::telemetry;
-use crate::transport::guard::{AbortOnDrop, SocketKind};
+use crate::transport::guard::AbortOnDrop;
 use crate::transport::inproc::Family;
+use crate::transport::zmtp::SocketKind;
 use crate::transport::{
     open_socket, Arrival, Inbound, LinkState, Outbound, ReplySender, ReplyTo, ZmqSide,
 };

@@ -11,11 +11,11 @@ mod inbound;
 pub(crate) mod inproc;
 mod outbound;
 mod scan;
+pub(crate) mod zmtp;
 
 pub(crate) use inbound::{Arrival, Inbound, ReplySender, ReplyTo};
 pub(crate) use outbound::Outbound;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use guard::LinkState;
@@ -23,8 +23,9 @@ pub use guard::LinkState;
 use crate::config::SocketConfig;
 use crate::endpoint::Endpoint;
 use crate::error::{BindError, ConnectError, OpenError};
-use guard::{GuardedListener, Link, SocketKind};
+use guard::{GuardedListener, Link, PrivateIpc};
 use inproc::{Family, RecvLink, Registration, SenderCore};
+use zmtp::SocketKind;
 
 /// A `zeromq` socket (which has no `Debug`) inside zfabric's types.
 pub(crate) struct Zmq<T>(pub(crate) T);
@@ -132,9 +133,9 @@ pub(crate) fn plan(binds: &[String], connects: &[String]) -> Result<Plan, OpenEr
 /// the guarded listeners in front of it and its outgoing links.
 #[derive(Debug, Default)]
 pub(crate) struct ZmqSide {
-    /// The private ipc path the `zeromq` socket binds (it removes the file
-    /// itself when it closes).
-    private: Option<PathBuf>,
+    /// The private ipc endpoint the `zeromq` socket binds, if it binds
+    /// (the socket removes the file itself when it closes).
+    private: Option<PrivateIpc>,
     /// Bytes the relays have taken off the socket (drives batching).
     pub(crate) progress: Arc<batch::Progress>,
     _listeners: Vec<GuardedListener>,
@@ -204,12 +205,12 @@ pub(crate) async fn open_zmq<S: zeromq::Socket>(
             endpoint: plan.binds[0].clone(),
             source,
         })?;
-        sock.bind(&format!("ipc://{}", private.display()))
+        sock.bind(&private.zmq_endpoint())
             .await
             .map_err(|e| BindError::Zmq(e.to_string()))?;
         side.private = Some(private.clone());
         for ep in &plan.binds {
-            let l = guard::bind_guarded(ep, private.clone(), cfg, side.progress.clone()).await?;
+            let l = guard::bind_guarded(ep, &private, cfg, side.progress.clone()).await?;
             resolved.push(l.endpoint.clone());
             side._listeners.push(l);
         }
@@ -221,7 +222,7 @@ pub(crate) async fn open_zmq<S: zeromq::Socket>(
                 endpoint: ep.clone(),
                 source,
             })?;
-        sock.connect(&format!("ipc://{}", path.display()))
+        sock.connect(&path.zmq_endpoint())
             .await
             .map_err(|e| ConnectError::Zmq(e.to_string()))?;
         side.links.push(link);
