@@ -48,7 +48,7 @@
 mod config;
 mod endpoint;
 mod error;
-mod messaging;
+pub mod messaging;
 pub mod node;
 pub mod resilience;
 pub mod telemetry;
@@ -64,6 +64,6 @@ pub use messaging::pubsub::{Publisher, Subscriber};
 pub use messaging::reqrep::{
     CallFields, Client, Request, Server, ServerHandle, DEFAULT_REQUEST_TIMEOUT,
 };
-pub use messaging::{Delivery, SocketBuilder};
+pub use messaging::socket::{Delivery, SocketBuilder};
 pub use transport::LinkState;
 pub use wire::{Deadline, Envelope, RemoteError};

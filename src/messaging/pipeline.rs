@@ -1,22 +1,9 @@
 //! Push/pull pipeline: each message goes to exactly one puller.
 //!
-//! # Guarantees
-//! - **At most once**, in order per pusher and puller pair.
-//! - Load is spread round-robin over the attached pullers; a puller with a
-//!   full queue is skipped while another has room.
-//! - A puller receives fairly from all its pushers (arrival order).
-//!
-//! # Full-queue policy: backpressure
-//! When every puller's queue is full, [`Pusher::send`] waits. Over inproc
-//! a pusher with no puller attached yet waits for one; over ipc/tcp a
-//! connected pusher queues up to the `zeromq` socket's high-water mark
-//! while its link is down and then waits, and a bind-only pusher with no
-//! puller connected yet fails with [`SendError::NoPeer`].
-//!
-//! # Not guaranteed
-//! Messages in flight on a connection that breaks are lost (counted as
-//! `link_down`). At-least-once delivery (ack + retry + dedup) is layered
-//! on top by the topology module.
+//! Guarantees: those of push/pull in the [`messaging`](super) docs
+//! (§ Push/pull); this file implements the pattern's own rules on top of the
+//! transport seam (`crate::transport::{Outbound, Inbound}`) and does no
+//! I/O of its own.
 
 use std::marker::PhantomData;
 use std::time::Duration;

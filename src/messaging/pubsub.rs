@@ -1,25 +1,9 @@
 //! Publish/subscribe with topic-prefix filtering.
 //!
-//! # Guarantees
-//! - **At most once**, in order per publisher and topic.
-//! - Every message carries a per-(publisher, topic) sequence number; a
-//!   subscriber detects gaps, reports them on the next message
-//!   ([`Delivery::missed_before`]), in [`Subscriber::lost`] and in
-//!   `zfabric_messages_lost_total`.
-//! - Filtering happens at the publisher (a subscriber is sent only the
-//!   topics it subscribed to by prefix).
-//!
-//! # Full-queue policy
-//! A publisher never waits for a slow subscriber. Over inproc, a message
-//! for a subscriber whose queue (`SocketConfig::queue_capacity`) is full is
-//! dropped for that subscriber and counted (`subscriber_queue_full`); over
-//! ipc/tcp the `zeromq` PUB socket drops silently when its per-subscriber
-//! queue is full, and the subscriber's gap detection counts the loss. Use
-//! push/pull where loss is not acceptable.
-//!
-//! # Not guaranteed
-//! Messages published before a subscription reaches the publisher are not
-//! delivered (the "slow joiner" of every pub/sub system).
+//! Guarantees: those of publish/subscribe in the [`messaging`](super) docs
+//! (§ Publish/subscribe); this file implements the pattern's own rules on top of the
+//! transport seam (`crate::transport::{Outbound, Inbound}`) and does no
+//! I/O of its own.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

@@ -1,41 +1,9 @@
 //! Asynchronous request/reply (ZeroMQ DEALER/ROUTER).
 //!
-//! # Guarantees
-//! - Each [`Client::request`] ends with exactly one outcome before its
-//!   deadline: the reply, a typed remote error
-//!   ([`RequestError::Remote`]), [`RequestError::PeerGone`] (the server
-//!   went away with the request: at once over inproc, and over ipc/tcp when
-//!   the client's only link breaks while the request is out), or
-//!   [`RequestError::Timeout`]. It never hangs.
-//! - Many requests may be in flight on one client; replies are matched by
-//!   correlation id, in any order.
-//! - The deadline travels in the request header; a server does not start
-//!   work whose deadline has already passed.
-//! - A server runs requests concurrently, up to
-//!   `SocketConfig::queue_capacity` at once; beyond that it stops reading
-//!   (backpressure, no unbounded queue).
-//! - Requests are spread round-robin over the servers a client is
-//!   attached to.
-//!
-//! # Full-queue policy
-//! A client whose queue is full (`SocketConfig::queue_capacity` requests
-//! waiting to be written) makes the next request wait for room, within its
-//! deadline. Before a connected client's link is up, requests wait for it,
-//! also within their deadline. A server with `queue_capacity` requests in
-//! progress stops reading until one finishes.
-//!
-//! # Raw path
-//! [`Client::request_raw`] and [`Server::spawn_raw`]/[`Server::run_raw`]
-//! carry an already encoded body as [`Bytes`] from caller to handler and
-//! back, never re-encoded or copied, with the node header fields of
-//! [`CallFields`] (service, call id, priority, hops, operation). The typed
-//! [`Client`]/[`Server`] methods are a thin layer over it: they encode
-//! once on the way out and decode once on the way in.
-//!
-//! # Not guaranteed
-//! A request is sent once: no retry happens here (see the resilience
-//! module for idempotent retries). A reply that arrives after its request
-//! timed out is dropped and counted (`late_reply`).
+//! Guarantees: those of request/reply in the [`messaging`](super) docs
+//! (§ Request/reply); this file implements the pattern's own rules on top of the
+//! transport seam (`crate::transport::{Outbound, Inbound}`) and does no
+//! I/O of its own.
 
 use std::collections::VecDeque;
 use std::future::Future;
