@@ -7,7 +7,7 @@
 //!   the future resolves; a batch of envelopes in one `zeromq` message is
 //!   kept and handed out one by one, in order, without copying.
 //! - A malformed `zeromq` message is dropped, counted by reason and logged
-//!   (see [`decode_received`](super::decode_received)); a failing peer is
+//!   (see [`decode_received`]); a failing peer is
 //!   counted and skipped while the socket stays usable.
 //!
 //! # Not guaranteed

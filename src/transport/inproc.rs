@@ -2,7 +2,7 @@
 //!
 //! Envelopes move between sockets as values over bounded tokio channels:
 //! the header is never serialised and the body is a reference-counted
-//! [`Bytes`](bytes::Bytes). There are no syscalls on the data path.
+//! `Bytes`. There are no syscalls on the data path.
 //!
 //! Every pattern has a *sending* side (publisher, pusher, client) and a
 //! *receiving* side (subscriber, puller, server). The sending side holds

@@ -2,8 +2,22 @@
 //! crate behind zfabric's guard relay.
 //!
 //! A socket's endpoints are either all inproc or all ipc/tcp (any mix of
-//! those two). See [`guard`] for what the relay guarantees on ipc/tcp and
-//! [`inproc`] for the in-process transport.
+//! those two). Patterns see one seam, written once per transport:
+//! - [`Outbound`]: send an envelope to one peer (round-robin) or to every
+//!   peer under a routing prefix (fan-out), wait until connected, link
+//!   states, link loss;
+//! - [`Inbound`]: the next envelope with its prefix and where its reply
+//!   goes ([`ReplyTo`]); [`ReplySender`] is the way back.
+//!
+//! Layout: `outbound`/`inbound` (the seam); [`inproc`] (the in-process
+//! engine: queues, registry, batching backlog); [`guard`] (the relay in
+//! front of every `zeromq` socket: listener, connector, relay pumps, and
+//! the private ipc hop between socket and guard); [`zmtp`] (greeting,
+//! handshake, security mechanism); `scan` (frame limits before bytes are
+//! read); [`batch`] (adaptive batching in front of a `zeromq` send socket).
+//!
+//! Guarantees: those each module states. Not here: any pattern's rules
+//! (sequence numbers, correlation, deadlines), which live in `messaging`.
 
 pub(crate) mod batch;
 pub(crate) mod guard;

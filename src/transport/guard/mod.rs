@@ -3,7 +3,7 @@
 //!
 //! - **Listening** (bind): zfabric owns the tcp/ipc listener. Each accepted
 //!   connection is relayed to the `zeromq` socket, which is bound on a
-//!   private ipc path. Bytes from the peer pass through a [`FrameScanner`]:
+//!   private ipc path. Bytes from the peer pass through a [`FrameScanner`](super::scan::FrameScanner):
 //!   a frame or message declared over the limit disconnects that peer
 //!   before its body is read, so the `zeromq` socket never allocates more
 //!   than the limit. Other peers are not affected.
