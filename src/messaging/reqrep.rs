@@ -145,9 +145,7 @@ struct ServerCore {
 
 impl SocketBuilder {
     /// Opens a request client.
-    pub async fn client<Req: Serialize, Rep: DeserializeOwned>(
-        self,
-    ) -> Result<Client<Req, Rep>, OpenError> {
+    pub async fn client<Req, Rep>(self) -> Result<Client<Req, Rep>, OpenError> {
         let plan = self.plan()?;
         let pending: Pending = Arc::new(DashMap::new());
         let limits = self.config.limits;

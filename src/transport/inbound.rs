@@ -297,3 +297,85 @@ impl<S: SocketSend + Send> ReplySender<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::transport::{plan, Outbound};
+    use crate::wire::{Header, Kind, MessageId};
+
+    type Never = zeromq::PullSocket;
+    type NeverOut = zeromq::PushSocket;
+
+    fn env(n: u64) -> Envelope {
+        Envelope {
+            header: Header::new(Kind::Event, MessageId(n as u128), 1, n),
+            body: Bytes::from(n.to_be_bytes().to_vec()),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_inproc_send_arrives_with_its_reply_path_and_unchanged_body() {
+        let name = "inproc://seam-send-one".to_string();
+        let (mut rx, _) = Inbound::<Never>::inproc(
+            &plan(std::slice::from_ref(&name), &[]).unwrap(),
+            Family::ReqRep,
+            4,
+            None,
+        )
+        .unwrap();
+        let (out, _) =
+            Outbound::<NeverOut>::inproc(&plan(&[], &[name]).unwrap(), Family::ReqRep).unwrap();
+        assert!(out.carries_reply_path());
+        let sent = env(7);
+        let body_at = sent.body.as_ptr();
+        let (tx, reply) = oneshot::channel();
+        out.send_one(sent, Some(tx)).await.unwrap();
+        let a = rx.recv().await.unwrap();
+        assert!(a.prefix.is_empty());
+        assert_eq!(a.env.body.as_ptr(), body_at, "moved, not copied");
+        let ReplyTo::Caller(back) = a.reply else {
+            panic!("an inproc request carries its reply path");
+        };
+        ReplySender::<NeverOut>::Inproc
+            .send(ReplyTo::Caller(back), env(8))
+            .await;
+        assert_eq!(reply.await.unwrap().header.seq, 8);
+    }
+
+    #[tokio::test]
+    async fn an_inproc_fan_out_reaches_only_matching_prefixes_in_stamp_order() {
+        let name = "inproc://seam-fan-out".to_string();
+        let subs = Arc::new(RwLock::new(vec![Bytes::from_static(b"a.")]));
+        let (mut rx, _) = Inbound::<Never>::inproc(
+            &plan(std::slice::from_ref(&name), &[]).unwrap(),
+            Family::PubSub,
+            16,
+            Some(subs),
+        )
+        .unwrap();
+        let (out, _) =
+            Outbound::<NeverOut>::inproc(&plan(&[], &[name]).unwrap(), Family::PubSub).unwrap();
+        let order = Mutex::new(0u64);
+        for topic in ["a.x", "b.y", "a.z"] {
+            let stamp = |n: &mut u64| {
+                *n += 1;
+                env(*n).header
+            };
+            out.fan_out(topic.as_bytes(), Bytes::new(), &order, stamp)
+                .await
+                .unwrap();
+        }
+        let first = rx.recv().await.unwrap();
+        let second = rx.recv().await.unwrap();
+        assert_eq!((&first.prefix[..], first.env.header.seq), (&b"a.x"[..], 1));
+        assert_eq!(
+            (&second.prefix[..], second.env.header.seq),
+            (&b"a.z"[..], 3)
+        );
+        assert!(matches!(first.reply, ReplyTo::Nowhere));
+        assert!(rx.next_buffered().is_none());
+    }
+}
