@@ -48,7 +48,7 @@
 mod config;
 mod endpoint;
 mod error;
-mod messaging;
+pub mod messaging;
 pub mod node;
 pub mod resilience;
 pub mod telemetry;
@@ -61,7 +61,9 @@ pub use endpoint::{Endpoint, EndpointError, MAX_IPC_PATH};
 pub use error::{BindError, ConnectError, OpenError, RecvError, RequestError, SendError};
 pub use messaging::pipeline::{Puller, Pusher};
 pub use messaging::pubsub::{Publisher, Subscriber};
-pub use messaging::reqrep::{Client, Request, Server, ServerHandle, DEFAULT_REQUEST_TIMEOUT};
-pub use messaging::{Delivery, SocketBuilder};
+pub use messaging::reqrep::{
+    CallFields, Client, Request, Server, ServerHandle, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use messaging::socket::{Delivery, SocketBuilder};
 pub use transport::LinkState;
 pub use wire::{Deadline, Envelope, RemoteError};

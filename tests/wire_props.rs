@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use zfabric::wire::{self, ContentType, Deadline, Header, Kind, Limits, MessageId};
+use zfabric::wire::{self, ContentType, Deadline, Header, Kind, Limits, MessageId, NodeOp};
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
@@ -27,6 +27,11 @@ prop_compose! {
         attempt in any::<u32>(),
         traceparent in proptest::option::of("[0-9a-f-]{0,60}"),
         raw in any::<bool>(),
+        service in proptest::option::of("[a-z.]{0,40}"),
+        call_id in any::<u64>(),
+        priority in any::<u8>(),
+        hops in any::<u8>(),
+        op in proptest::option::of(0usize..6),
     ) -> Header {
         Header {
             kind,
@@ -39,6 +44,20 @@ prop_compose! {
             attempt,
             traceparent,
             content_type: if raw { ContentType::Raw } else { ContentType::MsgPack },
+            service: service.map(Into::into),
+            call_id,
+            priority,
+            hops,
+            op: op.map(|i| {
+                [
+                    NodeOp::Call,
+                    NodeOp::Hello,
+                    NodeOp::Leave,
+                    NodeOp::Deliver,
+                    NodeOp::Publish,
+                    NodeOp::Unicast,
+                ][i]
+            }),
         }
     }
 }

@@ -1,171 +1,141 @@
 //! Typed messaging patterns over every transport: pub/sub, push/pull and
-//! request/reply.
+//! request/reply, with their delivery guarantees.
 //!
-//! Sockets are opened from a [`SocketBuilder`] (or the `bind`/`connect`
-//! shortcuts on each type). Each pattern's module states its ordering,
-//! delivery and full-queue policy; every message zfabric discards is
-//! counted in `zfabric_messages_dropped_total` with a reason.
+//! Sockets are opened from a [`SocketBuilder`] (or the
+//! `bind`/`connect` shortcuts on each type). Each pattern below states its
+//! ordering, delivery and full-queue policy; every message zfabric discards
+//! is counted in `zfabric_messages_dropped_total` with a reason
+//! ([`DropReason`](crate::telemetry::DropReason)).
+//!
+//! ## One path per type
+//! The pattern types are named at the crate root ([`Publisher`](crate::Publisher),
+//! [`Subscriber`](crate::Subscriber), [`Pusher`](crate::Pusher),
+//! [`Puller`](crate::Puller), [`Client`](crate::Client),
+//! [`Server`](crate::Server), [`Request`](crate::Request),
+//! [`ServerHandle`](crate::ServerHandle), [`CallFields`](crate::CallFields),
+//! [`Delivery`], [`SocketBuilder`]):
+//! that is their only public path. This module holds the documentation of
+//! what they guarantee, not a second name for them.
+//!
+//! ## How a pattern sits on a transport
+//! Each pattern keeps only its own rules (sequence numbers and gaps,
+//! correlation, deadlines, which kinds it accepts). Sending and receiving
+//! are written once per transport in `transport::{Outbound, Inbound}`: over
+//! inproc, envelopes move as values between queues; over ipc/tcp, they are
+//! `header, body` frames on a `zeromq` socket behind the guard relay.
+//!
+//!
+//! ## Publish/subscribe
+//!
+//! Publish/subscribe with topic-prefix filtering.
+//!
+//!
+//! ### Guarantees
+//! - **At most once**, in order per publisher and topic.
+//! - Every message carries a per-(publisher, topic) sequence number; a
+//!   subscriber detects gaps, reports them on the next message
+//!   ([`Delivery::missed_before`]), in [`Subscriber::lost`] and in
+//!   `zfabric_messages_lost_total`.
+//! - Filtering happens at the publisher (a subscriber is sent only the
+//!   topics it subscribed to by prefix).
+//!
+//! ### Full-queue policy
+//! A publisher never waits for a slow subscriber. Over inproc, a message
+//! for a subscriber whose queue (`SocketConfig::queue_capacity`) is full is
+//! dropped for that subscriber and counted (`subscriber_queue_full`); over
+//! ipc/tcp the `zeromq` PUB socket drops silently when its per-subscriber
+//! queue is full, and the subscriber's gap detection counts the loss. Use
+//! push/pull where loss is not acceptable.
+//!
+//! ### Not guaranteed
+//! Messages published before a subscription reaches the publisher are not
+//! delivered (the "slow joiner" of every pub/sub system).
+//!
+//! ## Push/pull
+//!
+//! Push/pull pipeline: each message goes to exactly one puller.
+//!
+//!
+//! ### Guarantees
+//! - **At most once**, in order per pusher and puller pair.
+//! - Load is spread round-robin over the attached pullers; a puller with a
+//!   full queue is skipped while another has room.
+//! - A puller receives fairly from all its pushers (arrival order).
+//!
+//! ### Full-queue policy: backpressure
+//! When every puller's queue is full, [`Pusher::send`] waits. Over inproc
+//! a pusher with no puller attached yet waits for one; over ipc/tcp a
+//! connected pusher queues up to the `zeromq` socket's high-water mark
+//! while its link is down and then waits, and a bind-only pusher with no
+//! puller connected yet fails with [`SendError::NoPeer`].
+//!
+//! ### Not guaranteed
+//! Messages in flight on a connection that breaks are lost (counted as
+//! `link_down`). At-least-once delivery (ack + retry + dedup) is layered
+//! on top by the topology module.
+//!
+//! ## Request/reply
+//!
+//! Asynchronous request/reply (ZeroMQ DEALER/ROUTER).
+//!
+//!
+//! ### Guarantees
+//! - Each [`Client::request`] ends with exactly one outcome before its
+//!   deadline: the reply, a typed remote error
+//!   ([`RequestError::Remote`]), [`RequestError::PeerGone`] (the server
+//!   went away with the request: at once over inproc, and over ipc/tcp when
+//!   the client's only link breaks while the request is out), or
+//!   [`RequestError::Timeout`]. It never hangs.
+//! - Many requests may be in flight on one client; replies are matched by
+//!   correlation id, in any order.
+//! - The deadline travels in the request header; a server does not start
+//!   work whose deadline has already passed.
+//! - A server runs requests concurrently, up to
+//!   `SocketConfig::queue_capacity` at once; beyond that it stops reading
+//!   (backpressure, no unbounded queue).
+//! - Requests are spread round-robin over the servers a client is
+//!   attached to.
+//!
+//! ### Full-queue policy
+//! A client whose queue is full (`SocketConfig::queue_capacity` requests
+//! waiting to be written) makes the next request wait for room, within its
+//! deadline. Before a connected client's link is up, requests wait for it,
+//! also within their deadline. A server with `queue_capacity` requests in
+//! progress stops reading until one finishes.
+//!
+//! ### Raw path
+//! [`Client::request_raw`] and [`Server::spawn_raw`]/[`Server::run_raw`]
+//! carry an already encoded body as [`Bytes`] from caller to handler and
+//! back, never re-encoded or copied, with the node header fields of
+//! [`CallFields`] (service, call id, priority, hops, operation). The typed
+//! [`Client`]/[`Server`] methods are a thin layer over it: they encode
+//! once on the way out and decode once on the way in.
+//!
+//! ### Not guaranteed
+//! A request is sent once: no retry happens here (see the resilience
+//! module for idempotent retries). A reply that arrives after its request
+//! timed out is dropped and counted (`late_reply`).
+//!
+//! [`Bytes`]: bytes::Bytes
+//! [`CallFields`]: crate::CallFields
+//! [`Client`]: crate::Client
+//! [`Client::request`]: crate::Client::request
+//! [`Client::request_raw`]: crate::Client::request_raw
+//! [`Delivery::missed_before`]: crate::Delivery::missed_before
+//! [`Pusher::send`]: crate::Pusher::send
+//! [`RequestError::PeerGone`]: crate::RequestError::PeerGone
+//! [`RequestError::Remote`]: crate::RequestError::Remote
+//! [`RequestError::Timeout`]: crate::RequestError::Timeout
+//! [`SendError::NoPeer`]: crate::SendError::NoPeer
+//! [`Server`]: crate::Server
+//! [`Server::run_raw`]: crate::Server::run_raw
+//! [`Server::spawn_raw`]: crate::Server::spawn_raw
+//! [`Subscriber::lost`]: crate::Subscriber::lost
 
 pub(crate) mod pipeline;
 pub(crate) mod pubsub;
 pub(crate) mod reqrep;
+pub(crate) mod socket;
 
-use std::collections::HashMap;
-use std::marker::PhantomData;
-
-use bytes::Bytes;
-use serde::de::DeserializeOwned;
-
-use crate::config::SocketConfig;
-use crate::transport::{self, Plan};
-use crate::wire::{DecodeError, Envelope, Header};
-use crate::OpenError;
-
-/// Endpoints and settings for one socket; finish with the method naming
-/// the role (`publisher`, `subscriber`, `pusher`, `puller`, `client`,
-/// `server`).
-#[derive(Debug, Clone, Default)]
-pub struct SocketBuilder {
-    pub(crate) config: SocketConfig,
-    pub(crate) binds: Vec<String>,
-    pub(crate) connects: Vec<String>,
-}
-
-impl SocketBuilder {
-    /// A builder with the default [`SocketConfig`].
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Uses `config` for the socket.
-    pub fn config(mut self, config: SocketConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Adds an endpoint to bind (`inproc://name`, `ipc:///path`,
-    /// `tcp://host:port`; port 0 picks a free port).
-    pub fn bind(mut self, endpoint: impl Into<String>) -> Self {
-        self.binds.push(endpoint.into());
-        self
-    }
-
-    /// Adds an endpoint to connect to. Connecting never waits for the
-    /// peer: the link is made (and remade) in the background.
-    pub fn connect(mut self, endpoint: impl Into<String>) -> Self {
-        self.connects.push(endpoint.into());
-        self
-    }
-
-    pub(crate) fn plan(&self) -> Result<Plan, OpenError> {
-        transport::plan(&self.binds, &self.connects)
-    }
-}
-
-/// A received message: topic (pub/sub only), envelope, and the number of
-/// messages from the same publisher and topic known to be missing just
-/// before it.
-#[derive(Debug, Clone)]
-pub struct Delivery<T> {
-    /// The topic (empty outside pub/sub).
-    pub topic: Bytes,
-    /// Header and undecoded body.
-    pub envelope: Envelope,
-    /// Messages missed just before this one (sequence gap), pub/sub only.
-    pub missed_before: u64,
-    pub(crate) _t: PhantomData<fn() -> T>,
-}
-
-impl<T: DeserializeOwned> Delivery<T> {
-    /// Decodes the body as `T`.
-    pub fn decode(&self) -> Result<T, DecodeError> {
-        self.envelope.decode()
-    }
-}
-
-impl<T> Delivery<T> {
-    pub(crate) fn new(topic: Bytes, envelope: Envelope, missed_before: u64) -> Self {
-        Delivery {
-            topic,
-            envelope,
-            missed_before,
-            _t: PhantomData,
-        }
-    }
-
-    /// The header.
-    pub fn header(&self) -> &Header {
-        &self.envelope.header
-    }
-
-    /// The raw body bytes.
-    pub fn body(&self) -> &Bytes {
-        &self.envelope.body
-    }
-
-    /// The topic as UTF-8, if it is.
-    pub fn topic_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.topic).ok()
-    }
-}
-
-/// Detects gaps in per-(publisher, topic) sequence numbers.
-///
-/// Bounded: past `MAX_TRACKED` streams the table is cleared and each
-/// stream starts a new baseline (no false gaps, possibly missed ones).
-#[derive(Debug, Default)]
-pub(crate) struct GapTracker {
-    last: HashMap<(u64, Bytes), u64>,
-}
-
-const MAX_TRACKED: usize = 65_536;
-
-impl GapTracker {
-    /// Records `seq` from `source` on `topic`; returns how many messages
-    /// were skipped just before it.
-    pub(crate) fn observe(&mut self, source: u64, topic: &Bytes, seq: u64) -> u64 {
-        let key = (source, topic.clone());
-        match self.last.get_mut(&key) {
-            Some(last) => {
-                let gap = seq.saturating_sub(*last).saturating_sub(1);
-                if seq > *last {
-                    *last = seq;
-                }
-                gap
-            }
-            None => {
-                if self.last.len() >= MAX_TRACKED {
-                    self.last.clear();
-                }
-                self.last.insert(key, seq);
-                0
-            }
-        }
-    }
-
-    /// Forgets streams under `prefix` (after an unsubscribe, the next
-    /// message starts a new baseline).
-    pub(crate) fn forget(&mut self, prefix: &[u8]) {
-        self.last.retain(|(_, t), _| !t.starts_with(prefix));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gaps_are_counted_per_publisher_and_topic() {
-        let mut g = GapTracker::default();
-        let a = Bytes::from_static(b"a");
-        let b = Bytes::from_static(b"b");
-        assert_eq!(g.observe(1, &a, 10), 0);
-        assert_eq!(g.observe(1, &a, 11), 0);
-        assert_eq!(g.observe(1, &a, 15), 3);
-        assert_eq!(g.observe(1, &b, 1), 0);
-        assert_eq!(g.observe(2, &a, 1), 0);
-        assert_eq!(g.observe(1, &a, 12), 0, "a late message is not a gap");
-        g.forget(b"a");
-        assert_eq!(g.observe(1, &a, 40), 0);
-    }
-}
+pub(crate) use socket::GapTracker;
+pub(crate) use socket::{Delivery, SocketBuilder};

@@ -1,110 +1,57 @@
 //! Push/pull pipeline: each message goes to exactly one puller.
 //!
-//! # Guarantees
-//! - **At most once**, in order per pusher and puller pair.
-//! - Load is spread round-robin over the attached pullers; a puller with a
-//!   full queue is skipped while another has room.
-//! - A puller receives fairly from all its pushers (arrival order).
-//!
-//! # Full-queue policy: backpressure
-//! When every puller's queue is full, [`Pusher::send`] waits. Over inproc
-//! a pusher with no puller attached yet waits for one; over ipc/tcp a
-//! connected pusher queues up to the `zeromq` socket's high-water mark
-//! while its link is down and then waits, and a bind-only pusher with no
-//! puller connected yet fails with [`SendError::NoPeer`].
-//!
-//! # Not guaranteed
-//! Messages in flight on a connection that breaks are lost (counted as
-//! `link_down`). At-least-once delivery (ack + retry + dedup) is layered
-//! on top by the topology module.
+//! Guarantees: those of push/pull in the [`messaging`](super) docs
+//! (§ Push/pull); this file implements the pattern's own rules on top of the
+//! transport seam (`crate::transport::{Outbound, Inbound}`) and does no
+//! I/O of its own.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
-use zeromq::{PullSocket, PushSocket, Socket};
+use zeromq::{PullSocket, PushSocket};
 
 use super::{Delivery, SocketBuilder};
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
-use crate::transport::batch::Batcher;
-use crate::transport::guard::SocketKind;
-use crate::transport::inproc::{
-    self, Family, InMsg, InprocRx, Registration, RoundRobin, SenderCore,
-};
-use crate::transport::{
-    decode_received, open_inproc, open_zmq, zmq_recv, InprocRole, Zmq, ZmqSide,
-};
+use crate::transport::inproc::Family;
+use crate::transport::zmtp::SocketKind;
+use crate::transport::{open_socket, Inbound, Outbound};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind, Limits};
 
 /// Sends typed messages to one of its pullers at a time.
 #[derive(Debug)]
 pub struct Pusher<T> {
-    inner: PushInner,
+    out: Outbound<PushSocket>,
     ids: IdGen,
     limits: Limits,
     endpoints: Vec<Endpoint>,
     _t: PhantomData<fn(&T)>,
 }
 
-#[derive(Debug)]
-enum PushInner {
-    Inproc {
-        core: Arc<SenderCore>,
-        _regs: Vec<Registration>,
-    },
-    Zmq {
-        sock: Arc<Batcher<PushSocket>>,
-        side: ZmqSide,
-    },
-}
-
 /// Receives typed messages from its pushers.
 #[derive(Debug)]
 pub struct Puller<T> {
-    inner: PullInner,
-    pending: std::collections::VecDeque<Envelope>,
-    limits: Limits,
+    inbound: Inbound<PullSocket>,
     endpoints: Vec<Endpoint>,
     _t: PhantomData<fn() -> T>,
-}
-
-#[derive(Debug)]
-enum PullInner {
-    Inproc {
-        rx: InprocRx,
-        _regs: Vec<Registration>,
-    },
-    Zmq {
-        sock: Zmq<PullSocket>,
-        side: ZmqSide,
-    },
 }
 
 impl SocketBuilder {
     /// Opens a pusher.
     pub async fn pusher<T: Serialize>(self) -> Result<Pusher<T>, OpenError> {
         let plan = self.plan()?;
-        let (inner, endpoints) = if plan.inproc {
-            let core = Arc::new(SenderCore::default());
-            let (regs, eps) = open_inproc(&plan, Family::Pipeline, InprocRole::Sender(&core))?;
-            (PushInner::Inproc { core, _regs: regs }, eps)
+        let (out, endpoints) = if plan.inproc {
+            Outbound::inproc(&plan, Family::Pipeline)?
         } else {
-            let mut sock = PushSocket::new();
-            let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Push, &self.config).await?;
-            (
-                PushInner::Zmq {
-                    sock: Batcher::new(sock, side.progress.clone(), self.config.queue_capacity),
-                    side,
-                },
-                eps,
-            )
+            let (sock, side, eps) = open_socket(&plan, SocketKind::Push, &self.config).await?;
+            let out = Outbound::batched(sock, side, self.config.queue_capacity);
+            (out, eps)
         };
         Ok(Pusher {
-            inner,
+            out,
             ids: IdGen::new(),
             limits: self.config.limits,
             endpoints,
@@ -115,25 +62,18 @@ impl SocketBuilder {
     /// Opens a puller.
     pub async fn puller<T>(self) -> Result<Puller<T>, OpenError> {
         let plan = self.plan()?;
-        let (inner, endpoints) = if plan.inproc {
-            let (link, rx) = inproc::inbox(self.config.queue_capacity, None);
-            let (regs, eps) = open_inproc(&plan, Family::Pipeline, InprocRole::Receiver(&link))?;
-            (PullInner::Inproc { rx, _regs: regs }, eps)
+        let (inbound, endpoints) = if plan.inproc {
+            Inbound::inproc(&plan, Family::Pipeline, self.config.queue_capacity, None)?
         } else {
-            let mut sock = PullSocket::new();
-            let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Pull, &self.config).await?;
+            let (sock, side, eps) = open_socket(&plan, SocketKind::Pull, &self.config).await?;
+            let limits = self.config.limits;
             (
-                PullInner::Zmq {
-                    sock: Zmq(sock),
-                    side,
-                },
+                Inbound::zmq(sock, side, false, false, limits, "puller"),
                 eps,
             )
         };
         Ok(Puller {
-            inner,
-            pending: Default::default(),
-            limits: self.config.limits,
+            inbound,
             endpoints,
             _t: PhantomData,
         })
@@ -172,20 +112,7 @@ impl<T: Serialize> Pusher<T> {
                 limit: self.limits.max_message_size,
             });
         }
-        match &self.inner {
-            PushInner::Inproc { core, .. } => {
-                let msg = InMsg {
-                    topic: Bytes::new(),
-                    env: Envelope { header, body },
-                    reply: None,
-                };
-                match core.send_round_robin(msg, true).await {
-                    RoundRobin::Sent => Ok(()),
-                    RoundRobin::NoPeer => Err(SendError::NoPeer),
-                }
-            }
-            PushInner::Zmq { sock, .. } => sock.send(wire::encode_header(&header), body).await,
-        }
+        self.out.send_one(Envelope { header, body }, None).await
     }
 
     /// The endpoints this pusher bound (ports resolved).
@@ -195,9 +122,7 @@ impl<T: Serialize> Pusher<T> {
 
     /// Waits until every connected endpoint's link is up.
     pub async fn wait_connected(&self) {
-        if let PushInner::Zmq { side, .. } = &self.inner {
-            side.wait_connected().await;
-        }
+        self.out.wait_connected().await;
     }
 }
 
@@ -219,35 +144,18 @@ impl<T> Puller<T> {
 
     /// Waits until every connected endpoint's link is up.
     pub async fn wait_connected(&self) {
-        if let PullInner::Zmq { side, .. } = &self.inner {
-            side.wait_connected().await;
-        }
+        self.inbound.wait_connected().await;
     }
 
     /// Receives the next message; waits as long as it takes.
     pub async fn recv(&mut self) -> Result<Delivery<T>, RecvError> {
         loop {
-            if let Some(env) = self.pending.pop_front() {
-                return Ok(Delivery::new(Bytes::new(), env, 0));
+            let a = self.inbound.recv().await.ok_or(RecvError::Closed)?;
+            // Inproc pushers send only events; a foreign peer may not.
+            if a.env.header.kind == Kind::Event {
+                return Ok(Delivery::new(Bytes::new(), a.env, 0));
             }
-            match &mut self.inner {
-                PullInner::Inproc { rx, .. } => {
-                    let m = rx.recv().await.ok_or(RecvError::Closed)?;
-                    return Ok(Delivery::new(Bytes::new(), m.env, 0));
-                }
-                PullInner::Zmq { sock, .. } => {
-                    let msg = zmq_recv(&mut **sock).await.ok_or(RecvError::Closed)?;
-                    if let Some((_, envs)) = decode_received(msg, false, &self.limits, "puller") {
-                        for env in envs {
-                            if env.header.kind == Kind::Event {
-                                self.pending.push_back(env);
-                            } else {
-                                telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
-                            }
-                        }
-                    }
-                }
-            }
+            telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
         }
     }
 

@@ -1,33 +1,9 @@
 //! Asynchronous request/reply (ZeroMQ DEALER/ROUTER).
 //!
-//! # Guarantees
-//! - Each [`Client::request`] ends with exactly one outcome before its
-//!   deadline: the reply, a typed remote error
-//!   ([`RequestError::Remote`]), [`RequestError::PeerGone`] (the server
-//!   went away with the request: at once over inproc, and over ipc/tcp when
-//!   the client's only link breaks while the request is out), or
-//!   [`RequestError::Timeout`]. It never hangs.
-//! - Many requests may be in flight on one client; replies are matched by
-//!   correlation id, in any order.
-//! - The deadline travels in the request header; a server does not start
-//!   work whose deadline has already passed.
-//! - A server runs requests concurrently, up to
-//!   `SocketConfig::queue_capacity` at once; beyond that it stops reading
-//!   (backpressure, no unbounded queue).
-//! - Requests are spread round-robin over the servers a client is
-//!   attached to.
-//!
-//! # Full-queue policy
-//! A client whose queue is full (`SocketConfig::queue_capacity` requests
-//! waiting to be written) makes the next request wait for room, within its
-//! deadline. Before a connected client's link is up, requests wait for it,
-//! also within their deadline. A server with `queue_capacity` requests in
-//! progress stops reading until one finishes.
-//!
-//! # Not guaranteed
-//! A request is sent once: no retry happens here (see the resilience
-//! module for idempotent retries). A reply that arrives after its request
-//! timed out is dropped and counted (`late_reply`).
+//! Guarantees: those of request/reply in the [`messaging`](super) docs
+//! (§ Request/reply); this file implements the pattern's own rules on top of the
+//! transport seam (`crate::transport::{Outbound, Inbound}`) and does no
+//! I/O of its own.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,23 +19,22 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
-use zeromq::{
-    DealerSendHalf, DealerSocket, RouterSendHalf, RouterSocket, Socket, SocketSend, ZmqMessage,
-};
+use zeromq::{DealerSendHalf, DealerSocket, RouterRecvHalf, RouterSendHalf, RouterSocket};
 
 use super::SocketBuilder;
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RequestError, SendError};
 use crate::telemetry;
-use crate::transport::batch::Batcher;
-use crate::transport::guard::{AbortOnDrop, SocketKind};
-use crate::transport::inproc::{
-    self, Family, InMsg, InprocRx, Registration, RoundRobin, SenderCore,
-};
+use crate::transport::guard::AbortOnDrop;
+use crate::transport::inproc::Family;
+use crate::transport::zmtp::SocketKind;
 use crate::transport::{
-    decode_received, open_inproc, open_zmq, zmq_recv, InprocRole, LinkState, Zmq, ZmqSide,
+    open_socket, Arrival, Inbound, LinkState, Outbound, ReplySender, ReplyTo, ZmqSide,
 };
-use crate::wire::{self, Deadline, Envelope, Header, IdGen, Kind, Limits, MessageId, RemoteError};
+use crate::wire::{
+    self, ContentType, Deadline, Envelope, Header, IdGen, Kind, Limits, MessageId, NodeOp,
+    RemoteCode, RemoteError,
+};
 
 /// After a client's only link breaks, how long a reply that the link
 /// received just before the break may take to come through the local
@@ -71,10 +46,55 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Pending = Arc<DashMap<MessageId, oneshot::Sender<Envelope>>>;
 
+/// The header fields a raw request carries besides those the client sets
+/// itself (id, source, sequence, deadline). See `docs/PROTOCOL.md` §3 for
+/// each field on the wire. The default is a plain request: every field
+/// empty, body MessagePack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFields {
+    /// The service, group or topic addressed ([`Header::service`]). Shared:
+    /// reusing one name across calls does not allocate.
+    pub service: Option<Arc<str>>,
+    /// Logical call id kept across retries ([`Header::call_id`], 0 = none).
+    pub call_id: u64,
+    /// Priority ([`Header::priority`]).
+    pub priority: u8,
+    /// Node hops taken so far ([`Header::hops`]).
+    pub hops: u8,
+    /// The node operation ([`Header::op`]).
+    pub op: Option<NodeOp>,
+    /// Delivery attempt, 0 for the first ([`Header::attempt`]).
+    pub attempt: u32,
+    /// W3C trace context ([`Header::traceparent`]).
+    pub traceparent: Option<String>,
+    /// How the body is encoded ([`Header::content_type`]).
+    pub content_type: ContentType,
+}
+
+impl CallFields {
+    /// Writes these fields into `header`.
+    fn apply(self, header: &mut Header) {
+        header.service = self.service;
+        header.call_id = self.call_id;
+        header.priority = self.priority;
+        header.hops = self.hops;
+        header.op = self.op;
+        header.attempt = self.attempt;
+        header.traceparent = self.traceparent;
+        header.content_type = self.content_type;
+    }
+}
+
 /// Sends requests of type `Req` and awaits replies of type `Rep`.
+///
+/// The type parameters only concern the typed methods
+/// ([`request`](Self::request), [`request_within`](Self::request_within));
+/// [`request_raw`](Self::request_raw) works on any client.
 #[derive(Debug)]
 pub struct Client<Req, Rep> {
-    tx: ClientTx,
+    out: Outbound<DealerSendHalf>,
+    /// Requests waiting for a reply over ipc/tcp, by request id (inproc
+    /// requests carry their reply path instead).
     pending: Pending,
     in_flight: AtomicUsize,
     ids: IdGen,
@@ -85,27 +105,13 @@ pub struct Client<Req, Rep> {
     _t: PhantomData<fn(&Req) -> Rep>,
 }
 
-#[derive(Debug)]
-enum ClientTx {
-    Inproc {
-        core: Arc<SenderCore>,
-        _regs: Vec<Registration>,
-        /// Names this client connected to (their binder may come and go).
-        connected: Vec<Endpoint>,
-    },
-    Zmq {
-        send: Arc<Batcher<DealerSendHalf>>,
-        side: ZmqSide,
-    },
-}
-
 /// A request as a handler sees it.
 #[derive(Debug, Clone)]
 pub struct Request<Req> {
-    /// The decoded request.
+    /// The decoded request (the encoded [`Bytes`] for a raw handler).
     pub body: Req,
     /// The request's header: id, source (the caller), deadline, trace
-    /// context.
+    /// context, and the [`CallFields`] the caller set.
     pub header: Header,
 }
 
@@ -118,103 +124,53 @@ impl<Req> Request<Req> {
 }
 
 /// Serves requests of type `Req` with replies of type `Rep`.
+///
+/// The type parameters only concern [`run`](Self::run) and
+/// [`spawn`](Self::spawn); [`run_raw`](Self::run_raw) and
+/// [`spawn_raw`](Self::spawn_raw) work on any server.
 #[derive(Debug)]
 pub struct Server<Req, Rep> {
-    rx: ServerRx,
-    tx: Arc<ServerTx>,
-    limits: Limits,
-    max_in_flight: usize,
+    core: ServerCore,
     endpoints: Vec<Endpoint>,
     _t: PhantomData<fn(Req) -> Rep>,
 }
 
+/// What serving needs, free of the server's type parameters.
 #[derive(Debug)]
-enum ServerRx {
-    Inproc {
-        rx: InprocRx,
-        _regs: Vec<Registration>,
-    },
-    Zmq {
-        recv: Zmq<zeromq::RouterRecvHalf>,
-        _side: ZmqSide,
-    },
-}
-
-#[derive(Debug)]
-enum ServerTx {
-    Inproc,
-    Zmq {
-        send: tokio::sync::Mutex<Zmq<RouterSendHalf>>,
-        /// Reply bytes handed to the socket, against what the relays took
-        /// (for the linger at shutdown).
-        handed: std::sync::atomic::AtomicU64,
-        progress: Arc<crate::transport::batch::Progress>,
-    },
-}
-
-impl ServerTx {
-    /// Waits until every reply handed to the socket has left for the
-    /// network.
-    async fn linger(&self) {
-        if let ServerTx::Zmq {
-            handed, progress, ..
-        } = self
-        {
-            progress.wait_relayed(handed.load(Ordering::Relaxed)).await;
-        }
-    }
-}
-
-/// Where a reply goes.
-enum ReplyTo {
-    Inproc(oneshot::Sender<Envelope>),
-    Zmq(Bytes),
+struct ServerCore {
+    rx: Inbound<RouterRecvHalf>,
+    tx: Arc<ReplySender<RouterSendHalf>>,
+    max_in_flight: usize,
 }
 
 impl SocketBuilder {
     /// Opens a request client.
-    pub async fn client<Req: Serialize, Rep: DeserializeOwned>(
-        self,
-    ) -> Result<Client<Req, Rep>, OpenError> {
+    pub async fn client<Req, Rep>(self) -> Result<Client<Req, Rep>, OpenError> {
         let plan = self.plan()?;
         let pending: Pending = Arc::new(DashMap::new());
         let limits = self.config.limits;
-        let (tx, endpoints, recv_task) = if plan.inproc {
-            let core = Arc::new(SenderCore::default());
-            let (regs, eps) = open_inproc(&plan, Family::ReqRep, InprocRole::Sender(&core))?;
-            let connected = plan.connects.clone();
-            (
-                ClientTx::Inproc {
-                    core,
-                    _regs: regs,
-                    connected,
-                },
-                eps,
-                None,
-            )
+        let (out, endpoints, recv_task) = if plan.inproc {
+            let (out, eps) = Outbound::inproc(&plan, Family::ReqRep)?;
+            (out, eps, None)
         } else {
-            let mut sock = DealerSocket::new();
-            let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Dealer, &self.config).await?;
-            let (send, mut recv) = sock.split();
+            let (sock, side, eps) =
+                open_socket::<DealerSocket>(&plan, SocketKind::Dealer, &self.config).await?;
+            let (send, recv) = sock.split();
+            // Replies come back over the connection: match them to their
+            // requests by correlation id.
+            let mut replies =
+                Inbound::zmq(recv, ZmqSide::default(), false, false, limits, "client");
             let p = pending.clone();
             let task = tokio::spawn(async move {
-                while let Some(msg) = zmq_recv(&mut recv).await {
-                    if let Some((_, envs)) = decode_received(msg, false, &limits, "client") {
-                        envs.into_iter().for_each(|e| deliver_reply(&p, e));
-                    }
+                while let Some(a) = replies.recv().await {
+                    deliver_reply(&p, a.env);
                 }
             });
-            (
-                ClientTx::Zmq {
-                    send: Batcher::new(send, side.progress.clone(), self.config.queue_capacity),
-                    side,
-                },
-                eps,
-                Some(AbortOnDrop(task)),
-            )
+            let out = Outbound::batched(send, side, self.config.queue_capacity);
+            (out, eps, Some(AbortOnDrop(task)))
         };
         Ok(Client {
-            tx,
+            out,
             pending,
             in_flight: AtomicUsize::new(0),
             ids: IdGen::new(),
@@ -226,43 +182,30 @@ impl SocketBuilder {
         })
     }
 
-    /// Opens a server; call [`Server::run`] or [`Server::spawn`] to serve.
+    /// Opens a server; call [`Server::run`] or [`Server::spawn`] (typed) or
+    /// [`Server::run_raw`] or [`Server::spawn_raw`] (raw) to serve.
     pub async fn server<Req, Rep>(self) -> Result<Server<Req, Rep>, OpenError> {
         let plan = self.plan()?;
         let (rx, tx, endpoints) = if plan.inproc {
-            let (link, irx) = inproc::inbox(self.config.queue_capacity, None);
-            let (regs, eps) = open_inproc(&plan, Family::ReqRep, InprocRole::Receiver(&link))?;
-            (
-                ServerRx::Inproc {
-                    rx: irx,
-                    _regs: regs,
-                },
-                ServerTx::Inproc,
-                eps,
-            )
+            let cap = self.config.queue_capacity;
+            let (rx, eps) = Inbound::inproc(&plan, Family::ReqRep, cap, None)?;
+            (rx, ReplySender::Inproc, eps)
         } else {
-            let mut sock = RouterSocket::new();
-            let (side, eps) = open_zmq(&mut sock, &plan, SocketKind::Router, &self.config).await?;
+            let (sock, side, eps) =
+                open_socket::<RouterSocket>(&plan, SocketKind::Router, &self.config).await?;
             let progress = side.progress.clone();
             let (send, recv) = sock.split();
-            (
-                ServerRx::Zmq {
-                    recv: Zmq(recv),
-                    _side: side,
-                },
-                ServerTx::Zmq {
-                    send: tokio::sync::Mutex::new(Zmq(send)),
-                    handed: Default::default(),
-                    progress,
-                },
-                eps,
-            )
+            let limits = self.config.limits;
+            let rx = Inbound::zmq(recv, side, true, true, limits, "server");
+            (rx, ReplySender::zmq(send, progress), eps)
         };
-        Ok(Server {
+        let core = ServerCore {
             rx,
             tx: Arc::new(tx),
-            limits: self.config.limits,
             max_in_flight: self.config.queue_capacity,
+        };
+        Ok(Server {
+            core,
             endpoints,
             _t: PhantomData,
         })
@@ -294,6 +237,23 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
         SocketBuilder::new().connect(endpoint).client().await
     }
 
+    /// Sends a request and waits for its reply, up to the client's timeout
+    /// (default [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub async fn request(&self, req: &Req) -> Result<Rep, RequestError> {
+        self.request_within(req, self.timeout).await
+    }
+
+    /// Sends a request and waits for its reply up to `timeout`.
+    pub async fn request_within(&self, req: &Req, timeout: Duration) -> Result<Rep, RequestError> {
+        let body = wire::encode_body(req).map_err(SendError::from)?;
+        let env = self
+            .request_raw(CallFields::default(), body, timeout)
+            .await?;
+        Ok(env.decode()?)
+    }
+}
+
+impl<Req, Rep> Client<Req, Rep> {
     /// Sets the source id written in this client's requests (what a server
     /// sees as `header.source`); a node uses its own id, so that services
     /// know which node called. Default: a random id per client.
@@ -308,22 +268,14 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
         self
     }
 
-    /// Sends a request and waits for its reply, up to the client's timeout
-    /// (default [`DEFAULT_REQUEST_TIMEOUT`]).
-    pub async fn request(&self, req: &Req) -> Result<Rep, RequestError> {
-        self.request_within(req, self.timeout).await
-    }
-
-    /// Sends a request and waits for its reply up to `timeout`.
-    pub async fn request_within(&self, req: &Req, timeout: Duration) -> Result<Rep, RequestError> {
-        let body = wire::encode_body(req).map_err(SendError::from)?;
-        let env = self.request_raw(body, timeout).await?;
-        Ok(env.decode()?)
-    }
-
-    /// Sends a raw MessagePack body; returns the reply envelope.
+    /// Sends an encoded `body` with the header `fields` and waits up to
+    /// `timeout` (capped by the deadline of the handler it runs in, if
+    /// any) for the reply, returned whole: its header and its body as
+    /// received. Neither body is decoded, re-encoded or copied. A remote
+    /// error reply ends as [`RequestError::Remote`].
     pub async fn request_raw(
         &self,
+        fields: CallFields,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Envelope, RequestError> {
@@ -342,56 +294,36 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
         let id = self.ids.next_id();
         let mut header = Header::new(Kind::Request, id, self.ids.source(), id.0 as u64);
         header.deadline = Some(Deadline::after(timeout));
+        fields.apply(&mut header);
         let (tx, rx) = oneshot::channel();
         let _counted = Counted::enter(&self.in_flight);
         // Inproc requests carry their reply path; ipc/tcp replies are
         // matched by correlation id.
-        let mut reply = Some(tx);
-        let cleanup = match &self.tx {
-            ClientTx::Zmq { .. } => {
-                if let Some(tx) = reply.take() {
-                    self.pending.insert(id, tx);
-                }
-                Some(RemoveOnDrop(&self.pending, id))
-            }
-            ClientTx::Inproc { .. } => None,
-        };
-        let sent = async {
-            match &self.tx {
-                ClientTx::Inproc { core, .. } => {
-                    let msg = InMsg {
-                        topic: Bytes::new(),
-                        env: Envelope { header, body },
-                        reply,
-                    };
-                    match core.send_round_robin(msg, true).await {
-                        RoundRobin::Sent => Ok(()),
-                        RoundRobin::NoPeer => Err(SendError::NoPeer),
-                    }
-                }
-                ClientTx::Zmq { send, .. } => send.send(wire::encode_header(&header), body).await,
-            }
+        let by_path = self.out.carries_reply_path();
+        let (reply, cleanup) = if by_path {
+            (Some(tx), None)
+        } else {
+            self.pending.insert(id, tx);
+            (None, Some(RemoveOnDrop(&self.pending, id)))
         };
         let outcome = tokio::time::timeout(timeout, async {
-            sent.await?;
-            match &self.tx {
-                // A reply cannot come back over a connection that broke:
-                // with one link, its loss ends the request at once.
-                ClientTx::Zmq { side, .. } => {
-                    tokio::pin!(rx);
-                    tokio::select! {
-                        r = &mut rx => r.map_err(|_| RequestError::PeerGone),
-                        _ = side.link_lost() => {
-                            // A reply that arrived just before the loss is
-                            // still passing through the local socket.
-                            match tokio::time::timeout(LINK_LOSS_GRACE, rx).await {
-                                Ok(Ok(env)) => Ok(env),
-                                _ => Err(RequestError::PeerGone),
-                            }
-                        }
+            self.out.send_one(Envelope { header, body }, reply).await?;
+            if by_path {
+                return rx.await.map_err(|_| RequestError::PeerGone);
+            }
+            // A reply cannot come back over a connection that broke: with
+            // one link, its loss ends the request at once.
+            tokio::pin!(rx);
+            tokio::select! {
+                r = &mut rx => r.map_err(|_| RequestError::PeerGone),
+                _ = self.out.link_lost() => {
+                    // A reply that arrived just before the loss is still
+                    // passing through the local socket.
+                    match tokio::time::timeout(LINK_LOSS_GRACE, rx).await {
+                        Ok(Ok(env)) => Ok(env),
+                        _ => Err(RequestError::PeerGone),
                     }
                 }
-                ClientTx::Inproc { .. } => rx.await.map_err(|_| RequestError::PeerGone),
             }
         })
         .await;
@@ -403,9 +335,8 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
         match env.header.kind {
             Kind::Reply => Ok(env),
             _ => Err(RequestError::Remote(
-                env.decode::<RemoteError>().unwrap_or_else(|e| {
-                    RemoteError::new(crate::wire::RemoteCode::BadErrorReply, e.to_string())
-                }),
+                env.decode::<RemoteError>()
+                    .unwrap_or_else(|e| RemoteError::new(RemoteCode::BadErrorReply, e.to_string())),
             )),
         }
     }
@@ -417,33 +348,14 @@ impl<Req: Serialize, Rep: DeserializeOwned> Client<Req, Rep> {
 
     /// Waits until every connected endpoint's link is up.
     pub async fn wait_connected(&self) {
-        if let ClientTx::Zmq { side, .. } = &self.tx {
-            side.wait_connected().await;
-        }
+        self.out.wait_connected().await;
     }
 
-    /// The state of each outgoing link (empty for inproc).
+    /// The state of each outgoing link. Over inproc, a connected name
+    /// whose server is gone is reported as reconnecting (it waits for a
+    /// new server to bind).
     pub fn link_states(&self) -> Vec<(Endpoint, LinkState)> {
-        match &self.tx {
-            ClientTx::Zmq { side, .. } => side.link_states(),
-            // A connected inproc name whose server is gone waits for a
-            // new one to bind: report it as reconnecting.
-            ClientTx::Inproc { connected, .. } => connected
-                .iter()
-                .map(|ep| {
-                    let up = crate::transport::inproc::is_bound(
-                        crate::transport::inproc::Family::ReqRep,
-                        ep.inproc_name().unwrap_or_default(),
-                    );
-                    let state = if up {
-                        LinkState::Connected
-                    } else {
-                        LinkState::Reconnecting
-                    };
-                    (ep.clone(), state)
-                })
-                .collect(),
-        }
+        self.out.link_states()
     }
 
     /// The endpoints this client bound.
@@ -476,6 +388,11 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
+/// Encodes a typed handler's reply (once).
+fn encode_reply<Rep: Serialize>(rep: Result<Rep, RemoteError>) -> Result<Bytes, RemoteError> {
+    wire::encode_body(&rep?).map_err(|e| RemoteError::new(RemoteCode::BadReply, e.to_string()))
+}
+
 impl<Req, Rep> Server<Req, Rep>
 where
     Req: DeserializeOwned + Send + 'static,
@@ -484,11 +401,6 @@ where
     /// Binds a server to one endpoint with the default config.
     pub async fn bind(endpoint: &str) -> Result<Self, OpenError> {
         SocketBuilder::new().bind(endpoint).server().await
-    }
-
-    /// The endpoints this server bound (ports resolved).
-    pub fn endpoints(&self) -> &[Endpoint] {
-        &self.endpoints
     }
 
     /// Serves requests with `handler` until the socket closes.
@@ -506,15 +418,96 @@ where
     {
         // A sender that is never used: the server runs until its socket closes.
         let (_keep, stop) = watch::channel(false);
-        self.run_until(handler, stop).await
+        self.core.run_until(typed(handler), stop).await
     }
 
-    /// Like [`run`](Self::run), but once `stop` turns true it reads no more
-    /// requests and returns when the ones already started have replied.
-    async fn run_until<H, Fut>(mut self, handler: H, mut stop: watch::Receiver<bool>)
+    /// Runs [`run`](Self::run) on a new task; dropping the handle stops it.
+    pub fn spawn<H, Fut>(self, handler: H) -> ServerHandle
     where
         H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+    {
+        self.spawn_raw(typed(handler))
+    }
+}
+
+/// A typed handler as a raw one: the request body is decoded once (a body
+/// that does not decode is answered with `bad_request`), the reply encoded
+/// once. No allocation or dynamic dispatch beyond the handler's own.
+fn typed<Req, Rep, H, Fut>(
+    handler: H,
+) -> impl Fn(Request<Bytes>) -> TypedCall<Fut> + Send + Sync + 'static
+where
+    Req: DeserializeOwned + Send + 'static,
+    Rep: Serialize + Send + 'static,
+    H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
+{
+    use futures_util::future::{ready, Either, FutureExt};
+    move |req: Request<Bytes>| match wire::decode_body::<Req>(&req.body) {
+        Ok(body) => {
+            let header = req.header;
+            Either::Right(handler(Request { body, header }).map(encode_reply::<Rep> as _))
+        }
+        Err(e) => Either::Left(ready(Err(RemoteError::new(
+            RemoteCode::BadRequest,
+            e.to_string(),
+        )))),
+    }
+}
+
+/// The future of one typed handler call, seen as a raw one.
+type TypedCall<Fut> = futures_util::future::Either<
+    futures_util::future::Ready<Result<Bytes, RemoteError>>,
+    futures_util::future::Map<Fut, ReplyEncoder<Fut>>,
+>;
+
+/// Encodes the output of `Fut` (a typed handler's reply).
+type ReplyEncoder<Fut> = fn(<Fut as Future>::Output) -> Result<Bytes, RemoteError>;
+
+impl<Req, Rep> Server<Req, Rep> {
+    /// The endpoints this server bound (ports resolved).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// Serves requests with a raw `handler` until the socket closes: it
+    /// gets each request's header and body as received and returns the
+    /// reply body, already encoded (content type as the caller expects).
+    /// Concurrency, deadlines and errors as for [`run`](Self::run).
+    pub async fn run_raw<H, Fut>(self, handler: H)
+    where
+        H: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        let (_keep, stop) = watch::channel(false);
+        self.core.run_until(handler, stop).await
+    }
+
+    /// Runs [`run_raw`](Self::run_raw) on a new task; dropping the handle
+    /// stops it.
+    pub fn spawn_raw<H, Fut>(self, handler: H) -> ServerHandle
+    where
+        H: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        let endpoints = self.endpoints.clone();
+        let (stop, stopped) = watch::channel(false);
+        ServerHandle {
+            endpoints,
+            stop,
+            task: Some(tokio::spawn(self.core.run_until(handler, stopped))),
+        }
+    }
+}
+
+impl ServerCore {
+    /// Serves until the socket closes or, once `stop` turns true, reads no
+    /// more requests and returns when the ones already started have replied.
+    async fn run_until<H, Fut>(mut self, handler: H, mut stop: watch::Receiver<bool>)
+    where
+        H: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
         let mut stopping = false;
@@ -532,8 +525,8 @@ where
                 }
                 let (handler, tx) = (handler.clone(), self.tx.clone());
                 let mut fut = Box::pin(async move {
-                    let outcome = serve_one(&*handler, &env).await;
-                    send_reply(&tx, to, &env.header, outcome).await;
+                    let (reply, outcome) = serve_one(&*handler, env).await;
+                    send_reply(&tx, to, reply, outcome).await;
                 });
                 // Most handlers finish without waiting: poll once here and
                 // only park the ones that are pending.
@@ -557,8 +550,14 @@ where
                     // The sender is gone: nobody can ask to stop any more.
                     Err(_) => unstoppable = true,
                 },
-                batch = recv_requests(&mut self.rx, &self.limits), if room => match batch {
-                    Some(b) => queued.extend(b),
+                a = self.rx.recv(), if room => match a {
+                    Some(a) => {
+                        accept_request(&mut queued, a);
+                        // The rest of a batch came with it: take it too.
+                        while let Some(a) = self.rx.next_buffered() {
+                            accept_request(&mut queued, a);
+                        }
+                    }
                     None => {
                         // Socket closed: finish what was started.
                         while in_flight.next().await.is_some() {}
@@ -568,20 +567,13 @@ where
             }
         }
     }
+}
 
-    /// Runs [`run`](Self::run) on a new task; dropping the handle stops it.
-    pub fn spawn<H, Fut>(self, handler: H) -> ServerHandle
-    where
-        H: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
-    {
-        let endpoints = self.endpoints.clone();
-        let (stop, stopped) = watch::channel(false);
-        ServerHandle {
-            endpoints,
-            stop,
-            task: Some(tokio::spawn(self.run_until(handler, stopped))),
-        }
+/// Queues a received request; one without a way back is dropped.
+fn accept_request(queued: &mut VecDeque<(Envelope, ReplyTo)>, a: Arrival) {
+    match a.reply {
+        ReplyTo::Nowhere => telemetry::dropped(telemetry::DropReason::NoReplyPath, 1),
+        to => queued.push_back((a.env, to)),
     }
 }
 
@@ -590,64 +582,45 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) -> Result<(), ()> {
     stop.wait_for(|s| *s).await.map(|_| ()).map_err(|_| ())
 }
 
-/// Receives the next message's requests; `None` when the socket is closed.
-/// Cancel-safe: nothing is lost if the future is dropped before it resolves.
-async fn recv_requests(rx: &mut ServerRx, limits: &Limits) -> Option<Vec<(Envelope, ReplyTo)>> {
-    loop {
-        match rx {
-            ServerRx::Inproc { rx, .. } => match rx.recv().await? {
-                InMsg {
-                    env,
-                    reply: Some(r),
-                    ..
-                } => return Some(vec![(env, ReplyTo::Inproc(r))]),
-                _ => telemetry::dropped(telemetry::DropReason::NoReplyPath, 1),
-            },
-            ServerRx::Zmq { recv, .. } => {
-                let msg = zmq_recv(&mut **recv).await?;
-                if let Some((identity, envs)) = decode_received(msg, true, limits, "server") {
-                    return Some(
-                        envs.into_iter()
-                            .map(|e| (e, ReplyTo::Zmq(identity.clone())))
-                            .collect(),
-                    );
-                }
-            }
-        }
-    }
+/// What a reply needs from its request's header.
+struct ReplyHeader {
+    id: MessageId,
+    seq: u64,
+    traceparent: Option<String>,
 }
 
-async fn serve_one<Req, Rep, H, Fut>(handler: &H, env: &Envelope) -> Result<Bytes, RemoteError>
+/// Runs one request through a raw handler, unless its deadline has passed.
+async fn serve_one<H, Fut>(handler: &H, env: Envelope) -> (ReplyHeader, Result<Bytes, RemoteError>)
 where
-    Req: DeserializeOwned,
-    Rep: Serialize,
-    H: Fn(Request<Req>) -> Fut,
-    Fut: Future<Output = Result<Rep, RemoteError>>,
+    H: Fn(Request<Bytes>) -> Fut,
+    Fut: Future<Output = Result<Bytes, RemoteError>>,
 {
-    if env.header.deadline.is_some_and(|d| d.is_expired()) {
+    let Envelope { header, body } = env;
+    let reply = ReplyHeader {
+        id: header.id,
+        seq: header.seq,
+        traceparent: header.traceparent.clone(),
+    };
+    let deadline = header.deadline;
+    if deadline.is_some_and(|d| d.is_expired()) {
         telemetry::dropped(telemetry::DropReason::DeadlineExpired, 1);
-        return Err(RemoteError::new(
-            crate::wire::RemoteCode::DeadlineExpired,
+        let e = RemoteError::new(
+            RemoteCode::DeadlineExpired,
             "deadline passed before work started",
-        ));
+        );
+        return (reply, Err(e));
     }
-    let body: Req = env
-        .decode()
-        .map_err(|e| RemoteError::new(crate::wire::RemoteCode::BadRequest, e.to_string()))?;
-    let deadline = env.header.deadline;
-    let rep = crate::resilience::deadline::with_deadline(
-        deadline,
-        handler(Request {
-            body,
-            header: env.header.clone(),
-        }),
-    )
-    .await?;
-    wire::encode_body(&rep)
-        .map_err(|e| RemoteError::new(crate::wire::RemoteCode::BadReply, e.to_string()))
+    let call = handler(Request { body, header });
+    let outcome = crate::resilience::deadline::with_deadline(deadline, call).await;
+    (reply, outcome)
 }
 
-async fn send_reply(tx: &ServerTx, to: ReplyTo, req: &Header, outcome: Result<Bytes, RemoteError>) {
+async fn send_reply(
+    tx: &ReplySender<RouterSendHalf>,
+    to: ReplyTo,
+    req: ReplyHeader,
+    outcome: Result<Bytes, RemoteError>,
+) {
     let (kind, body) = match outcome {
         Ok(b) => (Kind::Reply, b),
         Err(e) => (
@@ -659,32 +632,9 @@ async fn send_reply(tx: &ServerTx, to: ReplyTo, req: &Header, outcome: Result<By
     // top bit flipped keeps it unique without another generator.
     let mut header = Header::new(kind, MessageId(req.id.0 ^ (1 << 127)), 0, req.seq);
     header.correlation = Some(req.id);
-    header.traceparent = req.traceparent.clone();
-    match (tx, to) {
-        (_, ReplyTo::Inproc(reply)) => {
-            if reply.send(Envelope { header, body }).is_err() {
-                telemetry::dropped(telemetry::DropReason::LateReply, 1);
-            }
-        }
-        (ServerTx::Zmq { send, handed, .. }, ReplyTo::Zmq(identity)) => {
-            let header = wire::encode_header(&header);
-            handed.fetch_add(
-                crate::transport::batch::wire_len(header.len())
-                    + crate::transport::batch::wire_len(body.len()),
-                Ordering::Relaxed,
-            );
-            let frames = vec![identity, header, body];
-            let Ok(msg) = ZmqMessage::try_from(frames) else {
-                return;
-            };
-            if send.lock().await.send(msg).await.is_err() {
-                telemetry::dropped(telemetry::DropReason::NoPeer, 1);
-            }
-        }
-        (ServerTx::Inproc, ReplyTo::Zmq(_)) => telemetry::dropped(telemetry::DropReason::NoPeer, 1),
-    }
+    header.traceparent = req.traceparent;
+    tx.send(to, Envelope { header, body }).await;
 }
-
 /// A running server; dropping it stops serving and closes the socket.
 #[derive(Debug)]
 pub struct ServerHandle {

@@ -2,7 +2,7 @@
 //!
 //! Envelopes move between sockets as values over bounded tokio channels:
 //! the header is never serialised and the body is a reference-counted
-//! [`Bytes`](bytes::Bytes). There are no syscalls on the data path.
+//! `Bytes`. There are no syscalls on the data path.
 //!
 //! Every pattern has a *sending* side (publisher, pusher, client) and a
 //! *receiving* side (subscriber, puller, server). The sending side holds
@@ -38,7 +38,11 @@ pub(crate) struct InMsg {
 
 /// What travels through an inproc queue: one message, or a batch formed
 /// while the receiver was backed up.
+///
+/// `One` is as large as an envelope on purpose: boxing it would cost an
+/// allocation per message on the hot path.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Item {
     One(InMsg),
     Many(Vec<InMsg>),

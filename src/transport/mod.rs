@@ -2,15 +2,34 @@
 //! crate behind zfabric's guard relay.
 //!
 //! A socket's endpoints are either all inproc or all ipc/tcp (any mix of
-//! those two). See [`guard`] for what the relay guarantees on ipc/tcp and
-//! [`inproc`] for the in-process transport.
+//! those two). Patterns see one seam, written once per transport:
+//! - [`Outbound`]: send an envelope to one peer (round-robin) or to every
+//!   peer under a routing prefix (fan-out), wait until connected, link
+//!   states, link loss;
+//! - [`Inbound`]: the next envelope with its prefix and where its reply
+//!   goes ([`ReplyTo`]); [`ReplySender`] is the way back.
+//!
+//! Layout: `outbound`/`inbound` (the seam); [`inproc`] (the in-process
+//! engine: queues, registry, batching backlog); [`guard`] (the relay in
+//! front of every `zeromq` socket: listener, connector, relay pumps, and
+//! the private ipc hop between socket and guard); [`zmtp`] (greeting,
+//! handshake, security mechanism); `scan` (frame limits before bytes are
+//! read); [`batch`] (adaptive batching in front of a `zeromq` send socket).
+//!
+//! Guarantees: those each module states. Not here: any pattern's rules
+//! (sequence numbers, correlation, deadlines), which live in `messaging`.
 
 pub(crate) mod batch;
 pub(crate) mod guard;
+mod inbound;
 pub(crate) mod inproc;
+mod outbound;
 mod scan;
+pub(crate) mod zmtp;
 
-use std::path::PathBuf;
+pub(crate) use inbound::{Arrival, Inbound, ReplySender, ReplyTo};
+pub(crate) use outbound::Outbound;
+
 use std::sync::Arc;
 
 pub use guard::LinkState;
@@ -18,8 +37,9 @@ pub use guard::LinkState;
 use crate::config::SocketConfig;
 use crate::endpoint::Endpoint;
 use crate::error::{BindError, ConnectError, OpenError};
-use guard::{GuardedListener, Link, SocketKind};
+use guard::{GuardedListener, Link, PrivateIpc};
 use inproc::{Family, RecvLink, Registration, SenderCore};
+use zmtp::SocketKind;
 
 /// A `zeromq` socket (which has no `Debug`) inside zfabric's types.
 pub(crate) struct Zmq<T>(pub(crate) T);
@@ -127,9 +147,9 @@ pub(crate) fn plan(binds: &[String], connects: &[String]) -> Result<Plan, OpenEr
 /// the guarded listeners in front of it and its outgoing links.
 #[derive(Debug, Default)]
 pub(crate) struct ZmqSide {
-    /// The private ipc path the `zeromq` socket binds (it removes the file
-    /// itself when it closes).
-    private: Option<PathBuf>,
+    /// The private ipc endpoint the `zeromq` socket binds, if it binds
+    /// (the socket removes the file itself when it closes).
+    private: Option<PrivateIpc>,
     /// Bytes the relays have taken off the socket (drives batching).
     pub(crate) progress: Arc<batch::Progress>,
     _listeners: Vec<GuardedListener>,
@@ -171,6 +191,19 @@ impl ZmqSide {
     }
 }
 
+/// Creates a `zeromq` socket of type `S` and binds and connects it through
+/// guards. Returns the socket, the machinery to keep alive and the resolved
+/// bind endpoints.
+pub(crate) async fn open_socket<S: zeromq::Socket>(
+    plan: &Plan,
+    kind: SocketKind,
+    cfg: &SocketConfig,
+) -> Result<(S, ZmqSide, Vec<Endpoint>), OpenError> {
+    let mut sock = S::new();
+    let (side, eps) = open_zmq(&mut sock, plan, kind, cfg).await?;
+    Ok((sock, side, eps))
+}
+
 /// Binds and connects a `zeromq` socket through guards. Returns the
 /// machinery to keep alive and the resolved bind endpoints.
 pub(crate) async fn open_zmq<S: zeromq::Socket>(
@@ -186,12 +219,12 @@ pub(crate) async fn open_zmq<S: zeromq::Socket>(
             endpoint: plan.binds[0].clone(),
             source,
         })?;
-        sock.bind(&format!("ipc://{}", private.display()))
+        sock.bind(&private.zmq_endpoint())
             .await
             .map_err(|e| BindError::Zmq(e.to_string()))?;
         side.private = Some(private.clone());
         for ep in &plan.binds {
-            let l = guard::bind_guarded(ep, private.clone(), cfg, side.progress.clone()).await?;
+            let l = guard::bind_guarded(ep, &private, cfg, side.progress.clone()).await?;
             resolved.push(l.endpoint.clone());
             side._listeners.push(l);
         }
@@ -203,7 +236,7 @@ pub(crate) async fn open_zmq<S: zeromq::Socket>(
                 endpoint: ep.clone(),
                 source,
             })?;
-        sock.connect(&format!("ipc://{}", path.display()))
+        sock.connect(&path.zmq_endpoint())
             .await
             .map_err(|e| ConnectError::Zmq(e.to_string()))?;
         side.links.push(link);

@@ -7,6 +7,7 @@
 //! [`DecodeError`] variant.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::io::Write;
@@ -29,6 +30,11 @@ mod key {
     pub(super) const ATTEMPT: u8 = 8;
     pub(super) const TRACEPARENT: u8 = 9;
     pub(super) const CONTENT_TYPE: u8 = 10;
+    pub(super) const SERVICE: u8 = 11;
+    pub(super) const CALL_ID: u8 = 12;
+    pub(super) const PRIORITY: u8 = 13;
+    pub(super) const HOPS: u8 = 14;
+    pub(super) const OP: u8 = 15;
 }
 
 /// How deep an unknown value may nest before the header is rejected.
@@ -81,6 +87,43 @@ impl ContentType {
             1 => Ok(ContentType::Raw),
             other => Err(DecodeError::UnknownContentType(other)),
         }
+    }
+}
+
+/// The node operation a message carries (header key 15). Absent means a
+/// plain application message of a socket pattern.
+///
+/// Values are part of the protocol: a new operation gets a new number, and
+/// a receiver refuses a number it does not know
+/// ([`DecodeError::FieldOutOfRange`]`("op")`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeOp {
+    /// An anycast call to the service named in [`Header::service`].
+    Call = 1,
+    /// A membership hello (join or heartbeat).
+    Hello = 2,
+    /// A node leaving the fabric.
+    Leave = 3,
+    /// A group multicast delivered to the group named in
+    /// [`Header::service`].
+    Deliver = 4,
+    /// A fabric publish on the topic named in [`Header::service`].
+    Publish = 5,
+    /// A unicast to one node's inbox.
+    Unicast = 6,
+}
+
+impl NodeOp {
+    fn from_wire(v: u64) -> Result<Self, DecodeError> {
+        Ok(match v {
+            1 => NodeOp::Call,
+            2 => NodeOp::Hello,
+            3 => NodeOp::Leave,
+            4 => NodeOp::Deliver,
+            5 => NodeOp::Publish,
+            6 => NodeOp::Unicast,
+            _ => return Err(DecodeError::FieldOutOfRange("op")),
+        })
     }
 }
 
@@ -157,6 +200,18 @@ pub struct Header {
     pub traceparent: Option<String>,
     /// How the body is encoded.
     pub content_type: ContentType,
+    /// The service, group or topic a node-level message addresses. Shared,
+    /// not copied: cloning a header (or reusing a name across calls) does
+    /// not allocate; decoding allocates it once.
+    pub service: Option<Arc<str>>,
+    /// Logical call id kept across retries (0 = none).
+    pub call_id: u64,
+    /// Priority of the call (0 = default, higher is more urgent).
+    pub priority: u8,
+    /// Node hops the message has taken so far.
+    pub hops: u8,
+    /// The node operation (`None` = plain application message).
+    pub op: Option<NodeOp>,
 }
 
 impl Header {
@@ -174,6 +229,11 @@ impl Header {
             attempt: 0,
             traceparent: None,
             content_type: ContentType::MsgPack,
+            service: None,
+            call_id: 0,
+            priority: 0,
+            hops: 0,
+            op: None,
         }
     }
 
@@ -186,6 +246,11 @@ impl Header {
         fields += (self.attempt != 0) as u32;
         fields += self.traceparent.is_some() as u32;
         fields += (self.content_type != ContentType::MsgPack) as u32;
+        fields += self.service.is_some() as u32;
+        fields += (self.call_id != 0) as u32;
+        fields += (self.priority != 0) as u32;
+        fields += (self.hops != 0) as u32;
+        fields += self.op.is_some() as u32;
         let mut out = buf.writer();
         // Writing into memory cannot fail; the results are infallible.
         let _ = rmp::encode::write_map_len(&mut out, fields);
@@ -211,6 +276,21 @@ impl Header {
         }
         if self.content_type != ContentType::MsgPack {
             put_uint(&mut out, key::CONTENT_TYPE, self.content_type as u64);
+        }
+        if let Some(s) = &self.service {
+            put_str(&mut out, key::SERVICE, s);
+        }
+        if self.call_id != 0 {
+            put_uint(&mut out, key::CALL_ID, self.call_id);
+        }
+        if self.priority != 0 {
+            put_uint(&mut out, key::PRIORITY, self.priority as u64);
+        }
+        if self.hops != 0 {
+            put_uint(&mut out, key::HOPS, self.hops as u64);
+        }
+        if let Some(op) = self.op {
+            put_uint(&mut out, key::OP, op as u64);
         }
     }
 
@@ -257,6 +337,15 @@ impl Header {
                 }
                 k if k == key::CONTENT_TYPE as u64 => {
                     h.content_type = ContentType::from_wire(read_uint(&mut rd, "content_type")?)?
+                }
+                k if k == key::SERVICE as u64 => {
+                    h.service = Some(Arc::from(read_str_slice(&mut rd, "service")?))
+                }
+                k if k == key::CALL_ID as u64 => h.call_id = read_uint(&mut rd, "call_id")?,
+                k if k == key::PRIORITY as u64 => h.priority = read_u8(&mut rd, "priority")?,
+                k if k == key::HOPS as u64 => h.hops = read_u8(&mut rd, "hops")?,
+                k if k == key::OP as u64 => {
+                    h.op = Some(NodeOp::from_wire(read_uint(&mut rd, "op")?)?)
                 }
                 _ => skip_value(&mut rd, 0)?,
             }
@@ -348,7 +437,16 @@ fn read_id(rd: &mut &[u8], field: &'static str) -> Result<MessageId, DecodeError
     Ok(MessageId(u128::from_be_bytes(arr)))
 }
 
+fn read_u8(rd: &mut &[u8], field: &'static str) -> Result<u8, DecodeError> {
+    u8::try_from(read_uint(rd, field)?).map_err(|_| DecodeError::FieldOutOfRange(field))
+}
+
 fn read_str(rd: &mut &[u8], field: &'static str) -> Result<String, DecodeError> {
+    read_str_slice(rd, field).map(str::to_owned)
+}
+
+/// A string field, borrowed from the header bytes (no allocation).
+fn read_str_slice<'a>(rd: &mut &'a [u8], field: &'static str) -> Result<&'a str, DecodeError> {
     let len = match read_marker(rd, field)? {
         Marker::FixStr(n) => n as u64,
         Marker::Str8 => be(take(rd, 1, field)?),
@@ -357,9 +455,7 @@ fn read_str(rd: &mut &[u8], field: &'static str) -> Result<String, DecodeError> 
         _ => return Err(DecodeError::WrongType(field)),
     };
     let b = take(rd, len as usize, field)?;
-    std::str::from_utf8(b)
-        .map(str::to_owned)
-        .map_err(|_| DecodeError::InvalidUtf8(field))
+    std::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8(field))
 }
 
 /// Skips one MessagePack value of any type, bounded in depth and never
@@ -458,6 +554,11 @@ mod tests {
             attempt: 3,
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             content_type: ContentType::Raw,
+            service: Some("pricing".into()),
+            call_id: u64::MAX,
+            priority: 200,
+            hops: 7,
+            op: Some(NodeOp::Call),
         }
     }
 
@@ -487,6 +588,37 @@ mod tests {
         buf[0] = 0x86;
         buf.extend_from_slice(&[99, 0x92, 0x01, 0x81, 0xa1, b'x', 0xc0]);
         assert_eq!(Header::decode(&buf, 4096).unwrap(), h);
+    }
+
+    #[test]
+    fn node_fields_are_omitted_when_empty_and_checked_when_present() {
+        let plain = Header::new(Kind::Request, MessageId(3), 1, 2);
+        let mut a = BytesMut::new();
+        plain.encode(&mut a);
+        assert_eq!(a[0], 0x85, "five required fields, nothing else");
+        for op in [1u8, 2, 3, 4, 5, 6] {
+            let mut h = plain.clone();
+            h.op = Some(NodeOp::from_wire(op as u64).unwrap());
+            assert_eq!(h.op.map(|o| o as u8), Some(op));
+        }
+        // An op this version does not know is refused.
+        let mut buf = BytesMut::new();
+        plain.encode(&mut buf);
+        buf[0] = 0x86;
+        buf.extend_from_slice(&[key::OP, 99]);
+        assert_eq!(
+            Header::decode(&buf, 4096),
+            Err(DecodeError::FieldOutOfRange("op"))
+        );
+        // A priority over 255 is refused.
+        let mut buf = BytesMut::new();
+        plain.encode(&mut buf);
+        buf[0] = 0x86;
+        buf.extend_from_slice(&[key::PRIORITY, 0xcd, 0x01, 0x00]);
+        assert_eq!(
+            Header::decode(&buf, 4096),
+            Err(DecodeError::FieldOutOfRange("priority"))
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::telemetry::DropReason;
 
-pub use header::{ContentType, Deadline, Header, Kind, MessageId};
+pub use header::{ContentType, Deadline, Header, Kind, MessageId, NodeOp};
 
 /// The protocol version written in every header.
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -1,0 +1,224 @@
+//! The guard's connecting side: a [`Link`] to one remote endpoint that
+//! the local `zeromq` socket reaches through a private ipc endpoint.
+//!
+//! The hop, in order: `zeromq` socket -> [`PrivateIpc`] (a unix socket in a
+//! per-process directory only this user can enter) -> this link's task ->
+//! the network. The link answers the socket's ZMTP handshake itself (so
+//! `connect` never waits for the network), then connects to the remote in
+//! the background, replays the socket's handshake there, and reconnects
+//! with jittered exponential backoff whenever the remote goes away. The
+//! pumps that move the bytes are in `relay.rs`.
+//!
+//! # Guarantees
+//! - [`Link::state`] tells whether the remote is connected and past the
+//!   handshake; a peer whose socket type is not compatible is refused
+//!   (counted as `bad_handshake`) and retried.
+//!
+//! # Not guaranteed
+//! Messages in flight when a connection breaks are not recovered (the
+//! relay counts them as `link_down` drops).
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch};
+
+use super::relay::{inbound, outbound};
+use super::stream::Stream;
+use super::{private_path, scan_limits, AbortOnDrop, PrivateIpc};
+use crate::config::SocketConfig;
+use crate::endpoint::Endpoint;
+use crate::telemetry;
+use crate::transport::batch::Progress;
+use crate::transport::zmtp::{handshake_bytes, read_handshake, SocketKind};
+
+/// State of an outgoing link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected yet (first attempts).
+    Connecting,
+    /// Connected and past the handshake.
+    Connected,
+    /// Was connected and lost it; retrying with backoff.
+    Reconnecting,
+}
+
+/// An outgoing, self-reconnecting link to one remote endpoint.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) remote: Endpoint,
+    pub(crate) state: watch::Receiver<LinkState>,
+    _task: AbortOnDrop,
+}
+
+/// Starts a link to `remote` for a local socket of `kind`. Returns the link
+/// and the private endpoint the local `zeromq` socket must connect to.
+pub(crate) async fn connect_guarded(
+    remote: Endpoint,
+    kind: SocketKind,
+    cfg: &SocketConfig,
+    progress: Arc<Progress>,
+) -> io::Result<(Link, PrivateIpc)> {
+    let private = private_path()?;
+    let path = private.path().to_path_buf();
+    let listener = UnixListener::bind(&path)?;
+    let (tx, rx) = watch::channel(LinkState::Connecting);
+    let task = tokio::spawn(link_task(
+        listener,
+        path.clone(),
+        remote.clone(),
+        kind,
+        cfg.clone(),
+        tx,
+        progress,
+    ));
+    Ok((
+        Link {
+            remote,
+            state: rx,
+            _task: AbortOnDrop(task),
+        },
+        private,
+    ))
+}
+
+async fn link_task(
+    listener: UnixListener,
+    path: std::path::PathBuf,
+    remote: Endpoint,
+    kind: SocketKind,
+    cfg: SocketConfig,
+    state: watch::Sender<LinkState>,
+    progress: Arc<Progress>,
+) {
+    let local = match listener.accept().await {
+        Ok((s, _)) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "link: local socket did not connect");
+            return;
+        }
+    };
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+    let (mut lr, mut lw) = local.into_split();
+    if lw.write_all(&handshake_bytes(kind.peer())).await.is_err() {
+        return;
+    }
+    let hello = match read_handshake(&mut lr).await {
+        Ok((raw, _)) => raw,
+        Err(e) => {
+            tracing::warn!(error = %e, "link: bad handshake from local socket");
+            return;
+        }
+    };
+    let limits = scan_limits(&cfg);
+    let (to_out, out_rx) = mpsc::channel(1);
+    let (to_in, in_rx) = mpsc::channel(1);
+    let (fail_tx, mut fail_rx) = mpsc::channel(4);
+    // The latest generation known dead: both pumps let go of its halves.
+    let (dead_tx, dead_rx) = watch::channel(0u64);
+    let mut out_task = AbortOnDrop(tokio::spawn(outbound(
+        lr,
+        out_rx,
+        fail_tx.clone(),
+        dead_rx.clone(),
+        kind == SocketKind::Sub,
+        limits,
+        progress,
+    )));
+    let _in_task = AbortOnDrop(tokio::spawn(inbound(lw, in_rx, fail_tx, dead_rx, limits)));
+
+    let mut generation = 0u64;
+    let mut delay = cfg.reconnect_initial;
+    loop {
+        let attempt = tokio::time::timeout(
+            cfg.handshake_timeout,
+            connect_and_handshake(&remote, &hello, kind),
+        );
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = &mut out_task.0 => return,
+        };
+        match result {
+            Ok(Ok(stream)) => {
+                generation += 1;
+                if generation > 1 {
+                    telemetry::reconnected(remote.transport());
+                }
+                let (r, w) = stream.split();
+                if to_out.send((generation, w)).await.is_err()
+                    || to_in.send((generation, r)).await.is_err()
+                {
+                    return;
+                }
+                let _ = state.send(LinkState::Connected);
+                delay = cfg.reconnect_initial;
+                loop {
+                    tokio::select! {
+                        f = fail_rx.recv() => match f {
+                            Some(g) if g == generation => break,
+                            Some(_) => continue,
+                            None => return,
+                        },
+                        _ = &mut out_task.0 => return,
+                    }
+                }
+                let _ = dead_tx.send(generation);
+                let _ = state.send(LinkState::Reconnecting);
+                telemetry::disconnected(telemetry::DisconnectReason::Io);
+                tracing::info!(%remote, "link lost; reconnecting");
+            }
+            Ok(Err(e)) => tracing::debug!(%remote, error = %e, "link: connect failed"),
+            Err(_) => tracing::debug!(%remote, "link: handshake timed out"),
+        }
+        let jittered = delay.mul_f64(0.5 + (crate::wire::random_u64() % 1000) as f64 / 1000.0);
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = &mut out_task.0 => return,
+        }
+        delay = (delay * 2).min(cfg.reconnect_max);
+    }
+}
+
+async fn connect_and_handshake(
+    remote: &Endpoint,
+    hello: &[u8],
+    kind: SocketKind,
+) -> io::Result<Stream> {
+    let mut s = Stream::connect(remote).await?;
+    match &mut s {
+        Stream::Tcp(t) => {
+            let (r, w) = t.split();
+            handshake_on(r, w, hello, kind).await?
+        }
+        Stream::Unix(u) => {
+            let (r, w) = u.split();
+            handshake_on(r, w, hello, kind).await?
+        }
+    }
+    Ok(s)
+}
+
+async fn handshake_on<R, W>(mut r: R, mut w: W, hello: &[u8], kind: SocketKind) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    w.write_all(hello).await?;
+    let (_, peer_type) = read_handshake(&mut r).await?;
+    match peer_type {
+        Some(t) if !kind.accepts(&t) => {
+            telemetry::disconnected(telemetry::DisconnectReason::BadHandshake);
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "peer is a {t} socket, not compatible with {}",
+                    kind.zmtp_name()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,271 @@
+//! The guard's listening side: zfabric owns the tcp/ipc listener in front
+//! of a `zeromq` socket and relays each accepted connection to the
+//! socket's private ipc endpoint ([`PrivateIpc`]).
+//!
+//! # Guarantees
+//! - Bytes from a peer pass through a [`FrameScanner`] before they reach
+//!   the `zeromq` socket: a frame or message declared over the limit
+//!   disconnects that peer before its body is read; other peers are not
+//!   affected.
+//! - Reply bytes the socket sends are counted once written to the peer
+//!   (the socket's own handshake excluded), so a linger knows when they
+//!   have left.
+//!
+//! # Not guaranteed
+//! Nothing is buffered beyond one read: a peer that stops reading holds up
+//! only its own relay.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::task::JoinSet;
+
+use super::stream::{tune_tcp, Stream};
+use super::{grow_after, scan_limits, AbortOnDrop, PrivateIpc, FIRST_CHUNK};
+use crate::config::SocketConfig;
+use crate::endpoint::Endpoint;
+use crate::error::BindError;
+use crate::telemetry;
+use crate::transport::batch::Progress;
+use crate::transport::scan::{FrameScanner, ScanLimits};
+
+/// A listener zfabric owns in front of a `zeromq` socket.
+#[derive(Debug)]
+pub(crate) struct GuardedListener {
+    /// The endpoint as bound (port resolved).
+    pub(crate) endpoint: Endpoint,
+    _task: AbortOnDrop,
+    ipc_path: Option<PathBuf>,
+}
+
+impl Drop for GuardedListener {
+    fn drop(&mut self) {
+        if let Some(p) = &self.ipc_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+enum AnyListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl AnyListener {
+    async fn accept(&self) -> io::Result<Stream> {
+        match self {
+            AnyListener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                tune_tcp(&s)?;
+                Ok(Stream::Tcp(s))
+            }
+            AnyListener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
+        }
+    }
+}
+
+/// Binds `ep` and relays every accepted connection to the `zeromq` socket
+/// listening on its private endpoint `target`, enforcing the size limits.
+pub(crate) async fn bind_guarded(
+    ep: &Endpoint,
+    target: &PrivateIpc,
+    cfg: &SocketConfig,
+    progress: Arc<Progress>,
+) -> Result<GuardedListener, BindError> {
+    let io_err = |source| BindError::Io {
+        endpoint: ep.clone(),
+        source,
+    };
+    let (listener, endpoint, ipc_path) = match ep {
+        Endpoint::Tcp { host, port } => {
+            // A listener of this process that was just dropped closes when
+            // its task is cancelled, a moment later: retry briefly before
+            // calling the address taken.
+            let mut tries = 0;
+            let l = loop {
+                match TcpListener::bind((host.as_str(), *port)).await {
+                    Ok(l) => break l,
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse && *port != 0 && tries < 10 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                        return Err(BindError::AddrInUse(ep.clone()))
+                    }
+                    Err(e) => return Err(io_err(e)),
+                }
+            };
+            let port = l.local_addr().map_err(io_err)?.port();
+            let resolved = Endpoint::Tcp {
+                host: host.clone(),
+                port,
+            };
+            (AnyListener::Tcp(l), resolved, None)
+        }
+        Endpoint::Ipc(path) => {
+            clear_stale_socket(ep, path).await?;
+            let l = UnixListener::bind(path).map_err(|e| {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    BindError::AddrInUse(ep.clone())
+                } else {
+                    io_err(e)
+                }
+            })?;
+            (AnyListener::Unix(l), ep.clone(), Some(path.clone()))
+        }
+        Endpoint::Inproc(_) => {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "inproc endpoints are not served by the guard",
+            )))
+        }
+    };
+    let limits = scan_limits(cfg);
+    let target = target.path().to_path_buf();
+    let task = tokio::spawn(accept_loop(listener, target, limits, progress));
+    Ok(GuardedListener {
+        endpoint,
+        _task: AbortOnDrop(task),
+        ipc_path,
+    })
+}
+
+/// A leftover socket file with nobody listening is removed; a live one is
+/// `AddrInUse`; anything that is not a socket is left alone.
+async fn clear_stale_socket(ep: &Endpoint, path: &Path) -> Result<(), BindError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(BindError::NotASocket(ep.clone()));
+        }
+    }
+    match UnixStream::connect(path).await {
+        Ok(_) => Err(BindError::AddrInUse(ep.clone())),
+        Err(_) => {
+            tracing::info!(path = %path.display(), "removing stale ipc socket file");
+            std::fs::remove_file(path).map_err(|source| BindError::Io {
+                endpoint: ep.clone(),
+                source,
+            })
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: AnyListener,
+    target: PathBuf,
+    limits: ScanLimits,
+    progress: Arc<Progress>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        match listener.accept().await {
+            Ok(stream) => {
+                conns.spawn(relay_accepted(
+                    stream,
+                    target.clone(),
+                    limits,
+                    progress.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn relay_accepted(
+    peer: Stream,
+    target: PathBuf,
+    limits: ScanLimits,
+    progress: Arc<Progress>,
+) {
+    let inner = match UnixStream::connect(&target).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "guard cannot reach its socket");
+            return;
+        }
+    };
+    let (mut pr, mut pw) = peer.split();
+    let (mut ir, mut iw) = inner.into_split();
+    let inbound = async {
+        let mut scanner = FrameScanner::new(limits);
+        let mut buf = vec![0u8; FIRST_CHUNK];
+        let mut ends = Vec::new();
+        loop {
+            let n = match pr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            ends.clear();
+            if let Err(e) = scanner.feed(&buf[..n], &mut ends) {
+                tracing::warn!(error = ?e, "disconnecting peer that broke the frame limits");
+                telemetry::disconnected(e.reason());
+                return;
+            }
+            if iw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            grow_after(&mut buf, n);
+        }
+    };
+    let outbound = async {
+        let mut buf = vec![0u8; FIRST_CHUNK];
+        // The socket's own handshake (greeting, READY) is not counted: only
+        // messages, which is what senders count as handed over.
+        let mut handshake = Some((FrameScanner::new(limits), 0usize));
+        let mut ends = Vec::new();
+        loop {
+            let n = match ir.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let counted = match &mut handshake {
+                None => n,
+                Some((scanner, units)) => {
+                    ends.clear();
+                    let _ = scanner.feed(&buf[..n], &mut ends);
+                    let mut from = None;
+                    for e in &ends {
+                        *units += 1;
+                        if *units == 2 {
+                            from = Some(*e);
+                        }
+                    }
+                    match from {
+                        Some(at) => {
+                            handshake = None;
+                            n - at
+                        }
+                        None => 0,
+                    }
+                }
+            };
+            if pw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            // Counted once written on: a linger that sees it knows the
+            // bytes have left.
+            progress.relayed(counted);
+            grow_after(&mut buf, n);
+        }
+    };
+    tokio::select! {
+        _ = inbound => {}
+        _ = outbound => {}
+    }
+}

@@ -1,0 +1,201 @@
+//! The two pumps of a connecting [`Link`](super::connector::Link): local
+//! socket -> remote and remote -> local socket, across reconnects.
+//!
+//! # Guarantees
+//! - Only whole messages from the remote reach the local socket: a message
+//!   cut off by a broken connection is dropped and counted (`link_down`).
+//! - After a broken connection, the rest of a partly sent local message is
+//!   skipped, so the next connection starts on a message boundary.
+//! - A SUB socket's subscriptions are remembered and replayed on every new
+//!   connection.
+//!
+//! # Not guaranteed
+//! The local socket is read only while a remote is attached: its own queue
+//! is what applies backpressure while the link is down.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix;
+use tokio::sync::{mpsc, watch};
+
+use super::stream::{ReadHalf, WriteHalf};
+use super::{grow_after, CHUNK, FIRST_CHUNK};
+use crate::telemetry;
+use crate::transport::batch::Progress;
+use crate::transport::scan::{frame_header, FrameScanner, ScanLimits};
+
+/// Local socket -> remote. Reads the local socket only while a remote is
+/// attached (so the local socket's own queue applies backpressure while
+/// the link is down). After a broken connection, the rest of a partly sent
+/// message is skipped so that the next connection starts on a boundary.
+pub(super) async fn outbound(
+    mut local: unix::OwnedReadHalf,
+    mut remotes: mpsc::Receiver<(u64, WriteHalf)>,
+    fail: mpsc::Sender<u64>,
+    mut dead: watch::Receiver<u64>,
+    is_sub: bool,
+    limits: ScanLimits,
+    progress: Arc<Progress>,
+) {
+    let mut scanner = FrameScanner::after_handshake(limits);
+    if is_sub {
+        scanner = scanner.capture_small();
+    }
+    let mut subscriptions: Vec<Vec<u8>> = Vec::new();
+    let mut remote: Option<(u64, WriteHalf)> = None;
+    let mut skip = false;
+    let mut buf = vec![0u8; FIRST_CHUNK];
+    let mut ends = Vec::new();
+    loop {
+        let n = if remote.is_none() {
+            match remotes.recv().await {
+                Some(r) => {
+                    remote = Some(r);
+                    skip = !scanner.at_boundary();
+                    replay(&mut remote, &subscriptions, &fail).await;
+                    continue;
+                }
+                None => return,
+            }
+        } else {
+            let g = remote.as_ref().map(|r| r.0).unwrap_or(0);
+            tokio::select! {
+                _ = is_dead(&mut dead, g) => {
+                    remote = None;
+                    continue;
+                }
+                r = remotes.recv() => match r {
+                    Some(r) => {
+                        remote = Some(r);
+                        skip = !scanner.at_boundary();
+                        replay(&mut remote, &subscriptions, &fail).await;
+                        continue;
+                    }
+                    None => return,
+                },
+                n = local.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                },
+            }
+        };
+        progress.relayed(n);
+        grow_after(&mut buf, n);
+        ends.clear();
+        if let Err(e) = scanner.feed(&buf[..n], &mut ends) {
+            tracing::error!(error = ?e, "link: local socket wrote a malformed stream");
+            return;
+        }
+        if is_sub {
+            for m in scanner.take_captured() {
+                match m.first() {
+                    Some(1) => subscriptions.push(m),
+                    Some(0) => {
+                        if let Some(i) = subscriptions.iter().position(|s| s[1..] == m[1..]) {
+                            subscriptions.remove(i);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut start = 0;
+        if skip {
+            match ends.first() {
+                Some(&e) => {
+                    start = e;
+                    skip = false;
+                    telemetry::dropped(telemetry::DropReason::LinkDown, 1);
+                }
+                None => continue,
+            }
+        }
+        if let Some((g, w)) = &mut remote {
+            let g = *g;
+            let written = tokio::select! {
+                r = w.write_all(&buf[start..n]) => r.is_ok(),
+                _ = is_dead(&mut dead, g) => false,
+            };
+            if !written {
+                let _ = fail.send(g).await;
+                remote = None;
+                skip = !scanner.at_boundary();
+                telemetry::dropped(telemetry::DropReason::LinkDown, ends.len().max(1) as u64);
+            }
+        }
+    }
+}
+
+/// Resolves once generation `g` is known dead (or the coordinator is gone).
+async fn is_dead(dead: &mut watch::Receiver<u64>, g: u64) {
+    let _ = dead.wait_for(|d| *d >= g).await;
+}
+
+/// Sends the remembered subscriptions on a fresh connection.
+async fn replay(remote: &mut Option<(u64, WriteHalf)>, subs: &[Vec<u8>], fail: &mpsc::Sender<u64>) {
+    if subs.is_empty() {
+        return;
+    }
+    let mut out = Vec::new();
+    for s in subs {
+        frame_header(s.len(), false, false, &mut out);
+        out.extend_from_slice(s);
+    }
+    if let Some((g, w)) = remote {
+        if w.write_all(&out).await.is_err() {
+            let _ = fail.send(*g).await;
+            *remote = None;
+        }
+    }
+}
+
+/// Remote -> local socket. Only whole messages are passed on; a message cut
+/// off by a broken connection is dropped and counted.
+pub(super) async fn inbound(
+    mut local: unix::OwnedWriteHalf,
+    mut remotes: mpsc::Receiver<(u64, ReadHalf)>,
+    fail: mpsc::Sender<u64>,
+    mut dead: watch::Receiver<u64>,
+    limits: ScanLimits,
+) {
+    let mut ends = Vec::new();
+    while let Some((g, mut r)) = remotes.recv().await {
+        let mut scanner = FrameScanner::after_handshake(limits);
+        let mut buf = BytesMut::with_capacity(FIRST_CHUNK);
+        let mut want = FIRST_CHUNK;
+        loop {
+            let before = buf.len();
+            buf.reserve(want);
+            tokio::select! {
+                n = r.read_buf(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if n >= want {
+                            want = (want * 2).min(CHUNK);
+                        }
+                    }
+                },
+                _ = is_dead(&mut dead, g) => break,
+            }
+            ends.clear();
+            if let Err(e) = scanner.feed(&buf[before..], &mut ends) {
+                tracing::warn!(error = ?e, "link: remote broke the frame limits; reconnecting");
+                telemetry::disconnected(e.reason());
+                break;
+            }
+            if let Some(&last) = ends.last() {
+                let upto = before + last;
+                if local.write_all(&buf[..upto]).await.is_err() {
+                    return;
+                }
+                buf.advance(upto);
+            }
+        }
+        if !buf.is_empty() {
+            telemetry::dropped(telemetry::DropReason::LinkDown, 1);
+        }
+        let _ = fail.send(g).await;
+    }
+}
