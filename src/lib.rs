@@ -27,16 +27,95 @@
 //! ```
 //!
 //! ## Layout
-//! - [`wire`]: envelope, header codec, size limits (no I/O).
-//! - `endpoint`: typed endpoints.
-//! - `transport`: inproc engine; the guard relay that puts frame limits,
-//!   non-blocking connect and reconnection in front of every `zeromq`
-//!   socket (see `docs/SECURITY.md`).
-//! - `messaging`: the typed patterns and their delivery guarantees.
-//! - [`node`]: nodes, membership, discovery, unicast/anycast/multicast.
+//! Each layer uses only the ones above it in this list.
+//! - [`wire`]: envelope, header codec, size limits, [`wire::RemoteCode`]
+//!   (no I/O).
+//! - [`telemetry`]: metric names; [`telemetry::DropReason`] and
+//!   [`telemetry::DisconnectReason`], the lists every drop and disconnect is
+//!   counted under.
+//! - `endpoint`, `config`, `error`: typed endpoints, socket settings, the
+//!   error of each operation.
+//! - `transport`: the one seam patterns send and receive through
+//!   (`Outbound`, `Inbound`), written once per transport: the inproc
+//!   engine, and the guard relay in front of every `zeromq` socket (frame
+//!   limits, the ZMTP handshake and its security mechanism, non-blocking
+//!   connect, reconnection; see `docs/SECURITY.md`).
+//! - [`messaging`]: the typed patterns and their delivery guarantees.
 //! - [`resilience`]: bulkheads, deadline inheritance, retry budgets,
 //!   circuit breakers, idempotent consumers.
-//! - [`telemetry`]: metric names; every drop is counted with a reason.
+//! - [`node`]: nodes built from parts (gossip, links, routing, local
+//!   delivery, serve): membership, discovery, unicast/anycast/multicast.
+//! - [`topology`]: aggregator, events, branch, chain, gateway, forwarder,
+//!   composed from nodes.
+//!
+//! The command line (`zfabric run`, `bench`, `pub`, `req`, ...) is the
+//! binary's, behind the default-on `cli` feature: the library built with
+//! `--no-default-features` carries none of its dependencies.
+//!
+//! ## Life of a request
+//! `node.request::<Req, Rep>("pricing", &req)` over tcp, one hop a line
+//! (file, and the task that runs it):
+//! 1. `node/node.rs` [`Node::request`](node::Node::request): encodes the
+//!    body once into `Bytes` (caller's task).
+//! 2. `node/call.rs`: the deadline (own timeout or what is left of the
+//!    caller's, `resilience/deadline.rs`), then `routing.rs` `pick` chooses
+//!    a member from a snapshot (alive first, breakers, round-robin or
+//!    least outstanding), the retry budget and breaker judge the attempt
+//!    (caller's task).
+//! 3. `node/links.rs`: the member's link, a [`Client`]; the service, call id,
+//!    priority and hops go into header fields ([`CallFields`]), the body
+//!    stays the caller's bytes (caller's task).
+//! 4. `messaging/reqrep.rs` [`Client::request_raw`]: a correlation id and a
+//!    pending entry, then `transport/outbound.rs` hands `header, body` to
+//!    the `zeromq` DEALER, straight or through `transport/batch.rs` when its
+//!    backlog is high (caller's task; the batch flusher task under load).
+//! 5. The DEALER writes to a private unix socket, `transport/guard/mod.rs`
+//!    `PrivateIpc` (the `zeromq` crate's writer task).
+//! 6. `transport/guard/connector.rs` and `relay.rs`: the link task (it
+//!    answered the socket's ZMTP handshake itself, `transport/zmtp.rs`)
+//!    pumps whole messages to the tcp connection, reconnecting when it
+//!    breaks (the link's outbound pump task).
+//! 7. The peer's `transport/guard/listener.rs`: every byte passes the
+//!    frame scanner (`transport/scan.rs`) and the handshake
+//!    (`transport/zmtp.rs`) before it reaches the peer's private socket (one
+//!    relay task per accepted connection).
+//! 8. The peer's `zeromq` ROUTER reads it; `transport/inbound.rs` decodes
+//!    the header (the body stays `Bytes`) and notes where the reply goes
+//!    (the server's receive task).
+//! 9. `messaging/reqrep.rs` [`Server`]: drops it if expired or not a request
+//!    (counted), else runs the handler concurrently (server task).
+//! 10. `node/serve.rs`: dispatch on the header's node operation; a call
+//!     goes to `node/service.rs`: hop limit, dedup window, bulkhead
+//!     (`resilience/bulkhead.rs`), deadline, then the handler, which decodes
+//!     the body (server task, or the bulkhead's own threads).
+//! 11. The reply goes back the same way, correlated by id
+//!     (`transport/inbound.rs` `ReplySender` → ROUTER → listener relay →
+//!     network → link inbound pump → DEALER → the client's receive task),
+//!     which completes the caller's pending entry before its deadline, or
+//!     the caller gets a typed error.
+//!
+//! Over inproc, steps 4–8 are one move of the envelope into the peer's
+//! queue (`transport/inproc.rs`): no encoding, no syscall.
+//!
+//! ## Life of a published message
+//! `publisher.publish("orders.created", &order)`:
+//! 1. `messaging/pubsub.rs` [`Publisher::publish`]: encodes the body, and
+//!    `transport/outbound.rs` fan-out stamps the per-topic sequence number
+//!    while holding the socket, so numbers leave in order (caller's task).
+//! 2. inproc: a copy of the envelope handle into each matching
+//!    subscriber's bounded queue; a full one drops and counts
+//!    `subscriber_queue_full` (`transport/inproc.rs`, caller's task).
+//!    ipc/tcp: the `zeromq` PUB socket, then per subscriber the listener
+//!    relay (`transport/guard/listener.rs`) to the network (the crate's
+//!    writer task, one relay task per subscriber).
+//! 3. The subscriber's link task (`transport/guard/connector.rs`, `relay.rs`)
+//!    passes whole messages to its `zeromq` SUB, which filters by prefix;
+//!    `transport/inbound.rs` decodes the header (the subscriber's task, in
+//!    [`Subscriber::recv`]).
+//! 4. `messaging/pubsub.rs` [`Subscriber::recv`]: the gap tracker
+//!    (`messaging/socket.rs`) compares the sequence with the last one from
+//!    that publisher and topic and reports what was missed in
+//!    [`Delivery::missed_before`], counted as `zfabric_messages_lost_total`.
 //!
 //! ## Guarantees at a glance
 //! | pattern | delivery | when full |
