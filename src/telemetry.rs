@@ -20,7 +20,8 @@
 //!
 //! The `reason` labels are the authoritative lists [`DropReason`] and
 //! [`DisconnectReason`]: code, docs and the protocol use these enums, never
-//! string literals.
+//! string literals. `docs/OPERATIONS.md` explains each (checked by
+//! `tests/vocabulary.rs`).
 
 /// Counter: messages discarded, by `reason`.
 pub const MESSAGES_DROPPED: &str = "zfabric_messages_dropped_total";
