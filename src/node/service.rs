@@ -94,7 +94,7 @@ fn check_hops(hops: u8) -> Result<(), RemoteError> {
     if hops > MAX_HOPS {
         crate::telemetry::dropped(crate::telemetry::DropReason::TooManyHops, 1);
         return Err(RemoteError::new(
-            "too_many_hops",
+            crate::wire::RemoteCode::TooManyHops,
             format!("{hops} service hops (limit {MAX_HOPS}): a forwarding loop?"),
         ));
     }
@@ -321,5 +321,6 @@ mod tests {
         assert!(check_hops(MAX_HOPS).is_ok());
         let e = check_hops(MAX_HOPS + 1).unwrap_err();
         assert_eq!(e.code, "too_many_hops");
+        assert_eq!(e.known_code(), Some(crate::wire::RemoteCode::TooManyHops));
     }
 }
