@@ -243,3 +243,81 @@ pub(super) fn delivered_reply(n: u32) -> Bytes {
 pub(super) fn read_delivered(body: &[u8]) -> Option<u32> {
     wire::decode_body(body).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Kind, MessageId};
+
+    fn header(op: Option<NodeOp>, service: Option<&str>) -> Header {
+        let mut h = Header::new(Kind::Request, MessageId(1), 1, 0);
+        h.op = op;
+        h.service = service.map(Arc::from);
+        h
+    }
+
+    #[test]
+    fn a_call_is_read_from_its_header_fields() {
+        let call = Call {
+            service: Arc::from("svc"),
+            body: Bytes::from_static(b"\x01\x02"),
+            call_id: 9,
+            priority: 3,
+        };
+        let mut h = header(None, None);
+        let fields = call_fields(&call, 2);
+        assert!(Arc::ptr_eq(fields.service.as_ref().unwrap(), &call.service));
+        (h.service, h.call_id, h.priority, h.hops, h.op) = (
+            fields.service,
+            fields.call_id,
+            fields.priority,
+            fields.hops,
+            fields.op,
+        );
+        match NodeMsg::read(&h, &call.body).unwrap() {
+            NodeMsg::Call {
+                service,
+                call_id,
+                priority,
+                hops,
+            } => assert_eq!((&*service, call_id, priority, hops), ("svc", 9, 3, 2)),
+            other => panic!("not a call: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_without_op_or_name_is_a_bad_request() {
+        for h in [
+            header(None, Some("svc")),
+            header(Some(NodeOp::Call), None),
+            header(Some(NodeOp::Deliver), None),
+            header(Some(NodeOp::Publish), None),
+        ] {
+            let e = NodeMsg::read(&h, b"").unwrap_err();
+            assert_eq!(e.known_code(), Some(RemoteCode::BadRequest));
+        }
+        let e = NodeMsg::read(&header(Some(NodeOp::Hello), None), b"\xc1").unwrap_err();
+        assert_eq!(e.known_code(), Some(RemoteCode::BadRequest));
+        assert!(matches!(
+            NodeMsg::read(&header(Some(NodeOp::Unicast), None), b"anything"),
+            Ok(NodeMsg::Unicast)
+        ));
+    }
+
+    #[test]
+    fn replies_read_back() {
+        assert!(is_ack(&ack()));
+        assert_eq!(read_delivered(&delivered_reply(3)), Some(3));
+        assert_eq!(read_delivered(&ack()), None);
+        let leave = Leave {
+            id: 5,
+            incarnation: 6,
+        };
+        let (fields, body) = leave_request(&leave).unwrap();
+        assert_eq!(fields.op, Some(NodeOp::Leave));
+        match NodeMsg::read(&header(fields.op, None), &body).unwrap() {
+            NodeMsg::Leave(l) => assert_eq!((l.id, l.incarnation), (5, 6)),
+            other => panic!("not a leave: {other:?}"),
+        }
+    }
+}

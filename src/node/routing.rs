@@ -384,6 +384,14 @@ mod tests {
     }
 
     #[test]
+    fn a_service_name_is_allocated_once() {
+        let routing = Routing::new(PeerId(0), None, BudgetConfig::default());
+        let first = routing.name("svc");
+        assert!(Arc::ptr_eq(&first, &routing.name("svc")));
+        assert!(!Arc::ptr_eq(&first, &routing.name("other")));
+    }
+
+    #[test]
     fn an_abandoned_call_counts_as_a_failure_and_its_transition_is_logged() {
         let cfg = BreakerConfig {
             window: 1,
