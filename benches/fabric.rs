@@ -216,13 +216,19 @@ fn reqrep_rtt_current_thread(c: &mut Criterion) {
     g.finish();
 }
 
-/// Anycast through a node (membership lookup, node envelope, peer link)
-/// against the plain router/dealer round trip, both over tcp.
+/// Body sizes of the anycast groups.
+const ANYCAST_SIZES: [usize; 4] = [64, 1024, 16 * 1024, 64 * 1024];
+
+/// Anycast through a node (membership lookup, node header fields, peer
+/// link) against the plain router/dealer round trip of the same body, all
+/// over tcp, at 64 B, 1 KiB, 16 KiB and 64 KiB (one group per size:
+/// `anycast_rtt_<size>B_tcp`). `zfabric/anycast` is the typed call (body
+/// MessagePack `bin`, decoded and re-encoded by the handler, as the
+/// baseline's server does); `zfabric/anycast_raw` passes the encoded body
+/// through `request_raw` and a `serve_raw` handler untouched.
 fn node_anycast_rtt(c: &mut Criterion) {
-    use zfabric::node::Node;
+    use zfabric::node::{CallOptions, Node, ServeOptions};
     let rt = multi_thread();
-    let mut g = c.benchmark_group("anycast_rtt_64B_tcp");
-    g.measurement_time(Duration::from_secs(4));
     let (caller, _member) = rt.block_on(async {
         let caller = Node::builder("caller")
             .bind("tcp://127.0.0.1:0")
@@ -236,6 +242,11 @@ fn node_anycast_rtt(c: &mut Criterion) {
             .serve("echo", |req: zfabric::Request<ByteBuf>| async move {
                 Ok::<_, RemoteError>(req.body)
             })
+            .serve_raw(
+                "echo.raw",
+                ServeOptions::new(),
+                |req: zfabric::Request<Bytes>| async move { Ok::<_, RemoteError>(req.body) },
+            )
             .start()
             .await
             .unwrap();
@@ -244,35 +255,51 @@ fn node_anycast_rtt(c: &mut Criterion) {
         }
         (Arc::new(caller), member)
     });
-    let body = ByteBuf::from(vec![7u8; 64]);
-    let b = body.clone();
-    bench_rtt(
-        &mut g,
-        &rt,
-        BenchmarkId::new("zfabric", "anycast"),
-        move || {
-            let (caller, b) = (caller.clone(), b.clone());
-            async move {
-                let _: ByteBuf = caller
-                    .request("echo", &b, Duration::from_secs(5))
-                    .await
-                    .unwrap();
-            }
-        },
-    );
-    let (client, _server) = echo_pair(&rt, "tcp", "anycast-base");
-    bench_rtt(
-        &mut g,
-        &rt,
-        BenchmarkId::new("baseline", "router_dealer"),
-        move || {
-            let (client, b) = (client.clone(), body.clone());
-            async move {
-                client.request(&b).await.unwrap();
-            }
-        },
-    );
-    g.finish();
+    for size in ANYCAST_SIZES {
+        let mut g = c.benchmark_group(format!("anycast_rtt_{size}B_tcp"));
+        g.measurement_time(Duration::from_secs(4));
+        g.throughput(Throughput::Bytes(size as u64));
+        let body = ByteBuf::from(vec![7u8; size]);
+        let (c, b) = (caller.clone(), body.clone());
+        bench_rtt(
+            &mut g,
+            &rt,
+            BenchmarkId::new("zfabric", "anycast"),
+            move || {
+                let (c, b) = (c.clone(), b.clone());
+                async move {
+                    let _: ByteBuf = c.request("echo", &b, Duration::from_secs(5)).await.unwrap();
+                }
+            },
+        );
+        let raw = zfabric::wire::encode_body(&body).unwrap();
+        let c = caller.clone();
+        bench_rtt(
+            &mut g,
+            &rt,
+            BenchmarkId::new("zfabric", "anycast_raw"),
+            move || {
+                let (c, b) = (c.clone(), raw.clone());
+                async move {
+                    let opts = CallOptions::default().timeout(Duration::from_secs(5));
+                    c.request_raw("echo.raw", b, opts).await.unwrap();
+                }
+            },
+        );
+        let (client, _server) = echo_pair(&rt, "tcp", &format!("anycast-base-{size}"));
+        bench_rtt(
+            &mut g,
+            &rt,
+            BenchmarkId::new("baseline", "router_dealer"),
+            move || {
+                let (client, b) = (client.clone(), body.clone());
+                async move {
+                    client.request(&b).await.unwrap();
+                }
+            },
+        );
+        g.finish();
+    }
 }
 
 // ---------------------------------------------------------------- throughput

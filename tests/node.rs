@@ -714,3 +714,118 @@ async fn every_type_a_node_method_returns_can_be_named() {
     })
     .await
 }
+
+/// A node call travels as header fields (op, service, call id, priority,
+/// hops) and the caller's body bytes, which reach the handler and come
+/// back unchanged, whatever their size (up to 64 KiB here) and whether or
+/// not they are MessagePack.
+async fn a_call_carries_its_fields_in_the_header_and_the_body_unchanged(tp: Tp) {
+    use bytes::Bytes;
+    use zfabric::node::{CallOptions, ServeOptions};
+    use zfabric::wire::NodeOp;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Node::builder("raw-server")
+        .config(fast())
+        .bind(endpoint(tp, &dir))
+        .serve_raw(
+            "raw.echo",
+            ServeOptions::new(),
+            |req: zfabric::Request<Bytes>| async move {
+                let h = &req.header;
+                // Echo the fields back ahead of the body, to check them
+                // on the caller's side.
+                let mut out = format!(
+                    "{:?}|{:?}|{}|{}|{}|",
+                    h.op,
+                    h.service.as_deref(),
+                    h.call_id,
+                    h.priority,
+                    h.hops
+                )
+                .into_bytes();
+                out.extend_from_slice(&req.body);
+                Ok::<_, RemoteError>(Bytes::from(out))
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let seed = server.endpoints()[0].to_string();
+    let caller = start("raw-caller", tp, &dir, Some(&seed), None).await;
+    converge(&[&server, &caller]).await;
+
+    for size in [0usize, 64, 1024, 16 * 1024, 64 * 1024] {
+        // Not MessagePack: the node never looks inside.
+        let body: Bytes = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+        let opts = CallOptions::default()
+            .timeout(Duration::from_secs(5))
+            .priority(7)
+            .call_id(0xfeed_0000 + size as u64);
+        let reply = caller
+            .request_raw("raw.echo", body.clone(), opts)
+            .await
+            .unwrap();
+        let fields = format!(
+            "{:?}|{:?}|{}|7|1|",
+            Some(NodeOp::Call),
+            Some("raw.echo"),
+            0xfeed_0000 + size as u64
+        );
+        assert_eq!(&reply[..fields.len()], fields.as_bytes(), "size {size}");
+        assert_eq!(&reply[fields.len()..], &body[..], "size {size}");
+    }
+    caller.shutdown(Duration::from_secs(1)).await;
+    server.shutdown(Duration::from_secs(1)).await;
+}
+per_transport!(
+    raw_call_fields,
+    a_call_carries_its_fields_in_the_header_and_the_body_unchanged
+);
+
+/// Within a process the body is never copied: a call to the node's own
+/// service and one over inproc hand the handler the caller's buffer, and
+/// the handler's reply comes back as that same buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_a_process_a_call_body_is_the_callers_buffer() {
+    use bytes::Bytes;
+    use zfabric::node::{CallOptions, ServeOptions};
+    common::watchdog(async {
+        let dir = tempfile::tempdir().unwrap();
+        let serve = |name: &str| {
+            Node::builder(name)
+                .config(fast())
+                .bind(endpoint(Tp::Inproc, &dir))
+                .serve_raw(
+                    "same",
+                    ServeOptions::new(),
+                    |req: zfabric::Request<Bytes>| async move { Ok::<_, RemoteError>(req.body) },
+                )
+        };
+        let server = serve("server").start().await.unwrap();
+        let seed = server.endpoints()[0].to_string();
+        let caller = serve("caller").seed(seed).start().await.unwrap();
+        converge(&[&server, &caller]).await;
+        let body = Bytes::from(vec![9u8; 16 * 1024]);
+        let opts = || CallOptions::default().timeout(Duration::from_secs(5));
+        // Its own service: no socket at all.
+        let own = caller
+            .request_peer_raw(caller.id(), "same", body.clone(), opts())
+            .await
+            .unwrap();
+        assert_eq!(own.as_ptr(), body.as_ptr(), "a local call copies nothing");
+        // Another node over inproc.
+        let other = caller
+            .request_peer_raw(server.id(), "same", body.clone(), opts())
+            .await
+            .unwrap();
+        assert_eq!(
+            other.as_ptr(),
+            body.as_ptr(),
+            "an inproc call copies nothing"
+        );
+        caller.shutdown(Duration::from_secs(1)).await;
+        server.shutdown(Duration::from_secs(1)).await;
+    })
+    .await
+}

@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_bytes::ByteBuf;
 
 use super::error::{from_remote, CallError};
 use super::links::Failed;
@@ -43,6 +42,8 @@ pub(super) async fn anycast(
     }
     let mut tried: Vec<PeerId> = Vec::new();
     let mut attempt = 1u32;
+    // Interned once a member is found: no allocation of the name per call.
+    let mut name = None;
     loop {
         let mut members = s.view.serving(service);
         // This node is a member too when it serves the service itself.
@@ -65,7 +66,7 @@ pub(super) async fn anycast(
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let call = Call {
-            service,
+            service: name.get_or_insert_with(|| s.routing.name(service)).clone(),
             body: body.clone(),
             call_id,
             priority: opts.priority,
@@ -116,7 +117,7 @@ pub(super) async fn to_peer(
         });
     }
     let call = Call {
-        service,
+        service: s.routing.name(service),
         body,
         call_id: opts.call_id.unwrap_or_else(|| wire::random_u64() | 1),
         priority: opts.priority,
@@ -128,10 +129,10 @@ pub(super) async fn to_peer(
 async fn guarded(
     s: &Shared,
     peer: PeerId,
-    call: Call<'_>,
+    call: Call,
     timeout: Duration,
 ) -> Result<Bytes, CallError> {
-    let mut judge = s.routing.judge(peer, call.service);
+    let mut judge = s.routing.judge(peer, &call.service);
     let r = one(s, peer, &call, timeout).await;
     if r.is_ok() {
         judge.success();
@@ -140,12 +141,7 @@ async fn guarded(
 }
 
 /// One attempt on one member: locally if it is this node.
-async fn one(
-    s: &Shared,
-    peer: PeerId,
-    call: &Call<'_>,
-    timeout: Duration,
-) -> Result<Bytes, CallError> {
+async fn one(s: &Shared, peer: PeerId, call: &Call, timeout: Duration) -> Result<Bytes, CallError> {
     if peer == s.view.me().id {
         return local(s, call, timeout).await;
     }
@@ -177,22 +173,30 @@ async fn one(
 }
 
 /// Runs a call to one of this node's own services in the caller's task.
-async fn local(s: &Shared, call: &Call<'_>, timeout: Duration) -> Result<Bytes, CallError> {
+/// The handler sees the header a remote caller would have sent (source,
+/// deadline, service, call id, priority, hops, op) and the caller's body
+/// itself.
+async fn local(s: &Shared, call: &Call, timeout: Duration) -> Result<Bytes, CallError> {
     let me = s.view.me().id;
     let svc = s
         .services
-        .get(call.service)
-        .ok_or_else(|| CallError::NoSuchService(call.service.to_owned()))?;
+        .get(&call.service)
+        .ok_or_else(|| CallError::NoSuchService(call.service.to_string()))?;
     let hops = deadline::current_hops().saturating_add(1);
     let id = wire::MessageId(((wire::random_u64() as u128) << 64) | call.call_id as u128);
     let mut header = wire::Header::new(wire::Kind::Request, id, me.0, 0);
     header.deadline = Some(wire::Deadline::after(timeout));
+    header.service = Some(call.service.clone());
+    header.call_id = call.call_id;
+    header.priority = call.priority;
+    header.hops = hops;
+    header.op = Some(wire::NodeOp::Call);
     let work = svc.call(
-        call.service,
+        &call.service,
         call.call_id,
         call.priority,
         hops,
-        ByteBuf::from(call.body.to_vec()),
+        call.body.clone(),
         header,
     );
     match tokio::time::timeout(timeout, work).await {

@@ -15,13 +15,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 
 use super::error::CallError;
 use super::membership::PeerId;
-use super::protocol::{body_bytes, wire_body, Call, Hello, NodeMsg, NodeReply};
+use super::protocol::{
+    call_fields, deliver_fields, hello_request, is_ack, leave_request, publish_fields,
+    read_delivered, read_hello_reply, unicast_fields, Call, Hello, Leave,
+};
 use crate::endpoint::Endpoint;
-use crate::messaging::reqrep::Client;
+use crate::messaging::reqrep::{CallFields, Client};
+use crate::transport::inproc::{self, Family};
 use crate::{LinkState, RequestError, SocketBuilder};
 
 /// Why a request over a link failed.
@@ -46,101 +51,99 @@ impl Failed {
 /// A connection to another node.
 #[derive(Debug)]
 pub(super) struct Link {
-    client: Client<NodeMsg, NodeReply>,
+    client: Client<Bytes, Bytes>,
+    /// The default timeout (hellos).
+    timeout: Duration,
+    /// The inproc name it is connected to, if it is an inproc link.
+    inproc: Option<String>,
 }
 
 impl Link {
-    async fn ask(&self, msg: &NodeMsg, timeout: Duration) -> Result<NodeReply, Failed> {
+    /// One request: header `fields`, `body` as given; the reply's body as
+    /// received.
+    async fn ask(
+        &self,
+        fields: CallFields,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, Failed> {
         self.client
-            .request_within(msg, timeout)
+            .request_raw(fields, body, timeout)
             .await
+            .map(|env| env.body)
             .map_err(Failed::Request)
     }
 
     /// Says hello (within the default timeout); the answer, if one came.
     pub(super) async fn hello(&self, hello: Hello) -> Option<Hello> {
-        match self.client.request(&NodeMsg::Hello(hello)).await {
-            Ok(NodeReply::Hello(h)) => Some(h),
-            _ => None,
-        }
+        let (fields, body) = hello_request(&hello)?;
+        let reply = self.ask(fields, body, self.timeout).await.ok()?;
+        read_hello_reply(&reply)
     }
 
     /// Tells the peer this node leaves.
     pub(super) async fn leave(&self, id: PeerId, incarnation: u64, timeout: Duration) {
-        let msg = NodeMsg::Leave {
+        let leave = Leave {
             id: id.0,
             incarnation,
         };
-        let _ = self.ask(&msg, timeout).await;
+        if let Some((fields, body)) = leave_request(&leave) {
+            let _ = self.ask(fields, body, timeout).await;
+        }
     }
 
-    /// Calls a service on the peer; the reply's MessagePack body.
+    /// Calls a service on the peer; the reply's body as the handler
+    /// encoded it.
     pub(super) async fn call(
         &self,
-        call: &Call<'_>,
+        call: &Call,
         hops: u8,
         timeout: Duration,
     ) -> Result<Bytes, Failed> {
-        let msg = NodeMsg::Call {
-            service: call.service.to_owned(),
-            body: wire_body(&call.body),
-            call: call.call_id,
-            priority: call.priority,
-            hops,
-        };
-        match self.ask(&msg, timeout).await? {
-            NodeReply::Result(b) => Ok(body_bytes(b)),
-            NodeReply::Hello(_) | NodeReply::Ack | NodeReply::Delivered(_) => Err(Failed::BadReply),
-        }
+        self.ask(call_fields(call, hops), call.body.clone(), timeout)
+            .await
     }
 
     /// Sends a message to the peer's inbox; `Ok` once it took it.
-    pub(super) async fn unicast(&self, body: &Bytes, timeout: Duration) -> Result<(), Failed> {
-        let msg = NodeMsg::Unicast {
-            body: wire_body(body),
-        };
-        match self.ask(&msg, timeout).await? {
-            NodeReply::Ack => Ok(()),
-            _ => Err(Failed::BadReply),
-        }
+    pub(super) async fn unicast(&self, body: Bytes, timeout: Duration) -> Result<(), Failed> {
+        let reply = self.ask(unicast_fields(), body, timeout).await?;
+        is_ack(&reply).then_some(()).ok_or(Failed::BadReply)
     }
 
     /// Sends a message to the peer's handler of `group`; `Ok` once it ran.
     pub(super) async fn deliver(
         &self,
-        group: &str,
-        body: &Bytes,
+        group: Arc<str>,
+        body: Bytes,
         timeout: Duration,
     ) -> Result<(), Failed> {
-        let msg = NodeMsg::Deliver {
-            group: group.to_owned(),
-            body: wire_body(body),
-        };
-        match self.ask(&msg, timeout).await? {
-            NodeReply::Ack => Ok(()),
-            _ => Err(Failed::BadReply),
-        }
+        let reply = self.ask(deliver_fields(group), body, timeout).await?;
+        is_ack(&reply).then_some(()).ok_or(Failed::BadReply)
     }
 
     /// Publishes to the peer's subscriptions; how many took it.
     pub(super) async fn publish(
         &self,
-        topic: &str,
-        body: &Bytes,
+        topic: Arc<str>,
+        body: Bytes,
         timeout: Duration,
     ) -> Result<u32, Failed> {
-        let msg = NodeMsg::Publish {
-            topic: topic.to_owned(),
-            body: wire_body(body),
-        };
-        match self.ask(&msg, timeout).await? {
-            NodeReply::Delivered(n) => Ok(n),
-            _ => Err(Failed::BadReply),
-        }
+        let reply = self.ask(publish_fields(topic), body, timeout).await?;
+        read_delivered(&reply).ok_or(Failed::BadReply)
     }
 
     /// Whether the link has lost its connection (and is trying again).
+    /// Allocates nothing when the link is up (the usual case): an inproc
+    /// link is down when its name is no longer bound; a `zeromq` link that
+    /// is connected is not down, and only one that is not is looked at
+    /// closer (first connection or reconnection).
     pub(super) fn is_down(&self) -> bool {
+        if let Some(name) = &self.inproc {
+            return !inproc::is_bound(Family::ReqRep, name);
+        }
+        if self.client.wait_connected().now_or_never().is_some() {
+            return false;
+        }
         self.client
             .link_states()
             .iter()
@@ -182,9 +185,12 @@ impl Links {
             .client()
             .await
             .ok()?
-            .with_source(self.me.0)
-            .with_timeout(self.timeout);
-        Some(Arc::new(Link { client }))
+            .with_source(self.me.0);
+        Some(Arc::new(Link {
+            client,
+            timeout: self.timeout,
+            inproc: ep.inproc_name().map(str::to_owned),
+        }))
     }
 
     /// The link to a member, made on first use from its endpoints
@@ -224,9 +230,7 @@ pub(super) fn reachable(endpoints: &[Endpoint]) -> Option<&Endpoint> {
     endpoints
         .iter()
         .find(|e| match e {
-            Endpoint::Inproc(name) => {
-                crate::transport::inproc::is_bound(crate::transport::inproc::Family::ReqRep, name)
-            }
+            Endpoint::Inproc(name) => inproc::is_bound(Family::ReqRep, name),
             _ => false,
         })
         .or_else(|| endpoints.iter().find(|e| !e.is_inproc()))

@@ -44,12 +44,12 @@
 //! |---|---|---|
 //! | `clock` | the one `now()` (tokio's clock) | schedule anything |
 //! | `membership` | the registry state machine (alive, suspect, gone, incarnations) | do I/O or read a clock |
-//! | `protocol` | the node message types and their wire shape | send, receive or decide |
+//! | `protocol` | the node messages: which header fields and which body each carries (bodies pass through as `Bytes`) | send, receive or decide |
 //! | `error` | [`CallError`], which failures are member failures, typing remote codes | retry |
 //! | `options` | [`NodeConfig`], [`CallOptions`], [`Balance`], [`MulticastReport`] | act on them |
 //! | `service` | a served service (hop limit, dedup, bulkhead, deadline) and the handler type | know peers or links |
 //! | `local` | inbox, subscriptions, groups (local delivery) | know peers or links |
-//! | `routing` | breakers, retry budgets, round-robin cursor, breaker log; `pick` (pure) | hold members or links, send |
+//! | `routing` | interned service names, breakers, retry budgets, round-robin cursor, breaker log; `pick` (pure) | hold members or links, send |
 //! | `links` | the one place a link is made; member links; typed node requests | know membership, choose, retry |
 //! | `beacon` | the UDP beacon; hands discoveries over a channel | know the node |
 //! | `gossip` | the membership view, hellos, heartbeats, expiry, seeds, discoveries | route calls, deliver anything but hellos |

@@ -251,7 +251,7 @@ impl Node {
             .to_member(peer, || s.view.endpoints(peer))
             .await
             .ok_or(CallError::UnknownPeer(peer))?;
-        link.unicast(&body, timeout).await.map_err(|f| f.at(peer))
+        link.unicast(body, timeout).await.map_err(|f| f.at(peer))
     }
 
     /// Subscribes to topics starting with `prefix`, published by any node
@@ -280,10 +280,12 @@ impl Node {
             .filter(|m| m.topics.iter().any(|p| topic.starts_with(p.as_str())))
             .collect();
         let s = &self.shared;
-        let body = &body;
+        // One name and one body, shared by every send (no copies).
+        let (name, body): (Arc<str>, _) = (Arc::from(topic), &body);
+        let name = &name;
         let sends = targets.into_iter().map(|m| async move {
             let link = s.links.to_member(m.id, || s.view.endpoints(m.id)).await?;
-            match link.publish(topic, body, timeout).await {
+            match link.publish(name.clone(), body.clone(), timeout).await {
                 Ok(n) => Some(n),
                 Err(_) => {
                     crate::telemetry::dropped(crate::telemetry::DropReason::LinkDown, 1);
@@ -326,7 +328,9 @@ impl Node {
         let s = &self.shared;
         let members = s.view.in_group(group);
         let body = encode(msg)?;
-        let body = &body;
+        // One name and one body, shared by every send (no copies).
+        let (name, body): (Arc<str>, _) = (Arc::from(group), &body);
+        let name = &name;
         let sends = members.into_iter().map(|id| async move {
             let Some(link) = s.links.to_member(id, || s.view.endpoints(id)).await else {
                 return (id, Err(CallError::UnknownPeer(id)));
@@ -337,7 +341,7 @@ impl Node {
             }
             (
                 id,
-                link.deliver(group, body, timeout)
+                link.deliver(name.clone(), body.clone(), timeout)
                     .await
                     .map_err(|f| f.at(id)),
             )

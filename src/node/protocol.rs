@@ -1,62 +1,98 @@
-//! What nodes say to each other: the node message types and how a peer
-//! and a hello look on the wire.
+//! What nodes say to each other: how each node message sits in the
+//! envelope (header fields + body), how a peer and a hello look on the
+//! wire.
 //!
-//! Guarantees: this module defines the shape of node messages
-//! ([`NodeMsg`], [`NodeReply`], [`Hello`], [`WirePeer`]) and how bodies go
-//! in and out of them; outside it only `links` (which builds requests and
-//! reads replies) and `serve` (which reads requests and builds replies)
-//! name the variants, so a change of encoding (e.g. moving service, call
-//! id, priority and hops into header fields, bodies as raw `Bytes`) stays
-//! in these three. `gossip` only passes [`Hello`]s through. Does not:
-//! send, receive or decide anything.
+//! Guarantees: a node message is one request whose header names the
+//! operation ([`Header::op`]) and carries its fields (`service` for the
+//! service, group or topic; `call_id`, `priority`, `hops` for a call);
+//! the body of a call, delivery, publish or unicast is the caller's encoded
+//! [`Bytes`], passed through untouched (no re-encode, no copy) in both
+//! directions. Only the control messages ([`Hello`], [`Leave`]) and the
+//! publish count have a body of their own, MessagePack. `docs/PROTOCOL.md`
+//! § Node messages is the normative description. Outside this module only
+//! `links` (which builds requests and reads replies) and `serve` (which
+//! reads requests and builds replies) use these functions; `gossip` only
+//! passes [`Hello`]s through. Does not: send, receive or decide anything.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 use super::membership::{PeerId, PeerInfo};
+use crate::messaging::reqrep::CallFields;
+use crate::wire::{self, Header, NodeOp, RemoteCode, RemoteError};
 
-/// What nodes say to each other.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A node message as its receiver reads it from the header (the body is
+/// handed on separately, untouched).
+#[derive(Debug, Clone)]
 pub(super) enum NodeMsg {
     Hello(Hello),
+    Leave(Leave),
     Call {
-        service: String,
-        body: ByteBuf,
+        service: Arc<str>,
         /// The logical call id, the same on every attempt (natural
         /// idempotency key); 0 if none.
-        call: u64,
+        call_id: u64,
         /// Caller-given priority (bulkhead partitioning).
         priority: u8,
         /// Service hops that led to this call (1 = called from outside
         /// any handler).
         hops: u8,
     },
-    Leave {
-        id: u64,
-        incarnation: u64,
-    },
     Deliver {
-        group: String,
-        body: ByteBuf,
+        group: Arc<str>,
     },
     Publish {
-        topic: String,
-        body: ByteBuf,
+        topic: Arc<str>,
     },
-    Unicast {
-        body: ByteBuf,
-    },
+    Unicast,
 }
 
-/// What nodes answer.
+impl NodeMsg {
+    /// Reads the node message a request's header names; `body` is read
+    /// only for the control messages (hello, leave). A request that is no
+    /// node message, or lacks a field its operation needs, is `bad_request`.
+    pub(super) fn read(header: &Header, body: &[u8]) -> Result<NodeMsg, RemoteError> {
+        let op = header
+            .op
+            .ok_or_else(|| bad_request("not a node message (no op)"))?;
+        let named = || {
+            header
+                .service
+                .clone()
+                .ok_or_else(|| bad_request("a node message without its service, group or topic"))
+        };
+        Ok(match op {
+            NodeOp::Hello => NodeMsg::Hello(control(body)?),
+            NodeOp::Leave => NodeMsg::Leave(control(body)?),
+            NodeOp::Call => NodeMsg::Call {
+                service: named()?,
+                call_id: header.call_id,
+                priority: header.priority,
+                hops: header.hops,
+            },
+            NodeOp::Deliver => NodeMsg::Deliver { group: named()? },
+            NodeOp::Publish => NodeMsg::Publish { topic: named()? },
+            NodeOp::Unicast => NodeMsg::Unicast,
+        })
+    }
+}
+
+fn bad_request(why: &str) -> RemoteError {
+    RemoteError::new(RemoteCode::BadRequest, why)
+}
+
+/// A control message's MessagePack body.
+fn control<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RemoteError> {
+    wire::decode_body(body).map_err(|e| bad_request(&e.to_string()))
+}
+
+/// A node leaving gracefully (the body of a leave).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) enum NodeReply {
-    Hello(Hello),
-    Result(ByteBuf),
-    Ack,
-    /// How many local subscriptions took a published message.
-    Delivered(u32),
+pub(super) struct Leave {
+    pub(super) id: u64,
+    pub(super) incarnation: u64,
 }
 
 /// A node's hello: who it is, its incarnation, and who it knows (gossip).
@@ -111,19 +147,177 @@ impl WirePeer {
 
 /// One service call, as the caller gives it.
 #[derive(Debug, Clone)]
-pub(super) struct Call<'a> {
-    pub(super) service: &'a str,
+pub(super) struct Call {
+    /// The service, interned: sharing it costs no allocation.
+    pub(super) service: Arc<str>,
     pub(super) body: Bytes,
     pub(super) call_id: u64,
     pub(super) priority: u8,
 }
 
-/// A body as it travels inside a node message.
-pub(super) fn wire_body(body: &Bytes) -> ByteBuf {
-    ByteBuf::from(body.to_vec())
+/// The header fields of a call `hops` deep.
+pub(super) fn call_fields(call: &Call, hops: u8) -> CallFields {
+    CallFields {
+        service: Some(call.service.clone()),
+        call_id: call.call_id,
+        priority: call.priority,
+        hops,
+        op: Some(NodeOp::Call),
+        ..CallFields::default()
+    }
 }
 
-/// A body taken out of a node message.
-pub(super) fn body_bytes(body: ByteBuf) -> Bytes {
-    Bytes::from(body.into_vec())
+/// The header fields of a delivery to `group`.
+pub(super) fn deliver_fields(group: Arc<str>) -> CallFields {
+    addressed(NodeOp::Deliver, group)
+}
+
+/// The header fields of a publish on `topic`.
+pub(super) fn publish_fields(topic: Arc<str>) -> CallFields {
+    addressed(NodeOp::Publish, topic)
+}
+
+/// The header fields of a unicast message.
+pub(super) fn unicast_fields() -> CallFields {
+    CallFields {
+        op: Some(NodeOp::Unicast),
+        ..CallFields::default()
+    }
+}
+
+fn addressed(op: NodeOp, name: Arc<str>) -> CallFields {
+    CallFields {
+        service: Some(name),
+        op: Some(op),
+        ..CallFields::default()
+    }
+}
+
+/// The header fields and body of a hello.
+pub(super) fn hello_request(hello: &Hello) -> Option<(CallFields, Bytes)> {
+    control_request(NodeOp::Hello, hello)
+}
+
+/// The header fields and body of a leave.
+pub(super) fn leave_request(leave: &Leave) -> Option<(CallFields, Bytes)> {
+    control_request(NodeOp::Leave, leave)
+}
+
+fn control_request<T: Serialize>(op: NodeOp, msg: &T) -> Option<(CallFields, Bytes)> {
+    let body = wire::encode_body(msg).ok()?;
+    let fields = CallFields {
+        op: Some(op),
+        ..CallFields::default()
+    };
+    Some((fields, body))
+}
+
+/// The reply body of a hello: the answering node's hello.
+pub(super) fn hello_reply(hello: &Hello) -> Result<Bytes, RemoteError> {
+    wire::encode_body(hello).map_err(|e| RemoteError::new(RemoteCode::Encode, e.to_string()))
+}
+
+/// A hello reply's body read back (`None`: not a hello).
+pub(super) fn read_hello_reply(body: &[u8]) -> Option<Hello> {
+    wire::decode_body(body).ok()
+}
+
+/// The reply body of a leave, delivery or unicast: empty (an
+/// acknowledgement).
+pub(super) fn ack() -> Bytes {
+    Bytes::new()
+}
+
+/// Whether a reply body is an acknowledgement.
+pub(super) fn is_ack(body: &[u8]) -> bool {
+    body.is_empty()
+}
+
+/// The reply body of a publish: how many subscriptions took it, as a
+/// MessagePack unsigned integer.
+pub(super) fn delivered_reply(n: u32) -> Bytes {
+    wire::encode_body(&n).unwrap_or_default()
+}
+
+/// A publish reply's count read back (`None`: not a count).
+pub(super) fn read_delivered(body: &[u8]) -> Option<u32> {
+    wire::decode_body(body).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Kind, MessageId};
+
+    fn header(op: Option<NodeOp>, service: Option<&str>) -> Header {
+        let mut h = Header::new(Kind::Request, MessageId(1), 1, 0);
+        h.op = op;
+        h.service = service.map(Arc::from);
+        h
+    }
+
+    #[test]
+    fn a_call_is_read_from_its_header_fields() {
+        let call = Call {
+            service: Arc::from("svc"),
+            body: Bytes::from_static(b"\x01\x02"),
+            call_id: 9,
+            priority: 3,
+        };
+        let mut h = header(None, None);
+        let fields = call_fields(&call, 2);
+        assert!(Arc::ptr_eq(fields.service.as_ref().unwrap(), &call.service));
+        (h.service, h.call_id, h.priority, h.hops, h.op) = (
+            fields.service,
+            fields.call_id,
+            fields.priority,
+            fields.hops,
+            fields.op,
+        );
+        match NodeMsg::read(&h, &call.body).unwrap() {
+            NodeMsg::Call {
+                service,
+                call_id,
+                priority,
+                hops,
+            } => assert_eq!((&*service, call_id, priority, hops), ("svc", 9, 3, 2)),
+            other => panic!("not a call: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_without_op_or_name_is_a_bad_request() {
+        for h in [
+            header(None, Some("svc")),
+            header(Some(NodeOp::Call), None),
+            header(Some(NodeOp::Deliver), None),
+            header(Some(NodeOp::Publish), None),
+        ] {
+            let e = NodeMsg::read(&h, b"").unwrap_err();
+            assert_eq!(e.known_code(), Some(RemoteCode::BadRequest));
+        }
+        let e = NodeMsg::read(&header(Some(NodeOp::Hello), None), b"\xc1").unwrap_err();
+        assert_eq!(e.known_code(), Some(RemoteCode::BadRequest));
+        assert!(matches!(
+            NodeMsg::read(&header(Some(NodeOp::Unicast), None), b"anything"),
+            Ok(NodeMsg::Unicast)
+        ));
+    }
+
+    #[test]
+    fn replies_read_back() {
+        assert!(is_ack(&ack()));
+        assert_eq!(read_delivered(&delivered_reply(3)), Some(3));
+        assert_eq!(read_delivered(&ack()), None);
+        let leave = Leave {
+            id: 5,
+            incarnation: 6,
+        };
+        let (fields, body) = leave_request(&leave).unwrap();
+        assert_eq!(fields.op, Some(NodeOp::Leave));
+        match NodeMsg::read(&header(fields.op, None), &body).unwrap() {
+            NodeMsg::Leave(l) => assert_eq!((l.id, l.incarnation), (5, 6)),
+            other => panic!("not a leave: {other:?}"),
+        }
+    }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -96,16 +97,24 @@ pub struct BreakerEvent {
 /// Transitions kept in the log.
 const BREAKER_LOG: usize = 256;
 
+/// Service names kept interned; beyond that a new name is still served,
+/// with an allocation per call (a bound against callers inventing names).
+const INTERNED: usize = 4096;
+
 /// What this node keeps about the destinations it calls.
 pub(super) struct Routing {
     /// This node: its own services have no breaker.
     me: PeerId,
     breaker: Option<BreakerConfig>,
     budget: BudgetConfig,
+    /// The names of the services this node calls, interned: a call
+    /// shares its service's name (header field, breaker key) without
+    /// allocating it.
+    names: DashMap<Arc<str>, ()>,
     /// Breakers of the destinations this node calls: (member, service).
-    breakers: DashMap<(PeerId, String), CircuitBreaker>,
+    breakers: DashMap<(PeerId, Arc<str>), CircuitBreaker>,
     /// Retry budgets of the services this node calls.
-    budgets: DashMap<String, RetryBudget>,
+    budgets: DashMap<Arc<str>, RetryBudget>,
     /// The round-robin cursor.
     cursor: AtomicUsize,
     /// The last breaker transitions (bounded).
@@ -118,11 +127,24 @@ impl Routing {
             me,
             breaker,
             budget,
+            names: DashMap::new(),
             breakers: DashMap::new(),
             budgets: DashMap::new(),
             cursor: AtomicUsize::new(0),
             log: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// The interned name of `service`: allocated the first time only.
+    pub(super) fn name(&self, service: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(service) {
+            return n.key().clone();
+        }
+        let name: Arc<str> = Arc::from(service);
+        if self.names.len() < INTERNED {
+            self.names.insert(name.clone(), ());
+        }
+        name
     }
 
     /// [`pick`] with this node's cursor and breakers.
@@ -154,7 +176,7 @@ impl Routing {
         }
         let mut b = self
             .breakers
-            .entry((peer, service.to_owned()))
+            .entry((peer, self.name(service)))
             .or_insert_with(|| CircuitBreaker::new(cfg));
         match b.try_acquire(now()) {
             Ok(t) => {
@@ -169,11 +191,11 @@ impl Routing {
     }
 
     /// A judge of one admitted call: failure unless told otherwise.
-    pub(super) fn judge<'a>(&'a self, peer: PeerId, service: &'a str) -> Judge<'a> {
+    pub(super) fn judge(&self, peer: PeerId, service: &str) -> Judge<'_> {
         Judge {
             routing: self,
             peer,
-            service,
+            service: self.breaker.map(|_| self.name(service)),
             started: now(),
             outcome: Outcome::Failure,
         }
@@ -181,8 +203,11 @@ impl Routing {
 
     /// A first attempt of an idempotent call earns the service's budget.
     pub(super) fn deposit(&self, service: &str) {
+        if let Some(mut b) = self.budgets.get_mut(service) {
+            return b.deposit(now());
+        }
         self.budgets
-            .entry(service.to_owned())
+            .entry(self.name(service))
             .or_insert_with(|| RetryBudget::new(self.budget))
             .deposit(now());
     }
@@ -233,7 +258,8 @@ impl Routing {
 pub(super) struct Judge<'a> {
     routing: &'a Routing,
     peer: PeerId,
-    service: &'a str,
+    /// The service, when there are breakers.
+    service: Option<Arc<str>>,
     started: Instant,
     outcome: Outcome,
 }
@@ -247,18 +273,19 @@ impl Judge<'_> {
 
 impl Drop for Judge<'_> {
     fn drop(&mut self) {
-        if self.routing.breaker.is_none() {
+        let Some(service) = self.service.take() else {
             return;
-        }
+        };
         let now = now();
         let took = now.saturating_duration_since(self.started);
+        let key = (self.peer, service);
         let t = self
             .routing
             .breakers
-            .get_mut(&(self.peer, self.service.to_owned()))
+            .get_mut(&key)
             .and_then(|mut b| b.record(self.outcome, took, now));
         if let Some(t) = t {
-            self.routing.moved(self.peer, self.service, t);
+            self.routing.moved(self.peer, &key.1, t);
         }
     }
 }
@@ -354,6 +381,14 @@ mod tests {
         let none = |id: PeerId| Err(Duration::from_secs(if id == A { 3 } else { 1 }));
         let r = pick(&members, &[], Balance::RoundRobin, || 0, |_| 0, none);
         assert_eq!(r, Pick::AllOpen(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_service_name_is_allocated_once() {
+        let routing = Routing::new(PeerId(0), None, BudgetConfig::default());
+        let first = routing.name("svc");
+        assert!(Arc::ptr_eq(&first, &routing.name("svc")));
+        assert!(!Arc::ptr_eq(&first, &routing.name("other")));
     }
 
     #[test]

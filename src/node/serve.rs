@@ -2,8 +2,12 @@
 //! message another node sends it (one small function per kind).
 //!
 //! Guarantees: every request gets exactly one answer (a reply or a typed
-//! remote error: `no_such_service`, `not_in_group`, `no_inbox`,
-//! `inbox_full`, `too_many_hops`, or the service's own); a service call
+//! remote error: `bad_request` for a request that is no node message,
+//! `no_such_service`, `not_in_group`, `no_inbox`, `inbox_full`,
+//! `too_many_hops`, or the service's own); the body reaches the service,
+//! group handler, inbox or subscriptions as the sender's `Bytes`, and a
+//! service's reply goes back as its handler's `Bytes` (no decode, no copy
+//! here); a service call
 //! runs through the same [`Service::call`](super::service) path as a local
 //! one (hop limit, dedup, bulkhead, deadline). Does not: choose members,
 //! make links (a leave only drops one), or run anything but the handlers
@@ -12,12 +16,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_bytes::ByteBuf;
 
 use super::gossip::Gossiper;
 use super::local::{Direct, Local, Published};
 use super::membership::PeerId;
-use super::protocol::{body_bytes, wire_body, NodeMsg, NodeReply};
+use super::protocol::{ack, delivered_reply, hello_reply, Leave, NodeMsg};
 use super::service::Services;
 use crate::endpoint::Endpoint;
 use crate::messaging::reqrep::{Request, Server, ServerHandle};
@@ -25,7 +28,7 @@ use crate::wire::{Header, RemoteCode, RemoteError};
 use crate::{OpenError, SocketBuilder};
 
 /// The node's servers, bound and not yet serving.
-pub(super) struct Bound(Vec<Server<NodeMsg, NodeReply>>);
+pub(super) struct Bound(Vec<Server<Bytes, Bytes>>);
 
 impl Bound {
     /// Binds one server per transport family: inproc, and ipc/tcp
@@ -61,7 +64,7 @@ impl Bound {
             .into_iter()
             .map(|server| {
                 let dispatch = dispatch.clone();
-                server.spawn(move |req: Request<NodeMsg>| {
+                server.spawn_raw(move |req: Request<Bytes>| {
                     let dispatch = dispatch.clone();
                     async move { dispatch.handle(req).await }
                 })
@@ -79,79 +82,63 @@ pub(super) struct Dispatch {
 }
 
 impl Dispatch {
-    /// Answers one request from another node.
-    pub(super) async fn handle(&self, req: Request<NodeMsg>) -> Result<NodeReply, RemoteError> {
-        let header = req.header;
-        match req.body {
-            NodeMsg::Hello(h) => Ok(NodeReply::Hello(self.gossip.answer(&h))),
-            NodeMsg::Leave { id, incarnation } => {
+    /// Answers one request from another node: its header says which node
+    /// message it is; its body goes on to the receiver untouched.
+    pub(super) async fn handle(&self, req: Request<Bytes>) -> Result<Bytes, RemoteError> {
+        let Request { header, body } = req;
+        match NodeMsg::read(&header, &body)? {
+            NodeMsg::Hello(h) => hello_reply(&self.gossip.answer(&h)),
+            NodeMsg::Leave(Leave { id, incarnation }) => {
                 self.gossip.left(PeerId(id), incarnation);
-                Ok(NodeReply::Ack)
+                Ok(ack())
             }
-            NodeMsg::Unicast { body } => self.unicast(body, header),
-            NodeMsg::Publish { topic, body } => Ok(self.publish(topic, body, header)),
-            NodeMsg::Deliver { group, body } => self.deliver(group, body, header).await,
+            NodeMsg::Unicast => self.unicast(body, header),
+            NodeMsg::Publish { topic } => Ok(self.publish(&topic, body, header)),
+            NodeMsg::Deliver { group } => self.deliver(&group, body, header).await,
             NodeMsg::Call {
                 service,
-                body,
-                call,
+                call_id,
                 priority,
                 hops,
             } => {
-                self.call(&service, body, call, priority, hops, header)
+                let svc = self.services.get(&service).ok_or_else(|| {
+                    RemoteError::new(RemoteCode::NoSuchService, service.to_string())
+                })?;
+                svc.call(&service, call_id, priority, hops, body, header)
                     .await
             }
         }
     }
 
-    fn unicast(&self, body: ByteBuf, header: Header) -> Result<NodeReply, RemoteError> {
+    fn unicast(&self, body: Bytes, header: Header) -> Result<Bytes, RemoteError> {
         self.local.deliver_direct(Direct {
             from: PeerId(header.source),
-            body: body_bytes(body),
+            body,
             header,
         })?;
-        Ok(NodeReply::Ack)
+        Ok(ack())
     }
 
-    fn publish(&self, topic: String, body: ByteBuf, header: Header) -> NodeReply {
+    fn publish(&self, topic: &str, body: Bytes, header: Header) -> Bytes {
         let n = self.local.deliver_published(Published {
-            topic,
-            body: body_bytes(body),
+            topic: topic.to_owned(),
+            body,
             header,
         });
-        NodeReply::Delivered(n)
+        delivered_reply(n)
     }
 
     async fn deliver(
         &self,
-        group: String,
-        body: ByteBuf,
+        group: &str,
+        body: Bytes,
         header: Header,
-    ) -> Result<NodeReply, RemoteError> {
+    ) -> Result<Bytes, RemoteError> {
         let handler = self
             .local
-            .group(&group)
-            .ok_or_else(|| RemoteError::new(RemoteCode::NotInGroup, group.clone()))?;
+            .group(group)
+            .ok_or_else(|| RemoteError::new(RemoteCode::NotInGroup, group))?;
         handler(Request { body, header }).await?;
-        Ok(NodeReply::Ack)
-    }
-
-    async fn call(
-        &self,
-        service: &str,
-        body: ByteBuf,
-        call: u64,
-        priority: u8,
-        hops: u8,
-        header: Header,
-    ) -> Result<NodeReply, RemoteError> {
-        let svc = self
-            .services
-            .get(service)
-            .ok_or_else(|| RemoteError::new(RemoteCode::NoSuchService, service.to_owned()))?;
-        let out: Bytes = svc
-            .call(service, call, priority, hops, body, header)
-            .await?;
-        Ok(NodeReply::Result(wire_body(&out)))
+        Ok(ack())
     }
 }

@@ -28,7 +28,6 @@ use tracing::Instrument;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_bytes::ByteBuf;
 
 use super::membership::PeerId;
 use crate::messaging::reqrep::Request;
@@ -39,10 +38,11 @@ use crate::wire::{self, Header, RemoteError};
 /// a forwarding loop ends instead of running until the deadline.
 pub const MAX_HOPS: u8 = 32;
 
-/// The future a handler returns: the reply's MessagePack body.
+/// The future a handler returns: the reply's encoded body.
 pub(super) type BoxFut = Pin<Box<dyn Future<Output = Result<Bytes, RemoteError>> + Send>>;
-/// A handler on raw MessagePack bodies, as services and groups run it.
-pub(super) type Handler = Arc<dyn Fn(Request<ByteBuf>) -> BoxFut + Send + Sync>;
+/// A handler on encoded bodies, as services and groups run it: the
+/// request's header and body as they arrived.
+pub(super) type Handler = Arc<dyn Fn(Request<Bytes>) -> BoxFut + Send + Sync>;
 
 /// Wraps a typed handler as one on raw MessagePack bodies.
 pub(super) fn typed_handler<Req, Rep, H, Fut>(handler: H) -> Handler
@@ -53,7 +53,7 @@ where
     Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    Arc::new(move |req: Request<ByteBuf>| {
+    Arc::new(move |req: Request<Bytes>| {
         let handler = handler.clone();
         Box::pin(async move {
             let body: Req = wire::decode_body(&req.body).map_err(|e| {
@@ -70,23 +70,14 @@ where
     })
 }
 
-/// Wraps a handler on [`Bytes`] bodies (proxies, forwarders).
+/// Wraps a handler on [`Bytes`] bodies (proxies, forwarders): it gets the
+/// request as it arrived and its reply goes back as it returns it.
 pub(super) fn raw_handler<H, Fut>(handler: H) -> Handler
 where
     H: Fn(Request<Bytes>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
 {
-    let handler = Arc::new(handler);
-    Arc::new(move |req: Request<ByteBuf>| {
-        let handler = handler.clone();
-        Box::pin(async move {
-            handler(Request {
-                body: Bytes::from(req.body.into_vec()),
-                header: req.header,
-            })
-            .await
-        }) as BoxFut
-    })
+    Arc::new(move |req: Request<Bytes>| Box::pin(handler(req)) as BoxFut)
 }
 
 /// The refusal of a call deeper than [`MAX_HOPS`], counted.
@@ -94,7 +85,7 @@ fn check_hops(hops: u8) -> Result<(), RemoteError> {
     if hops > MAX_HOPS {
         crate::telemetry::dropped(crate::telemetry::DropReason::TooManyHops, 1);
         return Err(RemoteError::new(
-            "too_many_hops",
+            crate::wire::RemoteCode::TooManyHops,
             format!("{hops} service hops (limit {MAX_HOPS}): a forwarding loop?"),
         ));
     }
@@ -256,7 +247,7 @@ impl Service {
         call: u64,
         priority: u8,
         hops: u8,
-        body: ByteBuf,
+        body: Bytes,
         header: Header,
     ) -> Result<Bytes, RemoteError> {
         check_hops(hops)?;
@@ -321,5 +312,6 @@ mod tests {
         assert!(check_hops(MAX_HOPS).is_ok());
         let e = check_hops(MAX_HOPS + 1).unwrap_err();
         assert_eq!(e.code, "too_many_hops");
+        assert_eq!(e.known_code(), Some(crate::wire::RemoteCode::TooManyHops));
     }
 }

@@ -26,13 +26,13 @@
 //! chosen member dies after processing and before acknowledging, another
 //! member processes the event again (its window does not know it).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 use crate::node::{CallError, CallOptions, Node, NodeBuilder, PeerId, PeerState, ServeOptions};
 use crate::resilience::DedupConfig;
@@ -46,10 +46,15 @@ pub const EVENT_SERVICE_PREFIX: &str = "@ev/";
 /// Counter: redeliveries of events, by `group`.
 pub const EVENTS_REDELIVERED: &str = "zfabric_events_redelivered_total";
 
+/// An event as it travels to a consumer group's service: a map
+/// `{topic, body (bin: the event's MessagePack), id}`. Written and read in
+/// place: the event's body is neither copied into it nor out of it.
 #[derive(Debug, Serialize, Deserialize)]
-struct EventMsg {
-    topic: String,
-    body: ByteBuf,
+struct EventMsg<'a> {
+    #[serde(borrow)]
+    topic: Cow<'a, str>,
+    #[serde(borrow, with = "serde_bytes")]
+    body: &'a [u8],
     id: u64,
 }
 
@@ -120,6 +125,11 @@ fn service_name(group: &str, prefix: &str) -> String {
     format!("{EVENT_SERVICE_PREFIX}{group}/{prefix}")
 }
 
+/// A consumer's acknowledgement: MessagePack nil, as a typed `()` reply.
+fn ack_body() -> Bytes {
+    Bytes::from_static(&[0xc0])
+}
+
 /// `(group, prefix)` of an event service name.
 fn parse_service(name: &str) -> Option<(&str, &str)> {
     name.strip_prefix(EVENT_SERVICE_PREFIX)?.split_once('/')
@@ -151,22 +161,30 @@ impl NodeBuilder {
             "a consumer group name cannot contain '/'"
         );
         let handler = std::sync::Arc::new(handler);
-        self.serve_with(
+        self.serve_raw(
             service_name(group, prefix),
             ServeOptions::new().dedup(dedup),
-            move |req: Request<EventMsg>| {
+            move |req: Request<Bytes>| {
                 let handler = handler.clone();
-                async move {
-                    let body: T = wire::decode_body(&req.body.body).map_err(|e| {
-                        RemoteError::new(crate::wire::RemoteCode::BadEvent, e.to_string())
-                    })?;
-                    handler(Event {
-                        topic: req.body.topic,
-                        body,
-                        from: PeerId(req.header.source),
-                        id: req.body.id,
+                let event = rmp_serde::from_slice::<EventMsg<'_>>(&req.body)
+                    .map_err(|e| {
+                        RemoteError::new(crate::wire::RemoteCode::BadRequest, e.to_string())
                     })
-                    .await
+                    .and_then(|m| {
+                        let body: T = wire::decode_body(m.body).map_err(|e| {
+                            RemoteError::new(crate::wire::RemoteCode::BadEvent, e.to_string())
+                        })?;
+                        Ok(Event {
+                            topic: m.topic.into_owned(),
+                            body,
+                            from: PeerId(req.header.source),
+                            id: m.id,
+                        })
+                    });
+                async move {
+                    let event = event?;
+                    handler(event).await?;
+                    Ok(ack_body())
                 }
             },
         )
@@ -183,8 +201,8 @@ pub async fn emit<T: Serialize>(
 ) -> Result<EmitReport, EncodeError> {
     let id = wire::random_u64() | 1;
     let body = wire::encode_body(&EventMsg {
-        topic: topic.to_owned(),
-        body: ByteBuf::from(wire::encode_body(event)?.to_vec()),
+        topic: Cow::Borrowed(topic),
+        body: &wire::encode_body(event)?,
         id,
     })?;
     let mut services: Vec<String> = node

@@ -40,7 +40,7 @@ use serde_bytes::ByteBuf;
 use sha2::Sha256;
 
 use crate::node::{CallError, CallOptions, Node};
-use crate::wire::RemoteCode;
+use crate::wire::{self, RemoteCode};
 use crate::{
     Endpoint, OpenError, Publisher, RemoteError, Request, RequestError, Server, ServerHandle,
     Subscriber,
@@ -303,9 +303,15 @@ impl Gateway {
         let server: Server<GatewayRequest, ByteBuf> = Server::bind(endpoint).await?;
         let endpoints = server.endpoints().to_vec();
         let config = Arc::new(config);
-        let handle = server.spawn(move |req: Request<GatewayRequest>| {
+        // Served raw: the request is read in place and its body handed on
+        // as a slice of the frame; the reply is wrapped once.
+        let handle = server.spawn_raw(move |req: Request<Bytes>| {
             let (node, config) = (node.clone(), config.clone());
-            async move { handle(&node, &config, req.body).await }
+            async move {
+                let reply = handle(&node, &config, read_request(&req.body)?).await?;
+                wire::encode_body(serde_bytes::Bytes::new(&reply))
+                    .map_err(|e| RemoteError::new(RemoteCode::BadReply, e.to_string()))
+            }
         });
         Ok(Gateway {
             endpoints,
@@ -319,11 +325,42 @@ impl Gateway {
     }
 }
 
-async fn handle(
-    node: &Node,
-    config: &GatewayConfig,
-    req: GatewayRequest,
-) -> Result<ByteBuf, RemoteError> {
+/// A [`GatewayRequest`] as the gateway reads it: borrowed from the frame,
+/// its body a slice of it (no copy).
+struct Incoming {
+    token: String,
+    service: String,
+    body: Bytes,
+}
+
+/// Reads a [`GatewayRequest`] in place (`bad_request` if it is not one).
+fn read_request(frame: &Bytes) -> Result<Incoming, RemoteError> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a> {
+        token: String,
+        service: String,
+        #[serde(borrow, with = "serde_bytes")]
+        body: &'a [u8],
+    }
+    if let Ok(r) = rmp_serde::from_slice::<Borrowed<'_>>(frame) {
+        return Ok(Incoming {
+            body: frame.slice_ref(r.body),
+            token: r.token,
+            service: r.service,
+        });
+    }
+    // A body sent as an array of integers rather than `bin` cannot be
+    // borrowed: read it as the owned type does.
+    let r: GatewayRequest = wire::decode_body(frame)
+        .map_err(|e| RemoteError::new(RemoteCode::BadRequest, e.to_string()))?;
+    Ok(Incoming {
+        body: Bytes::from(r.body.into_vec()),
+        token: r.token,
+        service: r.service,
+    })
+}
+
+async fn handle(node: &Node, config: &GatewayConfig, req: Incoming) -> Result<Bytes, RemoteError> {
     let claims = config
         .auth
         .verify(&req.token)
@@ -342,7 +379,7 @@ async fn handle(
             ));
         }
     }
-    let mut body = Bytes::from(req.body.into_vec());
+    let mut body = req.body;
     if let Some(t) = &config.request {
         body = t(&req.service, body)?;
     }
@@ -357,7 +394,7 @@ async fn handle(
     if let Some(t) = &config.reply {
         reply = t(&req.service, reply)?;
     }
-    Ok(ByteBuf::from(reply.to_vec()))
+    Ok(reply)
 }
 
 /// A pub/sub forwarder (XSUB/XPUB-style); dropping it stops it.

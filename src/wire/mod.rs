@@ -256,11 +256,14 @@ pub enum RemoteCode {
     Unauthorized,
     /// A gateway refused a service the token or its config does not allow.
     Forbidden,
+    /// The call had taken more service hops than the node allows
+    /// (`node::MAX_HOPS`): a forwarding loop, ended.
+    TooManyHops,
 }
 
 impl RemoteCode {
     /// Every code, for docs and tests.
-    pub const ALL: [RemoteCode; 18] = [
+    pub const ALL: [RemoteCode; 19] = [
         RemoteCode::BadRequest,
         RemoteCode::BadReply,
         RemoteCode::BadErrorReply,
@@ -279,6 +282,7 @@ impl RemoteCode {
         RemoteCode::Encode,
         RemoteCode::Unauthorized,
         RemoteCode::Forbidden,
+        RemoteCode::TooManyHops,
     ];
 
     /// The code as it travels on the wire.
@@ -302,6 +306,7 @@ impl RemoteCode {
             RemoteCode::Encode => "encode",
             RemoteCode::Unauthorized => "unauthorized",
             RemoteCode::Forbidden => "forbidden",
+            RemoteCode::TooManyHops => "too_many_hops",
         }
     }
 
