@@ -1,6 +1,6 @@
 //! The human-readable table of `zfabric bench`: one row per cell and
 //! baseline, median figures, each ratio with its spread over the rounds,
-//! delivered and lost counts for streams, and an `unstable` mark.
+//! delivered and lost counts for streams, and `unstable` marks.
 //!
 //! Guarantees: prints only what the [`Report`] holds (the JSON carries the
 //! same and more). Does not: compute anything beyond formatting.
@@ -68,14 +68,14 @@ pub(super) fn print(r: &Report) {
         }
     );
     println!(
-        "{:<11} {:<7} {:>6}  {:<8} {:>9} {:>9} {:>17}  {:>8} {:>8} {:>17}  {:>8} {:>8} {:>17}  {:>13} {:>13}  stable",
+        "{:<11} {:<7} {:>6}  {:<8} {:>9} {:>9} {:>21}  {:>8} {:>8} {:>21}  {:>8} {:>8} {:>21}  {:>13} {:>13}  stable",
         "pattern", "tp", "size", "baseline", "zf thr", "base thr", "thr× (min-max)", "zf p50", "base p50", "p50× (min-max)", "zf p99", "base p99", "p99× (min-max)", "zf lost", "base lost"
     );
     for c in &r.cells {
         for (b, ratio) in c.baselines.iter().zip(&c.ratios) {
             let lat = |s: &Stats, f: fn(&Latency) -> f64| s.latency.as_ref().map(f);
             println!(
-                "{:<11} {:<7} {:>6}  {:<8} {:>9} {:>9} {:>17}  {:>8} {:>8} {:>17}  {:>8} {:>8} {:>17}  {:>13} {:>13}  {}",
+                "{:<11} {:<7} {:>6}  {:<8} {:>9} {:>9} {:>21}  {:>8} {:>8} {:>21}  {:>8} {:>8} {:>21}  {:>13} {:>13}  {}",
                 format!("{}{}", c.pattern, if c.remote { " R" } else { "" }),
                 c.transport,
                 c.size,
@@ -99,7 +99,7 @@ pub(super) fn print(r: &Report) {
         "Figures are medians over the rounds. thr = delivered messages per second (streams: received, first send to last receipt). \
          thr× = zfabric / baseline throughput (higher is better); p50×, p99× = zfabric / baseline latency (lower is better); \
          each ratio is the median of per-round ratios (both sides measured in the same round), then its min-max. \
-         `!` and `unstable`: (max - min) / median above {:.2}. lost = median of sent and never received, with its share of those sent.",
+         `!`: that ratio's (max - min) / median is above {:.2}; `unstable`: the thr× or p50× of the row is. lost = median of sent and never received, with its share of those sent.",
         r.unstable_spread
     );
 }
