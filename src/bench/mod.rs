@@ -7,7 +7,18 @@
 //! throughput and loss. `--remote` runs the serving side of request/reply
 //! and push/pull in a second process. Built with the `libzmq` feature, it
 //! also measures libzmq itself (the `zmq` crate) for request/reply,
-//! push/pull and pub/sub over ipc/tcp.
+//! push/pull and pub/sub over ipc/tcp (pub/sub configured lossless).
+//!
+//! Each cell runs in `--rounds` rounds (default 3, `--quick` 2); a round
+//! runs zfabric and each baseline once, in an order rotated from round to
+//! round ([`rounds::order`]). The report gives, per cell, each side's
+//! median figures, each ratio as the median of the per-round ratios with
+//! its min–max, an `unstable` mark when a spread is wide
+//! ([`rounds::UNSTABLE_SPREAD`]), and every round's raw figures (`runs`
+//! in `--json`). Streams report sent, delivered and lost for every side.
+//!
+//! Guarantees: a ratio only ever divides figures of the same round. Does
+//! not: assert speed (tests check the structure, never the figures).
 
 mod baseline;
 #[cfg(feature = "libzmq")]
