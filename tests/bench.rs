@@ -1,5 +1,7 @@
 //! `zfabric bench --quick` runs (as CI does) and its JSON carries every
-//! expected field; `--plot` writes an SVG.
+//! expected field: medians, per-round ratios with their spread, the
+//! rounds in rotated order, delivered and lost for every stream side;
+//! `--plot` writes an SVG. Asserts structure and behaviour, never speed.
 
 use std::process::Command;
 
@@ -23,6 +25,8 @@ fn the_quick_bench_measures_every_pattern_and_transport_with_baselines() {
     let r: Value = serde_json::from_str(&stdout).expect("one JSON object");
     assert!(r["machine"]["cpus"].as_u64().unwrap() >= 1);
     assert_eq!(r["quick"], true);
+    assert_eq!(r["rounds"], 2, "--quick runs two rounds per cell");
+    assert!(r["unstable_spread"].as_f64().unwrap() > 0.0);
     let cells = r["cells"].as_array().unwrap();
     for pattern in ["pubsub", "pushpull", "reqrep", "anycast", "aggregator"] {
         for tp in ["inproc", "ipc", "tcp"] {
@@ -38,6 +42,21 @@ fn the_quick_bench_measures_every_pattern_and_transport_with_baselines() {
             let expected = if tp == "inproc" { "tokio" } else { "zeromq" };
             assert_eq!(baselines[0]["name"], expected);
             assert_eq!(c["ratios"].as_array().unwrap().len(), baselines.len());
+            assert_rounds(c, 2);
+            let stream = pattern == "pubsub" || pattern == "pushpull";
+            for side in std::iter::once(z).chain(baselines) {
+                if stream {
+                    assert_delivered_and_lost(side, c);
+                } else {
+                    assert!(side["sent"].is_null() && side["lost"].is_null(), "{c}");
+                }
+            }
+            #[cfg(feature = "libzmq")]
+            if pattern == "pubsub" {
+                if let Some(lz) = baselines.iter().find(|b| b["name"] == "libzmq") {
+                    assert_eq!(lz["lost"], 0, "libzmq pub/sub is configured lossless: {c}");
+                }
+            }
             match pattern {
                 "pubsub" | "pushpull" => {
                     assert!(z["msgs_per_s"].as_f64().unwrap() > 0.0);
@@ -65,12 +84,86 @@ fn the_quick_bench_measures_every_pattern_and_transport_with_baselines() {
     );
 }
 
+/// Every round ran every side once, the order rotated by one from round
+/// to round, and each ratio is the median of per-round ratios with its
+/// spread and stability.
+fn assert_rounds(c: &Value, rounds: usize) {
+    assert_eq!(c["rounds"], rounds as u64, "{c}");
+    let runs = c["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), rounds, "{c}");
+    let names: Vec<&Value> = std::iter::once(&c["zfabric"]["name"])
+        .chain(
+            c["baselines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| &b["name"]),
+        )
+        .collect();
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run["round"], i as u64 + 1);
+        let order: Vec<&Value> = run["order"].as_array().unwrap().iter().collect();
+        let mut expected = names.clone();
+        expected.rotate_left(i % names.len());
+        assert_eq!(order, expected, "round {} order: {c}", i + 1);
+        assert_eq!(run["zfabric"]["name"], "zfabric");
+        assert_eq!(
+            run["baselines"].as_array().unwrap().len(),
+            names.len() - 1,
+            "{c}"
+        );
+    }
+    let mut any_unstable = false;
+    for ratio in c["ratios"].as_array().unwrap() {
+        let mut headline_unstable = false;
+        for metric in ["throughput", "p50_latency", "p99_latency"] {
+            let s = &ratio["spread"][metric];
+            if ratio[metric].is_null() {
+                assert!(s.is_null(), "{metric}: {c}");
+                continue;
+            }
+            let (median, min, max) = (
+                s["median"].as_f64().unwrap(),
+                s["min"].as_f64().unwrap(),
+                s["max"].as_f64().unwrap(),
+            );
+            assert_eq!(ratio[metric].as_f64().unwrap(), median);
+            assert!(min <= median && median <= max, "{metric}: {c}");
+            let relative = s["relative"].as_f64().unwrap();
+            assert!((relative - (max - min) / median).abs() < 1e-9, "{c}");
+            let unstable = s["unstable"].as_bool().unwrap();
+            assert_eq!(unstable, relative > 0.25, "{metric}: {c}");
+            if metric != "p99_latency" {
+                headline_unstable |= unstable;
+            }
+        }
+        // A row is unstable by its headline ratios, throughput and p50.
+        assert_eq!(ratio["unstable"], headline_unstable, "{c}");
+        any_unstable |= headline_unstable;
+    }
+    assert_eq!(c["unstable"].as_bool().unwrap(), any_unstable, "{c}");
+}
+
+/// A stream side says how many it sent, delivered and lost, and its rate
+/// counts the delivered ones.
+fn assert_delivered_and_lost(side: &Value, c: &Value) {
+    let (sent, delivered, lost) = (
+        side["sent"].as_u64().unwrap(),
+        side["delivered"].as_u64().unwrap(),
+        side["lost"].as_u64().unwrap(),
+    );
+    assert!(sent > 0, "{c}");
+    assert_eq!(delivered + lost, sent, "{c}");
+    assert!(side["msgs_per_s"].as_f64().unwrap() > 0.0, "{c}");
+}
+
 #[test]
 fn bad_bench_options_exit_2() {
     for args in [
         &["bench", "--patterns", "smoke-signals"][..],
         &["bench", "--sizes", "0"],
         &["bench", "--transports", "udp"],
+        &["bench", "--rounds", "0"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_zfabric"))
             .args(args)

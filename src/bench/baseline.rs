@@ -69,7 +69,7 @@ pub(crate) async fn raw_reqrep(ep: &str, size: usize, budget: Budget) -> Result<
         }
         done as f64 / start.elapsed().as_secs_f64()
     };
-    Ok(Stats::new("zeromq", size, Some(thr), Some(&h), None))
+    Ok(Stats::new("zeromq", size, Some(thr), Some(&h)))
 }
 
 pub(crate) async fn raw_pushpull(
@@ -88,17 +88,17 @@ pub(crate) async fn raw_pushpull(
     let body = Bytes::from(vec![7u8; size]);
     let (thr, lost) = stream(
         n,
-        move |n| async move {
+        move |n, done| async move {
             for _ in 0..n {
                 push.send(ZmqMessage::from(body.clone())).await?;
             }
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            let _ = done.await;
             Ok(())
         },
         |n| count_until(n, &mut pull),
     )
     .await?;
-    Ok(Stats::new("zeromq", size, Some(thr), None, Some(lost)))
+    Ok(Stats::stream("zeromq", size, thr, n, lost))
 }
 
 pub(crate) async fn raw_pubsub(
@@ -142,20 +142,20 @@ pub(crate) async fn raw_pubsub(
     {}
     let (thr, lost) = stream(
         n,
-        move |n| async move {
+        move |n, done| async move {
             for i in 0..n {
                 publisher.send(frame(b"b.x", &body)?).await?;
                 if i % 64 == 63 {
                     tokio::task::yield_now().await;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            let _ = done.await;
             Ok(())
         },
         |n| count_until(n, &mut sub),
     )
     .await?;
-    Ok(Stats::new("zeromq", size, Some(thr), None, Some(lost)))
+    Ok(Stats::stream("zeromq", size, thr, n, lost))
 }
 
 /// Three raw DEALER/ROUTER round trips at once: what a scatter-gather
@@ -195,7 +195,7 @@ pub(crate) async fn raw_scatter(
     for t in tasks {
         t.abort();
     }
-    Ok(Stats::new("zeromq", size, None, Some(&h), None))
+    Ok(Stats::new("zeromq", size, None, Some(&h)))
 }
 
 // ------------------------------------------------------------- tokio
@@ -253,7 +253,7 @@ pub(crate) async fn tokio_reqrep(
     } else {
         None
     };
-    Ok(Stats::new("tokio", size, thr, Some(&h), None))
+    Ok(Stats::new("tokio", size, thr, Some(&h)))
 }
 
 /// A bounded tokio mpsc stream: the inproc push/pull baseline.
@@ -262,7 +262,7 @@ pub(crate) async fn tokio_stream(size: usize, n: u64) -> Result<Stats, BoxError>
     let body = Bytes::from(vec![7u8; size]);
     let (thr, lost) = stream(
         n,
-        move |n| async move {
+        move |n, _done| async move {
             for _ in 0..n {
                 tx.send(body.clone()).await.map_err(|_| "receiver gone")?;
             }
@@ -271,7 +271,7 @@ pub(crate) async fn tokio_stream(size: usize, n: u64) -> Result<Stats, BoxError>
         |n| count_until(n, &mut rx),
     )
     .await?;
-    Ok(Stats::new("tokio", size, Some(thr), None, Some(lost)))
+    Ok(Stats::stream("tokio", size, thr, n, lost))
 }
 
 /// A tokio broadcast channel (1,024 slots, laggards lose): the inproc
@@ -281,18 +281,18 @@ pub(crate) async fn tokio_broadcast(size: usize, n: u64) -> Result<Stats, BoxErr
     let body = Bytes::from(vec![7u8; size]);
     let (thr, lost) = stream(
         n,
-        move |n| async move {
+        move |n, done| async move {
             for i in 0..n {
                 let _ = tx.send(body.clone());
                 if i % 64 == 63 {
                     tokio::task::yield_now().await;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            let _ = done.await;
             Ok(())
         },
         |n| count_until(n, &mut rx),
     )
     .await?;
-    Ok(Stats::new("tokio", size, Some(thr), None, Some(lost)))
+    Ok(Stats::stream("tokio", size, thr, n, lost))
 }

@@ -7,7 +7,8 @@
 //! and time them from the first send to the last receipt.
 //!
 //! Guarantees: at least 50 timed round trips per latency run, at most 2 M;
-//! a stream counts what did not arrive within 500 ms of silence as lost.
+//! a stream counts what did not arrive within 500 ms of silence as lost,
+//! and reports sent, delivered and lost with the delivered rate.
 //! Does not: run baselines or print.
 
 use std::future::Future;
@@ -61,25 +62,41 @@ pub(crate) struct Stats {
     pub(crate) msgs_per_s: Option<f64>,
     pub(crate) mb_per_s: Option<f64>,
     pub(crate) latency: Option<Latency>,
+    /// Messages sent (streams).
+    pub(crate) sent: Option<u64>,
+    /// Messages received (streams); `msgs_per_s` counts only these.
+    pub(crate) delivered: Option<u64>,
     /// Messages sent and never received (streams).
     pub(crate) lost: Option<u64>,
 }
 
 impl Stats {
-    /// Figures of `name` for messages of `size` bytes.
+    /// Round-trip figures of `name` for messages of `size` bytes.
     pub(super) fn new(
         name: &str,
         size: usize,
         thr: Option<f64>,
         h: Option<&Histogram<u64>>,
-        lost: Option<u64>,
     ) -> Self {
         Stats {
             name: name.into(),
             msgs_per_s: thr,
             mb_per_s: thr.map(|t| t * size as f64 / 1e6),
             latency: h.and_then(Latency::of),
-            lost,
+            sent: None,
+            delivered: None,
+            lost: None,
+        }
+    }
+
+    /// Stream figures of `name`: `sent` messages of `size` bytes, `lost`
+    /// of them never received, the delivered ones at `thr` per second.
+    pub(super) fn stream(name: &str, size: usize, thr: f64, sent: u64, lost: u64) -> Self {
+        Stats {
+            sent: Some(sent),
+            delivered: Some(sent.saturating_sub(lost)),
+            lost: Some(lost),
+            ..Stats::new(name, size, Some(thr), None)
         }
     }
 }
@@ -142,20 +159,28 @@ where
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Runs a stream: `send` sends `n` messages on its own task, `recv`
-/// counts until `n` or 500 ms of silence; returns (msgs/s, lost).
+/// Resolves once the receiving side of a stream is done counting: the
+/// sender keeps its socket open until then, so nothing queued in it is
+/// discarded by closing it early.
+pub(crate) type Done = tokio::sync::oneshot::Receiver<()>;
+
+/// Runs a stream: `send` sends `n` messages on its own task and then
+/// waits for [`Done`], `recv` counts until `n` or 500 ms of silence;
+/// returns (delivered msgs/s, lost).
 pub(crate) async fn stream<S, SF, R, RF>(n: u64, send: S, recv: R) -> Result<(f64, u64), BoxError>
 where
-    S: FnOnce(u64) -> SF,
+    S: FnOnce(u64, Done) -> SF,
     SF: Future<Output = Result<(), BoxError>> + Send + 'static,
     R: FnOnce(u64) -> RF,
     RF: Future<Output = (u64, Instant)>,
 {
+    let (done, wait) = tokio::sync::oneshot::channel();
     let start = Instant::now();
-    let sender = tokio::spawn(send(n));
+    let sender = tokio::spawn(send(n, wait));
     let (got, last) = recv(n).await;
-    // Timed to the last receipt: the sender's linger and the receiver's
-    // wait for stragglers are not counted.
+    let _ = done.send(());
+    // Timed to the last receipt: the receiver's wait for stragglers is
+    // not counted.
     let secs = last.duration_since(start).as_secs_f64().max(1e-9);
     sender.await??;
     Ok((got as f64 / secs, n.saturating_sub(got)))
@@ -270,7 +295,7 @@ pub(crate) async fn zf_reqrep(ep: &str, size: usize, budget: Budget) -> Result<S
         }
     })
     .await?;
-    Ok(Stats::new("zfabric", size, Some(thr), Some(&h), None))
+    Ok(Stats::new("zfabric", size, Some(thr), Some(&h)))
 }
 
 /// A zfabric echo server; returns its endpoint and its handle.
@@ -297,18 +322,18 @@ pub(crate) async fn zf_pushpull(
     let body = Bytes::from(vec![7u8; size]);
     let (thr, lost) = stream(
         n,
-        move |n| async move {
+        move |n, done| async move {
             for _ in 0..n {
                 push.send_bytes(body.clone()).await?;
             }
             // Keep the pusher alive until the receiver is done.
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            let _ = done.await;
             Ok(())
         },
         |n| count_until(n, &mut pull),
     )
     .await?;
-    Ok(Stats::new("zfabric", size, Some(thr), None, Some(lost)))
+    Ok(Stats::stream("zfabric", size, thr, n, lost))
 }
 
 pub(crate) async fn zf_pubsub(
@@ -336,17 +361,17 @@ pub(crate) async fn zf_pubsub(
     while sub.recv_timeout(Duration::from_millis(50)).await.is_ok() {}
     let (thr, lost) = stream(
         n,
-        move |n| async move {
+        move |n, done| async move {
             for _ in 0..n {
                 publisher.publish_bytes(b"b.x", body.clone()).await?;
             }
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            let _ = done.await;
             Ok(())
         },
         |n| count_until(n, &mut sub),
     )
     .await?;
-    Ok(Stats::new("zfabric", size, Some(thr), None, Some(lost)))
+    Ok(Stats::stream("zfabric", size, thr, n, lost))
 }
 
 async fn wait_members(nodes: &[&Node], n: usize) -> Result<(), BoxError> {
@@ -416,7 +441,7 @@ pub(crate) async fn zf_anycast(
         }
     })
     .await?;
-    Ok(Stats::new("zfabric", size, Some(thr), Some(&h), None))
+    Ok(Stats::new("zfabric", size, Some(thr), Some(&h)))
 }
 
 pub(crate) async fn zf_aggregator(
@@ -440,5 +465,5 @@ pub(crate) async fn zf_aggregator(
         }
     })
     .await?;
-    Ok(Stats::new("zfabric", size, None, Some(&h), None))
+    Ok(Stats::new("zfabric", size, None, Some(&h)))
 }

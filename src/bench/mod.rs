@@ -7,7 +7,18 @@
 //! throughput and loss. `--remote` runs the serving side of request/reply
 //! and push/pull in a second process. Built with the `libzmq` feature, it
 //! also measures libzmq itself (the `zmq` crate) for request/reply,
-//! push/pull and pub/sub over ipc/tcp.
+//! push/pull and pub/sub over ipc/tcp (pub/sub configured lossless).
+//!
+//! Each cell runs in `--rounds` rounds (default 3, `--quick` 2); a round
+//! runs zfabric and each baseline once, in an order rotated from round to
+//! round ([`rounds::order`]). The report gives, per cell, each side's
+//! median figures, each ratio as the median of the per-round ratios with
+//! its min–max, an `unstable` mark when a spread is wide
+//! ([`rounds::UNSTABLE_SPREAD`]), and every round's raw figures (`runs`
+//! in `--json`). Streams report sent, delivered and lost for every side.
+//!
+//! Guarantees: a ratio only ever divides figures of the same round. Does
+//! not: assert speed (tests check the structure, never the figures).
 
 mod baseline;
 #[cfg(feature = "libzmq")]
@@ -15,6 +26,8 @@ mod libzmq;
 mod measure;
 mod plot;
 mod remote;
+mod rounds;
+mod table;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +35,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use measure::{Budget, Stats};
+use rounds::Ratio;
 
 use crate::app::{BoxError, UsageError};
 
@@ -44,6 +58,10 @@ pub(crate) struct BenchArgs {
     /// Seconds per latency or in-flight run (default 2; --quick: 0.25).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Rounds per cell; each round runs zfabric and every baseline once,
+    /// in an order rotated from round to round (default 3; --quick: 2).
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Messages per stream run (default 200000; --quick: 20000).
     #[arg(long)]
     messages: Option<u64>,
@@ -68,65 +86,80 @@ pub(crate) struct BenchArgs {
     bind: Option<String>,
 }
 
-/// One cell: a pattern on a transport at a size.
+/// One cell: a pattern on a transport at a size, over its rounds.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Cell {
     pub(crate) pattern: String,
     pub(crate) transport: String,
     pub(crate) size: usize,
     pub(crate) remote: bool,
+    /// Rounds measured.
+    pub(crate) rounds: usize,
+    /// Some ratio's spread over the rounds is above
+    /// [`rounds::UNSTABLE_SPREAD`].
+    pub(crate) unstable: bool,
+    /// zfabric's figures: the median of each over the rounds.
+    pub(crate) zfabric: Stats,
+    /// Each baseline's figures: the median of each over the rounds.
+    pub(crate) baselines: Vec<Stats>,
+    /// zfabric / each baseline (same order as `baselines`).
+    pub(crate) ratios: Vec<Ratio>,
+    /// The raw figures of each round.
+    pub(crate) runs: Vec<Run>,
+}
+
+/// One round of a cell: every side once, in `order`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Run {
+    /// From 1.
+    pub(crate) round: usize,
+    /// The names of the sides in the order they ran.
+    pub(crate) order: Vec<String>,
     pub(crate) zfabric: Stats,
     pub(crate) baselines: Vec<Stats>,
-    pub(crate) ratios: Vec<Ratio>,
-}
-
-/// zfabric divided by a baseline.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Ratio {
-    pub(crate) baseline: String,
-    /// Throughput ratio (higher is better for zfabric).
-    pub(crate) throughput: Option<f64>,
-    /// p50 latency ratio (lower is better for zfabric).
-    pub(crate) p50_latency: Option<f64>,
-    /// p99 latency ratio.
-    pub(crate) p99_latency: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-struct Report {
-    machine: Machine,
-    quick: bool,
-    remote: bool,
-    seconds_per_run: f64,
-    messages_per_stream: u64,
-    cells: Vec<Cell>,
+pub(crate) struct Report {
+    pub(crate) machine: Machine,
+    pub(crate) quick: bool,
+    pub(crate) remote: bool,
+    pub(crate) rounds: usize,
+    /// The spread ([`rounds::Spread::relative`]) above which a ratio is
+    /// unstable.
+    pub(crate) unstable_spread: f64,
+    pub(crate) seconds_per_run: f64,
+    pub(crate) messages_per_stream: u64,
+    pub(crate) cells: Vec<Cell>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-struct Machine {
-    cpus: usize,
-    os: String,
-    arch: String,
+pub(crate) struct Machine {
+    pub(crate) cpus: usize,
+    pub(crate) os: String,
+    pub(crate) arch: String,
 }
 
-fn ratios(z: &Stats, baselines: &[Stats]) -> Vec<Ratio> {
-    baselines
-        .iter()
-        .map(|b| Ratio {
-            baseline: b.name.clone(),
-            throughput: z.msgs_per_s.zip(b.msgs_per_s).map(|(z, b)| z / b.max(1e-9)),
-            p50_latency: z
-                .latency
-                .as_ref()
-                .zip(b.latency.as_ref())
-                .map(|(z, b)| z.p50_us / b.p50_us.max(1e-9)),
-            p99_latency: z
-                .latency
-                .as_ref()
-                .zip(b.latency.as_ref())
-                .map(|(z, b)| z.p99_us / b.p99_us.max(1e-9)),
-        })
-        .collect()
+/// Who runs in a cell: zfabric, its first baseline (tokio channels for
+/// inproc, raw `zeromq` sockets for ipc/tcp), and libzmq where built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Zfabric,
+    Baseline,
+    #[cfg(feature = "libzmq")]
+    Libzmq,
+}
+
+/// The sides of a cell, zfabric first.
+fn sides(pattern: &str, tp: &str, remote: bool) -> Vec<Side> {
+    #[allow(unused_mut)]
+    let mut v = vec![Side::Zfabric, Side::Baseline];
+    #[cfg(feature = "libzmq")]
+    if !remote && tp != "inproc" && pattern != "aggregator" {
+        v.push(Side::Libzmq);
+    }
+    let _ = (pattern, tp, remote);
+    v
 }
 
 /// Runs `zfabric bench`.
@@ -147,6 +180,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
     let seconds = args.seconds.unwrap_or(if args.quick { 0.25 } else { 2.0 });
     if !(seconds > 0.0 && seconds <= 600.0) {
         return Err(UsageError("--seconds: between 0 and 600".into()).into());
+    }
+    let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 3 });
+    if !(1..=100).contains(&rounds) {
+        return Err(UsageError("--rounds: between 1 and 100".into()).into());
     }
     let messages = args
         .messages
@@ -176,24 +213,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
         eprintln!("[{:>2}/{total}] {pattern} {tp} {size} B", i + 1);
         let remote =
             args.remote && tp != "inproc" && (pattern == "reqrep" || pattern == "pushpull");
-        let cell = if remote {
-            remote::cell(&pattern, &tp, &dir, size, budget).await
-        } else {
-            cell(&pattern, &tp, &dir, size, budget).await
+        let spec = CellSpec {
+            pattern: &pattern,
+            tp: &tp,
+            dir: &dir,
+            size,
+            budget,
+            remote,
         };
-        match cell {
-            Ok((z, b)) => {
-                let r = ratios(&z, &b);
-                cells.push(Cell {
-                    pattern,
-                    transport: tp,
-                    size,
-                    remote,
-                    zfabric: z,
-                    baselines: b,
-                    ratios: r,
-                });
-            }
+        match measure_cell(spec, rounds).await {
+            Ok(c) => cells.push(c),
             Err(e) => eprintln!("      {pattern} {tp} {size} B failed: {e}"),
         }
     }
@@ -208,6 +237,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
         },
         quick: args.quick,
         remote: args.remote,
+        rounds,
+        unstable_spread: rounds::UNSTABLE_SPREAD,
         seconds_per_run: seconds,
         messages_per_stream: messages,
         cells,
@@ -219,81 +250,123 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print_table(&report);
+        table::print(&report);
     }
     Ok(())
 }
 
-/// Measures one cell in this process.
-async fn cell(
-    pattern: &str,
-    tp: &str,
-    dir: &std::path::Path,
+/// What a cell measures.
+#[derive(Debug, Clone, Copy)]
+struct CellSpec<'a> {
+    pattern: &'a str,
+    tp: &'a str,
+    dir: &'a std::path::Path,
     size: usize,
     budget: Budget,
-) -> Result<(Stats, Vec<Stats>), BoxError> {
-    use baseline::*;
-    use measure::*;
-    let inproc = tp == "inproc";
+    /// The serving side runs in a second process.
+    remote: bool,
+}
+
+/// Measures a cell in `rounds` rounds, each running every side once in
+/// the order [`rounds::order`] gives, and folds them into medians and
+/// ratios. A libzmq side that fails is left out of the cell (and said
+/// so); any other failure fails the cell.
+async fn measure_cell(spec: CellSpec<'_>, rounds: usize) -> Result<Cell, BoxError> {
+    let sides = sides(spec.pattern, spec.tp, spec.remote);
+    let mut figures: Vec<Vec<Stats>> = vec![Vec::new(); sides.len()];
     #[allow(unused_mut)]
-    let mut extra: Vec<Stats> = Vec::new();
-    #[cfg(feature = "libzmq")]
-    if !inproc {
-        let lz = match pattern {
-            "reqrep" | "anycast" => Some(libzmq::reqrep(tp, dir, size, budget).await),
-            "pushpull" => Some(libzmq::pushpull(tp, dir, size, budget.messages).await),
-            "pubsub" => Some(libzmq::pubsub(tp, dir, size, budget.messages).await),
-            _ => None,
-        };
-        match lz {
-            Some(Ok(s)) => extra.push(s),
-            Some(Err(e)) => eprintln!("      libzmq baseline failed: {e}"),
-            None => {}
+    let mut alive = vec![true; sides.len()];
+    for round in 0..rounds {
+        for i in rounds::order(sides.len(), round) {
+            if !alive[i] {
+                continue;
+            }
+            match side(sides[i], spec).await {
+                Ok(s) => figures[i].push(s),
+                #[cfg(feature = "libzmq")]
+                Err(e) if sides[i] == Side::Libzmq => {
+                    eprintln!("      libzmq baseline failed, left out: {e}");
+                    alive[i] = false;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
-    Ok::<_, BoxError>(match pattern {
-        "reqrep" => {
-            let (ep, _server) = zf_echo_server(&endpoint(tp, dir, &format!("rr-{size}"))).await?;
-            let z = zf_reqrep(&ep, size, budget).await?;
-            (z, vec![round_trip_baseline(tp, dir, size, budget).await?])
-        }
-        "pushpull" => {
-            let z = zf_pushpull(tp, dir, size, budget.messages).await?;
-            let b = if inproc {
-                tokio_stream(size, budget.messages).await?
-            } else {
-                raw_pushpull(tp, dir, size, budget.messages).await?
-            };
-            (z, vec![b])
-        }
-        "pubsub" => {
-            let z = zf_pubsub(tp, dir, size, budget.messages).await?;
-            let b = if inproc {
-                tokio_broadcast(size, budget.messages).await?
-            } else {
-                raw_pubsub(tp, dir, size, budget.messages).await?
-            };
-            (z, vec![b])
-        }
-        "anycast" => {
-            let z = zf_anycast(tp, dir, size, budget).await?;
-            (z, vec![round_trip_baseline(tp, dir, size, budget).await?])
-        }
-        "aggregator" => {
-            let z = zf_aggregator(tp, dir, size, budget).await?;
-            let b = if inproc {
-                tokio_reqrep(size, budget, 3).await?
-            } else {
-                raw_scatter(tp, dir, size, budget).await?
-            };
-            (z, vec![b])
-        }
-        other => return Err(format!("unknown pattern {other}").into()),
+    let runs: Vec<Run> = (0..rounds)
+        .map(|r| Run {
+            round: r + 1,
+            order: rounds::order(sides.len(), r)
+                .into_iter()
+                .filter(|&i| alive[i])
+                .map(|i| figures[i][r].name.clone())
+                .collect(),
+            zfabric: figures[0][r].clone(),
+            baselines: (1..sides.len())
+                .filter(|&i| alive[i])
+                .map(|i| figures[i][r].clone())
+                .collect(),
+        })
+        .collect();
+    let z = &figures[0];
+    let kept: Vec<&Vec<Stats>> = (1..sides.len())
+        .filter(|&i| alive[i])
+        .map(|i| &figures[i])
+        .collect();
+    let ratios: Vec<Ratio> = kept.iter().map(|b| rounds::ratio(z, b)).collect();
+    Ok(Cell {
+        pattern: spec.pattern.into(),
+        transport: spec.tp.into(),
+        size: spec.size,
+        remote: spec.remote,
+        rounds,
+        unstable: ratios.iter().any(|r| r.unstable),
+        zfabric: rounds::summary(z),
+        baselines: kept.iter().map(|b| rounds::summary(b)).collect(),
+        ratios,
+        runs,
     })
-    .map(|(z, mut b)| {
-        b.extend(extra);
-        (z, b)
-    })
+}
+
+/// Measures one side of a cell once.
+async fn side(side: Side, spec: CellSpec<'_>) -> Result<Stats, BoxError> {
+    use baseline::*;
+    use measure::*;
+    let CellSpec {
+        pattern,
+        tp,
+        dir,
+        size,
+        budget,
+        remote,
+    } = spec;
+    if remote {
+        return remote::side(side == Side::Zfabric, pattern, tp, dir, size, budget).await;
+    }
+    let inproc = tp == "inproc";
+    match (side, pattern) {
+        #[cfg(feature = "libzmq")]
+        (Side::Libzmq, "reqrep" | "anycast") => libzmq::reqrep(tp, dir, size, budget).await,
+        #[cfg(feature = "libzmq")]
+        (Side::Libzmq, "pushpull") => libzmq::pushpull(tp, dir, size, budget.messages).await,
+        #[cfg(feature = "libzmq")]
+        (Side::Libzmq, "pubsub") => libzmq::pubsub(tp, dir, size, budget.messages).await,
+        (Side::Zfabric, "reqrep") => {
+            let (ep, _server) = zf_echo_server(&endpoint(tp, dir, &tag(&["rr"]))).await?;
+            zf_reqrep(&ep, size, budget).await
+        }
+        (Side::Zfabric, "pushpull") => zf_pushpull(tp, dir, size, budget.messages).await,
+        (Side::Zfabric, "pubsub") => zf_pubsub(tp, dir, size, budget.messages).await,
+        (Side::Zfabric, "anycast") => zf_anycast(tp, dir, size, budget).await,
+        (Side::Zfabric, "aggregator") => zf_aggregator(tp, dir, size, budget).await,
+        (Side::Baseline, "reqrep" | "anycast") => round_trip_baseline(tp, dir, size, budget).await,
+        (Side::Baseline, "pushpull") if inproc => tokio_stream(size, budget.messages).await,
+        (Side::Baseline, "pushpull") => raw_pushpull(tp, dir, size, budget.messages).await,
+        (Side::Baseline, "pubsub") if inproc => tokio_broadcast(size, budget.messages).await,
+        (Side::Baseline, "pubsub") => raw_pubsub(tp, dir, size, budget.messages).await,
+        (Side::Baseline, "aggregator") if inproc => tokio_reqrep(size, budget, 3).await,
+        (Side::Baseline, "aggregator") => raw_scatter(tp, dir, size, budget).await,
+        (side, other) => Err(format!("no {side:?} side for pattern {other}").into()),
+    }
 }
 
 /// The request/reply baseline: a tokio echo for inproc, a raw zeromq
@@ -312,70 +385,4 @@ async fn round_trip_baseline(
     let b = baseline::raw_reqrep(&ep, size, budget).await;
     task.abort();
     b
-}
-
-fn fmt_rate(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v >= 1e6 => format!("{:.2}M/s", v / 1e6),
-        Some(v) if v >= 1e3 => format!("{:.1}k/s", v / 1e3),
-        Some(v) => format!("{v:.0}/s"),
-        None => "—".into(),
-    }
-}
-
-fn fmt_us(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v >= 1000.0 => format!("{:.2}ms", v / 1000.0),
-        Some(v) => format!("{v:.1}µs"),
-        None => "—".into(),
-    }
-}
-
-fn fmt_ratio(v: Option<f64>) -> String {
-    v.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "—".into())
-}
-
-fn print_table(r: &Report) {
-    println!(
-        "zfabric bench: {} cpus, {} {}; {} s per run, {} messages per stream{}{}",
-        r.machine.cpus,
-        r.machine.os,
-        r.machine.arch,
-        r.seconds_per_run,
-        r.messages_per_stream,
-        if r.quick { ", quick" } else { "" },
-        if r.remote {
-            ", serving side in a second process where marked R"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "{:<11} {:<7} {:>6}  {:<8} {:>10} {:>10} {:>7}  {:>9} {:>9} {:>7}  {:>9} {:>9} {:>7}  {:>7} {:>9}",
-        "pattern", "tp", "size", "baseline", "zf thr", "base thr", "thr×", "zf p50", "base p50", "p50×", "zf p99", "base p99", "p99×", "zf lost", "base lost"
-    );
-    for c in &r.cells {
-        for (b, ratio) in c.baselines.iter().zip(&c.ratios) {
-            let lat = |s: &Stats, f: fn(&measure::Latency) -> f64| s.latency.as_ref().map(f);
-            println!(
-                "{:<11} {:<7} {:>6}  {:<8} {:>10} {:>10} {:>7}  {:>9} {:>9} {:>7}  {:>9} {:>9} {:>7}  {:>7} {:>9}",
-                format!("{}{}", c.pattern, if c.remote { " R" } else { "" }),
-                c.transport,
-                c.size,
-                b.name,
-                fmt_rate(c.zfabric.msgs_per_s),
-                fmt_rate(b.msgs_per_s),
-                fmt_ratio(ratio.throughput),
-                fmt_us(lat(&c.zfabric, |l| l.p50_us)),
-                fmt_us(lat(b, |l| l.p50_us)),
-                fmt_ratio(ratio.p50_latency),
-                fmt_us(lat(&c.zfabric, |l| l.p99_us)),
-                fmt_us(lat(b, |l| l.p99_us)),
-                fmt_ratio(ratio.p99_latency),
-                c.zfabric.lost.map(|l| l.to_string()).unwrap_or_else(|| "—".into()),
-                b.lost.map(|l| l.to_string()).unwrap_or_else(|| "—".into()),
-            );
-        }
-    }
-    println!("thr× = zfabric throughput / baseline (higher is better); p50×, p99× = zfabric latency / baseline (lower is better).");
 }

@@ -152,34 +152,39 @@ async fn report(peer: &mut Peer, size: usize, n: u64, name: &str) -> Result<Stat
     let secs: f64 = parts.next().ok_or("bad GOT")?.parse()?;
     let _ = peer.child.wait().await;
     let thr = got as f64 / secs.max(1e-9);
-    Ok(Stats {
-        name: name.into(),
-        msgs_per_s: Some(thr),
-        mb_per_s: Some(thr * size as f64 / 1e6),
-        latency: None,
-        lost: Some(n.saturating_sub(got)),
-    })
+    Ok(Stats::stream(name, size, thr, n, n.saturating_sub(got)))
 }
 
-pub(super) async fn cell(
+/// One side of a remote cell: zfabric (`zfabric == true`) or the raw
+/// `zeromq` baseline, its serving side in a new peer process.
+pub(super) async fn side(
+    zfabric: bool,
     pattern: &str,
     tp: &str,
     dir: &std::path::Path,
     size: usize,
     budget: Budget,
-) -> Result<(Stats, Vec<Stats>), BoxError> {
-    let bind = |tag: &str| measure::endpoint(tp, dir, &format!("remote-{pattern}-{tag}-{size}"));
-    if pattern == "reqrep" {
-        let (mut zp, zep) = spawn("zf-echo", &bind("zf"), 0).await?;
-        let z = measure::zf_reqrep(&zep, size, budget).await?;
-        drop(zp.child.stdin.take());
-        let (mut rp, rep) = spawn("raw-echo", &bind("raw"), 0).await?;
-        let b = baseline::raw_reqrep(&rep, size, budget).await?;
-        drop(rp.child.stdin.take());
-        Ok((z, vec![b]))
-    } else {
-        let z = remote_stream("zf-pull", &bind("zf"), size, budget.messages, true).await?;
-        let b = remote_stream("raw-pull", &bind("raw"), size, budget.messages, false).await?;
-        Ok((z, vec![b]))
+) -> Result<Stats, BoxError> {
+    let tag = format!(
+        "{}-{}",
+        if zfabric { "zf" } else { "raw" },
+        measure::random_tag()
+    );
+    let bind = measure::endpoint(tp, dir, &format!("remote-{pattern}-{tag}-{size}"));
+    match (pattern, zfabric) {
+        ("reqrep", true) => {
+            let (mut peer, ep) = spawn("zf-echo", &bind, 0).await?;
+            let z = measure::zf_reqrep(&ep, size, budget).await;
+            drop(peer.child.stdin.take());
+            z
+        }
+        ("reqrep", false) => {
+            let (mut peer, ep) = spawn("raw-echo", &bind, 0).await?;
+            let b = baseline::raw_reqrep(&ep, size, budget).await;
+            drop(peer.child.stdin.take());
+            b
+        }
+        (_, true) => remote_stream("zf-pull", &bind, size, budget.messages, true).await,
+        (_, false) => remote_stream("raw-pull", &bind, size, budget.messages, false).await,
     }
 }
