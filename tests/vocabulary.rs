@@ -23,16 +23,25 @@ fn missing<'a>(text: &str, labels: impl IntoIterator<Item = &'a str>) -> Vec<&'a
 fn every_remote_code_is_documented_in_the_protocol() {
     let text = doc("docs/PROTOCOL.md");
     let gaps = missing(&text, RemoteCode::ALL.iter().map(|c| c.as_str()));
-    assert!(gaps.is_empty(), "docs/PROTOCOL.md lacks remote codes {gaps:?}");
+    assert!(
+        gaps.is_empty(),
+        "docs/PROTOCOL.md lacks remote codes {gaps:?}"
+    );
 }
 
 #[test]
 fn every_drop_and_disconnect_reason_is_documented_for_operators() {
     let text = doc("docs/OPERATIONS.md");
     let drops = missing(&text, DropReason::ALL.iter().map(|r| r.as_str()));
-    assert!(drops.is_empty(), "docs/OPERATIONS.md lacks drop reasons {drops:?}");
+    assert!(
+        drops.is_empty(),
+        "docs/OPERATIONS.md lacks drop reasons {drops:?}"
+    );
     let cuts = missing(&text, DisconnectReason::ALL.iter().map(|r| r.as_str()));
-    assert!(cuts.is_empty(), "docs/OPERATIONS.md lacks disconnect reasons {cuts:?}");
+    assert!(
+        cuts.is_empty(),
+        "docs/OPERATIONS.md lacks disconnect reasons {cuts:?}"
+    );
 }
 
 #[test]
