@@ -53,7 +53,7 @@
 //! `--no-default-features` carries none of its dependencies.
 //!
 //! ## Life of a request
-//! `node.request::<Req, Rep>("pricing", &req)` over tcp, one hop a line
+//! `node.request::<Req, Rep>("pricing", &req, timeout)` over tcp, one hop a line
 //! (file, and the task that runs it):
 //! 1. `node/node.rs` [`Node::request`](node::Node::request): encodes the
 //!    body once into `Bytes` (caller's task).
