@@ -112,7 +112,11 @@ impl<T: Serialize> Pusher<T> {
                 limit: self.limits.max_message_size,
             });
         }
-        self.out.send_one(Envelope { header, body }, None).await
+        let env = Envelope { header, body };
+        match self.out.inproc_engine() {
+            Some(core) => core.send_one(env).await,
+            None => self.out.send_one(env, None).await,
+        }
     }
 
     /// The endpoints this pusher bound (ports resolved).
@@ -150,10 +154,13 @@ impl<T> Puller<T> {
     /// Receives the next message; waits as long as it takes.
     pub async fn recv(&mut self) -> Result<Delivery<T>, RecvError> {
         loop {
-            let a = self.inbound.recv().await.ok_or(RecvError::Closed)?;
+            let env = match self.inbound.inproc_queue() {
+                Some(rx) => rx.recv().await.ok_or(RecvError::Closed)?.env,
+                None => self.inbound.recv().await.ok_or(RecvError::Closed)?.env,
+            };
             // Inproc pushers send only events; a foreign peer may not.
-            if a.env.header.kind == Kind::Event {
-                return Ok(Delivery::new(Bytes::new(), a.env, 0));
+            if env.header.kind == Kind::Event {
+                return Ok(Delivery::new(Bytes::new(), env, 0));
             }
             telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
         }

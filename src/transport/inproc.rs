@@ -386,6 +386,22 @@ pub(crate) enum RoundRobin {
 }
 
 impl SenderCore {
+    /// Sends one envelope round-robin (waiting for room), with no reply
+    /// path: the inproc push.
+    pub(crate) async fn send_one(&self, env: Envelope) -> Result<(), crate::error::SendError> {
+        let msg = InMsg {
+            topic: Bytes::new(),
+            env,
+            reply: None,
+        };
+        match self.send_round_robin(msg, true).await {
+            RoundRobin::Sent => Ok(()),
+            RoundRobin::NoPeer => Err(crate::error::SendError::NoPeer),
+        }
+    }
+}
+
+impl SenderCore {
     /// Sends to one receiver, round-robin, skipping full ones; when all are
     /// full, parks the message in the chosen receiver's backlog (delivered
     /// as a batch), and waits only when that backlog is full too. With no
