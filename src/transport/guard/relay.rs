@@ -26,6 +26,16 @@ use crate::telemetry;
 use crate::transport::batch::Progress;
 use crate::transport::scan::{frame_header, FrameScanner, ScanLimits};
 
+/// What the local-to-remote pump does next.
+enum Step {
+    /// A new remote connection (or `None`: the link is finished).
+    Attach(Option<(u64, WriteHalf)>),
+    /// The attached remote died.
+    Dead,
+    /// `n` bytes were read from the local socket.
+    Read(usize),
+}
+
 /// Local socket -> remote. Reads the local socket only while a remote is
 /// attached (so the local socket's own queue applies backpressure while
 /// the link is down). After a broken connection, the rest of a partly sent
@@ -49,37 +59,32 @@ pub(super) async fn outbound(
     let mut buf = vec![0u8; FIRST_CHUNK];
     let mut ends = Vec::new();
     loop {
-        let n = if remote.is_none() {
-            match remotes.recv().await {
-                Some(r) => {
-                    remote = Some(r);
-                    skip = !scanner.at_boundary();
-                    replay(&mut remote, &subscriptions, &fail).await;
-                    continue;
-                }
-                None => return,
-            }
+        let step = if remote.is_none() {
+            Step::Attach(remotes.recv().await)
         } else {
             let g = remote.as_ref().map(|r| r.0).unwrap_or(0);
             tokio::select! {
-                _ = is_dead(&mut dead, g) => {
-                    remote = None;
-                    continue;
-                }
-                r = remotes.recv() => match r {
-                    Some(r) => {
-                        remote = Some(r);
-                        skip = !scanner.at_boundary();
-                        replay(&mut remote, &subscriptions, &fail).await;
-                        continue;
-                    }
-                    None => return,
-                },
+                _ = is_dead(&mut dead, g) => Step::Dead,
+                r = remotes.recv() => Step::Attach(r),
                 n = local.read(&mut buf) => match n {
                     Ok(0) | Err(_) => return,
-                    Ok(n) => n,
+                    Ok(n) => Step::Read(n),
                 },
             }
+        };
+        let n = match step {
+            Step::Attach(Some(r)) => {
+                remote = Some(r);
+                skip = !scanner.at_boundary();
+                replay(&mut remote, &subscriptions, &fail).await;
+                continue;
+            }
+            Step::Attach(None) => return,
+            Step::Dead => {
+                remote = None;
+                continue;
+            }
+            Step::Read(n) => n,
         };
         progress.relayed(n);
         grow_after(&mut buf, n);
