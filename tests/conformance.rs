@@ -377,7 +377,7 @@ async fn a_raw_call_carries_every_header_field_and_its_body_unchanged(tp: Tp) {
             h.hops,
             h.op.map(|o| o as u8),
             h.attempt,
-            h.traceparent.clone(),
+            h.traceparent.as_deref().map(str::to_string),
             h.content_type == ContentType::Raw,
         );
         Ok(zfabric::wire::encode_body(&seen).unwrap())

@@ -66,7 +66,7 @@ pub struct CallFields {
     /// Delivery attempt, 0 for the first ([`Header::attempt`]).
     pub attempt: u32,
     /// W3C trace context ([`Header::traceparent`]).
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Arc<str>>,
     /// How the body is encoded ([`Header::content_type`]).
     pub content_type: ContentType,
 }
@@ -586,7 +586,7 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) -> Result<(), ()> {
 struct ReplyHeader {
     id: MessageId,
     seq: u64,
-    traceparent: Option<String>,
+    traceparent: Option<Arc<str>>,
 }
 
 /// Runs one request through a raw handler, unless its deadline has passed.

@@ -129,18 +129,25 @@ impl NodeOp {
 
 /// A 128-bit message id, unique per message (random per-sender prefix in
 /// the high 64 bits, a per-sender counter in the low 64 bits).
+///
+/// Stored 8-byte aligned (`packed(8)`), so that it does not make every
+/// header 16-byte aligned and padded: headers are moved by value on every
+/// hop, and a smaller header is moved with fewer instructions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(C, packed(8))]
 pub struct MessageId(pub u128);
 
 impl fmt::Debug for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MessageId({:032x})", self.0)
+        let v = self.0;
+        write!(f, "MessageId({v:032x})")
     }
 }
 
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let v = self.0;
+        write!(f, "{v:032x}")
     }
 }
 
@@ -191,13 +198,13 @@ pub struct Header {
     /// For replies and errors: the id of the request.
     pub correlation: Option<MessageId>,
     /// Where replies should go, if not back along the same connection.
-    pub reply_to: Option<String>,
+    pub reply_to: Option<Arc<str>>,
     /// Absolute deadline after which the message should not be worked on.
     pub deadline: Option<Deadline>,
     /// Delivery attempt, 0 for the first.
     pub attempt: u32,
     /// W3C trace context (`traceparent` header value).
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Arc<str>>,
     /// How the body is encoded.
     pub content_type: ContentType,
     /// The service, group or topic a node-level message addresses. Shared,
@@ -324,7 +331,9 @@ impl Header {
                 k if k == key::CORRELATION as u64 => {
                     h.correlation = Some(read_id(&mut rd, "correlation")?)
                 }
-                k if k == key::REPLY_TO as u64 => h.reply_to = Some(read_str(&mut rd, "reply_to")?),
+                k if k == key::REPLY_TO as u64 => {
+                    h.reply_to = Some(read_str(&mut rd, "reply_to")?.into())
+                }
                 k if k == key::DEADLINE as u64 => {
                     h.deadline = Some(Deadline(read_uint(&mut rd, "deadline")?))
                 }
@@ -333,7 +342,7 @@ impl Header {
                         .map_err(|_| DecodeError::FieldOutOfRange("attempt"))?
                 }
                 k if k == key::TRACEPARENT as u64 => {
-                    h.traceparent = Some(read_str(&mut rd, "traceparent")?)
+                    h.traceparent = Some(read_str(&mut rd, "traceparent")?.into())
                 }
                 k if k == key::CONTENT_TYPE as u64 => {
                     h.content_type = ContentType::from_wire(read_uint(&mut rd, "content_type")?)?
