@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{converge, endpoint, fast, Tp};
+use common::{converge, endpoint, fast, watchdog, Tp};
 use serde_bytes::ByteBuf;
 use zfabric::node::{CallError, Node, NodeBuilder, ServeOptions};
 use zfabric::resilience::DedupConfig;
@@ -15,7 +15,8 @@ use zfabric::topology::branch::{parallel, Router};
 use zfabric::topology::chain::forward;
 use zfabric::topology::events::{emit, Event, EventDelivery};
 use zfabric::topology::gateway::{
-    sign_jwt, Auth, Claims, Forwarder, Gateway, GatewayConfig, GatewayRequest,
+    sign_jwt, Auth, Claims, Forwarder, Gateway, GatewayConfig, GatewayRequest, JwtAlgorithm,
+    KeySource, KeySpec,
 };
 use zfabric::topology::{scatter_gather, Completion, Scatter, Target};
 use zfabric::{Client, RemoteError, Request, RequestError};
@@ -429,7 +430,7 @@ async fn the_gateway_lets_only_authenticated_callers_reach_exposed_services(tp: 
     let edge = Arc::new(builder("edge", tp, &dir, Some(&svc)).start().await.unwrap());
     converge(&[&svc, &edge]).await;
     let key = b"gateway-test-key";
-    let cfg = GatewayConfig::new(Auth::jwt(key.to_vec()), &["greet"]).transform_reply(|_, body| {
+    let cfg = GatewayConfig::new(Auth::jwt(key).unwrap(), &["greet"]).transform_reply(|_, body| {
         // Smart proxy: upper-case the greeting.
         let s: String = zfabric::wire::decode_body(&body)
             .map_err(|e| RemoteError::new("bad_reply", e.to_string()))?;
@@ -563,4 +564,74 @@ async fn a_forwarder_bridges_publishers_to_subscribers() {
         assert!(fwd.forwarded() >= 1);
     })
     .await
+}
+
+/// A gateway holding only an identity provider's public key: RS256 tokens
+/// signed with the private key pass; an HS256 token "signed" with the
+/// public key (the algorithm-confusion attack) and an unsigned one do not.
+#[tokio::test]
+async fn a_gateway_with_a_public_key_accepts_its_tokens_and_refuses_algorithm_confusion() {
+    watchdog(async {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
+        let svc = Arc::new(
+            builder("svc", Tp::Inproc, &dir, None)
+                .serve("greet", |req: Request<String>| async move {
+                    Ok::<_, RemoteError>(format!("hello {}", req.body))
+                })
+                .start()
+                .await
+                .unwrap(),
+        );
+        let edge = Arc::new(builder("edge", Tp::Inproc, &dir, Some(&svc)).start().await.unwrap());
+        converge(&[&svc, &edge]).await;
+        let auth = Auth::load(&KeySpec::Pem(
+            JwtAlgorithm::RS256,
+            KeySource::File(fixtures.join("rs256.pub.pem")),
+        ))
+        .unwrap();
+        let gw = Gateway::start(&endpoint(Tp::Inproc, &dir), edge.clone(), GatewayConfig::new(auth, &["greet"]))
+            .await
+            .unwrap();
+        let client: Client<GatewayRequest, ByteBuf> =
+            Client::connect(&gw.endpoints()[0].to_string()).await.unwrap();
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let claims = Claims {
+            sub: "ada".into(),
+            exp,
+            nbf: None,
+            services: None,
+        };
+        let private = std::fs::read(fixtures.join("rs256.key.pem")).unwrap();
+        let rs256 = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(&private).unwrap(),
+        )
+        .unwrap();
+        let public = std::fs::read(fixtures.join("rs256.pub.pem")).unwrap();
+        let confused = sign_jwt(&public, &claims);
+        let call = |token: String| {
+            let req = GatewayRequest {
+                token,
+                service: "greet".into(),
+                body: ByteBuf::from(zfabric::wire::encode_body(&"ada".to_string()).unwrap().to_vec()),
+            };
+            let client = &client;
+            async move { client.request(&req).await }
+        };
+        let reply = call(rs256).await.unwrap();
+        let s: String = zfabric::wire::decode_body(&reply).unwrap();
+        assert_eq!(s, "hello ada");
+        let r = call(confused).await;
+        assert!(
+            matches!(&r, Err(RequestError::Remote(e)) if e.code == "unauthorized" && e.message.contains("algorithm")),
+            "{r:?}"
+        );
+    })
+    .await;
 }

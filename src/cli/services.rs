@@ -222,7 +222,16 @@ struct NodeFile {
 struct GatewayFile {
     bind: String,
     expose: Vec<String>,
-    key: String,
+    #[serde(default)]
+    key: Option<crate::run::spec::toml_value::Ignored>,
+    #[serde(default)]
+    key_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    key_env: Option<String>,
+    #[serde(default)]
+    jwks_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    algorithm: Option<String>,
 }
 
 /// `zfabric node`.
@@ -271,10 +280,23 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         subscribe: Vec::new(),
         pull: false,
         reply: None,
-        gateway: cfg.gateway.as_ref().map(|g| GatewaySpec {
-            expose: g.expose.clone(),
-            key: g.key.clone(),
-        }),
+        gateway: match &cfg.gateway {
+            Some(g) => {
+                let mut spec = GatewaySpec {
+                    expose: g.expose.clone(),
+                    key: g.key.clone(),
+                    key_file: g.key_file.clone(),
+                    key_env: g.key_env.clone(),
+                    jwks_file: g.jwks_file.clone(),
+                    algorithm: g.algorithm.clone(),
+                };
+                spec.resolve(args.config.parent().filter(|p| !p.as_os_str().is_empty()));
+                spec.key_spec()
+                    .map_err(|e| UsageError(format!("{file}: {e}")))?;
+                Some(spec)
+            }
+            None => None,
+        },
     };
     args.common.start().await?;
     let place = crate::run::world::Placement {

@@ -100,10 +100,18 @@ pub(super) async fn drive(spec: &Spec, mode: Mode<'_>) -> Result<Report, BoxErro
             )),
             None => None,
         },
+        // The load signs valid tokens with the gateway's HS256 secret;
+        // with public keys it has no signing key (every call says so).
         gateway_key: spec
             .nodes
             .iter()
-            .find_map(|n| n.gateway.as_ref().map(|g| g.key.clone())),
+            .find_map(|n| n.gateway.as_ref().and_then(|g| g.key_spec().ok()))
+            .and_then(|k| match k {
+                zfabric::topology::gateway::KeySpec::Hs256(src) => {
+                    zfabric::topology::gateway::read_secret(&src).ok()
+                }
+                _ => None,
+            }),
         names: names(&driver),
     });
     let loads: Vec<_> = loads

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
+use zfabric::topology::gateway::{resolve_key_path, JwtAlgorithm, KeySource, KeySpec};
 
 /// A whole topology file.
 #[derive(Debug, Clone, Deserialize)]
@@ -151,8 +152,93 @@ pub(crate) struct ConsumerSpec {
 #[serde(deny_unknown_fields)]
 pub(crate) struct GatewaySpec {
     pub(crate) expose: Vec<String>,
-    /// HS256 key for bearer tokens.
-    pub(crate) key: String,
+    /// Refused with a message: keys do not belong in configuration files.
+    #[serde(default)]
+    pub(crate) key: Option<toml_value::Ignored>,
+    /// The key in a file: the HS256 secret, or a public key in PEM for
+    /// RS256/ES256 (relative paths are from the configuration file).
+    #[serde(default)]
+    pub(crate) key_file: Option<std::path::PathBuf>,
+    /// The key in an environment variable.
+    #[serde(default)]
+    pub(crate) key_env: Option<String>,
+    /// A JWKS document of public keys (RS256/ES256, picked by `kid`).
+    #[serde(default)]
+    pub(crate) jwks_file: Option<std::path::PathBuf>,
+    /// HS256 (default), RS256 or ES256, for `key_file`/`key_env`.
+    #[serde(default)]
+    pub(crate) algorithm: Option<String>,
+}
+
+/// A value accepted by the parser only so that it can be refused with a
+/// better message than "unknown field".
+pub(crate) mod toml_value {
+    /// Any value, dropped.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) struct Ignored;
+
+    impl<'de> serde::Deserialize<'de> for Ignored {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            serde::de::IgnoredAny::deserialize(d).map(|_| Ignored)
+        }
+    }
+}
+
+impl GatewaySpec {
+    /// Where the gateway's key is, as the library takes it; an error
+    /// names the field to fix.
+    pub(crate) fn key_spec(&self) -> Result<KeySpec, String> {
+        if self.key.is_some() {
+            return Err(
+                "gateway field `key`: keys do not belong in configuration files; \
+                 put it in a file (`key_file`), an environment variable (`key_env`) \
+                 or a JWKS document (`jwks_file`)"
+                    .into(),
+            );
+        }
+        let alg: JwtAlgorithm = match &self.algorithm {
+            Some(a) => a
+                .parse()
+                .map_err(|e: zfabric::topology::gateway::KeyError| {
+                    format!("gateway field `algorithm`: {e}")
+                })?,
+            None => JwtAlgorithm::HS256,
+        };
+        let source = match (&self.key_file, &self.key_env, &self.jwks_file) {
+            (Some(f), None, None) => KeySource::File(f.clone()),
+            (None, Some(v), None) => KeySource::Env(v.clone()),
+            (None, None, Some(f)) => {
+                if self.algorithm.is_some() {
+                    return Err(
+                        "gateway field `algorithm`: a JWKS names each key's algorithm; \
+                         drop `algorithm`"
+                            .into(),
+                    );
+                }
+                return Ok(KeySpec::Jwks(KeySource::File(f.clone())));
+            }
+            _ => {
+                return Err(
+                    "gateway: give exactly one of `key_file`, `key_env` or `jwks_file`".into(),
+                )
+            }
+        };
+        Ok(match alg {
+            JwtAlgorithm::HS256 => KeySpec::Hs256(source),
+            other => KeySpec::Pem(other, source),
+        })
+    }
+
+    /// Makes relative key paths relative to `base` (the configuration
+    /// file's directory).
+    pub(crate) fn resolve(&mut self, base: Option<&Path>) {
+        for p in [&mut self.key_file, &mut self.jwks_file]
+            .into_iter()
+            .flatten()
+        {
+            *p = resolve_key_path(base, p);
+        }
+    }
 }
 
 /// Load to drive.
@@ -282,7 +368,14 @@ impl Spec {
             at: String::new(),
             message: e.to_string(),
         })?;
-        Self::parse(&file, &text)
+        let mut spec = Self::parse(&file, &text)?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        for n in &mut spec.nodes {
+            if let Some(g) = &mut n.gateway {
+                g.resolve(base);
+            }
+        }
+        Ok(spec)
     }
 
     pub(crate) fn parse(file: &str, text: &str) -> Result<Spec, SpecError> {
@@ -328,6 +421,9 @@ impl Spec {
                     "node `{}`: names must be unique, non-empty, without '/'",
                     n.name
                 ));
+            }
+            if let Some(g) = &n.gateway {
+                g.key_spec().map_err(|e| format!("node `{}` {e}", n.name))?;
             }
             for s in &n.services {
                 if let Some(b) = &s.bulkhead {
@@ -430,5 +526,37 @@ target = "s"
 "#;
         let e = Spec::parse("f.toml", text).unwrap_err();
         assert!(e.message.contains("nope"), "{e}");
+    }
+
+    fn gateway(line: &str) -> Result<Spec, SpecError> {
+        let text = format!(
+            "name = \"x\"\nsummary = \"y\"\n[[node]]\nname = \"a\"\ngateway = {{ expose = [\"s\"], {line} }}\n[[load]]\nkind = \"gateway\"\ntarget = \"s\"\n"
+        );
+        Spec::parse("f.toml", &text)
+    }
+
+    #[test]
+    fn an_inline_gateway_key_is_refused_and_a_file_or_variable_is_taken() {
+        let e = gateway("key = \"hunter2\"").unwrap_err();
+        assert!(e.message.contains("do not belong"), "{e}");
+        assert!(!e.message.contains("hunter2"), "the key is not echoed: {e}");
+        let e = gateway("key_file = \"a\", key_env = \"B\"").unwrap_err();
+        assert!(e.message.contains("exactly one"), "{e}");
+        let e = gateway("key_file = \"a\", algorithm = \"PS512\"").unwrap_err();
+        assert!(e.message.contains("algorithm"), "{e}");
+        let e = gateway("jwks_file = \"k.json\", algorithm = \"RS256\"").unwrap_err();
+        assert!(e.message.contains("JWKS"), "{e}");
+        let s = gateway("key_file = \"gw.key\"").unwrap();
+        let mut g = s.nodes[0].gateway.clone().unwrap();
+        g.resolve(Some(Path::new("/etc/zf")));
+        assert_eq!(
+            g.key_spec().unwrap(),
+            KeySpec::Hs256(KeySource::File("/etc/zf/gw.key".into()))
+        );
+        let s = gateway("key_env = \"GW\", algorithm = \"es256\"").unwrap();
+        assert_eq!(
+            s.nodes[0].gateway.as_ref().unwrap().key_spec().unwrap(),
+            KeySpec::Pem(JwtAlgorithm::ES256, KeySource::Env("GW".into()))
+        );
     }
 }

@@ -529,7 +529,8 @@ pub(crate) async fn start_with(
     let gateway = match &spec.gateway {
         Some(g) => {
             let expose: Vec<&str> = g.expose.iter().map(String::as_str).collect();
-            let cfg = GatewayConfig::new(Auth::jwt(g.key.as_bytes().to_vec()), &expose);
+            let keys = g.key_spec()?;
+            let cfg = GatewayConfig::new(Auth::load(&keys)?, &expose);
             Some(Gateway::start(&place.gateway_bind, node.clone(), cfg).await?)
         }
         None => None,

@@ -39,7 +39,7 @@ impl Load for Gateway {
 
     async fn call(ctx: &Ctx, load: &LoadSpec, shot: Shot) -> Call<Token> {
         let (Some(gw), Some(key)) = (ctx.gateway.as_ref(), ctx.gateway_key.as_ref()) else {
-            return Call::failed("no gateway");
+            return Call::failed("no_gateway_signing_key");
         };
         let forged = world::chance(load.bad_token_rate);
         let claims = Claims {
@@ -51,7 +51,7 @@ impl Load for Gateway {
         let token = if forged {
             sign_jwt(b"not-the-key", &claims)
         } else {
-            sign_jwt(key.as_bytes(), &claims)
+            sign_jwt(key, &claims)
         };
         let req = GatewayRequest {
             token,

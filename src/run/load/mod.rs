@@ -141,7 +141,8 @@ pub(super) struct Ctx {
     pub(super) driver: Arc<Node>,
     pub(super) sockets: Arc<Sockets>,
     pub(super) gateway: Option<Arc<Client<GatewayRequest, ByteBuf>>>,
-    pub(super) gateway_key: Option<String>,
+    /// The gateway's HS256 secret, if it has one (the load signs with it).
+    pub(super) gateway_key: Option<Vec<u8>>,
     pub(super) names: BTreeMap<PeerId, String>,
 }
 

@@ -5,9 +5,11 @@
 //! clients reach with a [`Client`](crate::Client)`<`[`GatewayRequest`]`,
 //! ByteBuf>`. Each request names a service and carries a bearer token.
 //! The gateway:
-//! 1. authenticates the caller ([`Auth`]): an HS256 JWT checked against the
-//!    configured key (signature, `alg`, `exp`, `nbf`), before anything
-//!    reaches a service; a refusal is the remote error `unauthorized`;
+//! 1. authenticates the caller ([`Auth`], in `auth.rs`): a JWT (HS256,
+//!    RS256, ES256, or a JWKS of public keys; keys from a file or the
+//!    environment) checked for signature, `alg`, `exp` and `nbf` before
+//!    anything reaches a service; a refusal is the remote error
+//!    `unauthorized`;
 //! 2. checks the service is exposed (`forbidden` otherwise) and, if the
 //!    token has a `services` claim, that it lists the service;
 //! 3. forwards the body unchanged (dumb proxy) or through the configured
@@ -29,15 +31,19 @@
 //! pub/sub; it does not forward subscriptions upstream (it subscribes to
 //! its configured prefixes).
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod auth;
 
-use base64::Engine;
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use sha2::Sha256;
+
+pub use auth::{
+    read_secret, resolve_key_path, sign_jwt, Auth, AuthError, Claims, JwtAlgorithm, KeyError,
+    KeySource, KeySpec, VerifyKeyHandle,
+};
 
 use crate::node::{CallError, CallOptions, Node};
 use crate::wire::{self, RemoteCode};
@@ -59,149 +65,6 @@ pub struct GatewayRequest {
     pub service: String,
     /// The request body, MessagePack as the service expects it.
     pub body: ByteBuf,
-}
-
-/// The claims the gateway reads from a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// The subject (who the caller is).
-    #[serde(default)]
-    pub sub: String,
-    /// Expiry, seconds since the Unix epoch (required).
-    pub exp: u64,
-    /// Not before, seconds since the Unix epoch.
-    #[serde(default)]
-    pub nbf: Option<u64>,
-    /// Services this token may call (absent: any exposed service).
-    #[serde(default)]
-    pub services: Option<Vec<String>>,
-}
-
-/// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// Not three base64url parts.
-    #[error("malformed token")]
-    Malformed,
-    /// The header's `alg` is not HS256 (`none` included).
-    #[error("unsupported algorithm (only HS256)")]
-    Algorithm,
-    /// The signature does not match the configured key.
-    #[error("bad signature")]
-    Signature,
-    /// `exp` has passed.
-    #[error("token expired")]
-    Expired,
-    /// `nbf` is in the future.
-    #[error("token not valid yet")]
-    NotYetValid,
-    /// The token does not allow this service.
-    #[error("token does not allow service {0:?}")]
-    NotAllowed(String),
-}
-
-/// How callers are authenticated.
-#[derive(Clone)]
-pub enum Auth {
-    /// No authentication (for trusted networks and demos).
-    None,
-    /// HS256 JWTs signed with this key.
-    Jwt {
-        /// The shared secret.
-        key: Arc<Vec<u8>>,
-        /// Clock skew tolerated on `exp`/`nbf`.
-        leeway: Duration,
-    },
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Auth::None => f.write_str("Auth::None"),
-            Auth::Jwt { leeway, .. } => {
-                write!(f, "Auth::Jwt {{ key: <redacted>, leeway: {leeway:?} }}")
-            }
-        }
-    }
-}
-
-fn b64() -> base64::engine::GeneralPurpose {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-impl Auth {
-    /// HS256 JWTs signed with `key`, 30 s leeway.
-    pub fn jwt(key: impl Into<Vec<u8>>) -> Self {
-        Auth::Jwt {
-            key: Arc::new(key.into()),
-            leeway: Duration::from_secs(30),
-        }
-    }
-
-    /// Checks `token`; returns its claims (`None` for [`Auth::None`]).
-    pub fn verify(&self, token: &str) -> Result<Option<Claims>, AuthError> {
-        let Auth::Jwt { key, leeway } = self else {
-            return Ok(None);
-        };
-        let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(AuthError::Malformed);
-        };
-        #[derive(Deserialize)]
-        struct Header {
-            alg: String,
-        }
-        let header: Header = b64()
-            .decode(h)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(AuthError::Malformed)?;
-        if header.alg != "HS256" {
-            return Err(AuthError::Algorithm);
-        }
-        let sig = b64().decode(sig).map_err(|_| AuthError::Malformed)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| AuthError::Signature)?;
-        mac.update(h.as_bytes());
-        mac.update(b".");
-        mac.update(c.as_bytes());
-        // Constant-time comparison.
-        mac.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
-        let claims: Claims = b64()
-            .decode(c)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(AuthError::Malformed)?;
-        let now = now_secs();
-        if claims.exp + leeway.as_secs() <= now {
-            return Err(AuthError::Expired);
-        }
-        if claims.nbf.is_some_and(|nbf| nbf > now + leeway.as_secs()) {
-            return Err(AuthError::NotYetValid);
-        }
-        Ok(Some(claims))
-    }
-}
-
-/// Signs `claims` as an HS256 JWT with `key` (for clients, tests and
-/// demos; production tokens usually come from an identity provider).
-pub fn sign_jwt(key: &[u8], claims: &Claims) -> String {
-    let header = b64().encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = b64().encode(serde_json::to_vec(claims).unwrap_or_default());
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(header.as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    let sig = b64().encode(mac.finalize().into_bytes());
-    format!("{header}.{body}.{sig}")
 }
 
 type Transform = Arc<dyn Fn(&str, Bytes) -> Result<Bytes, RemoteError> + Send + Sync>;
@@ -451,52 +314,5 @@ impl Forwarder {
     /// Messages forwarded so far.
     pub fn forwarded(&self) -> u64 {
         self.forwarded.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn claims(exp_in: i64) -> Claims {
-        Claims {
-            sub: "ada".into(),
-            exp: (now_secs() as i64 + exp_in) as u64,
-            nbf: None,
-            services: None,
-        }
-    }
-
-    #[test]
-    fn a_token_signed_with_the_key_is_accepted_and_tampering_is_refused() {
-        let auth = Auth::jwt("secret");
-        let t = sign_jwt(b"secret", &claims(60));
-        assert_eq!(auth.verify(&t).unwrap().unwrap().sub, "ada");
-        assert_eq!(
-            auth.verify(&sign_jwt(b"other", &claims(60))),
-            Err(AuthError::Signature)
-        );
-        // Change the claims, keep the signature.
-        let mut parts: Vec<&str> = t.split('.').collect();
-        let forged = b64().encode(br#"{"sub":"root","exp":99999999999}"#);
-        parts[1] = &forged;
-        assert_eq!(auth.verify(&parts.join(".")), Err(AuthError::Signature));
-        assert_eq!(auth.verify("a.b"), Err(AuthError::Malformed));
-        assert_eq!(auth.verify(""), Err(AuthError::Malformed));
-    }
-
-    #[test]
-    fn expired_and_unsigned_tokens_are_refused() {
-        let auth = Auth::jwt("secret");
-        assert_eq!(
-            auth.verify(&sign_jwt(b"secret", &claims(-120))),
-            Err(AuthError::Expired)
-        );
-        let none = format!(
-            "{}.{}.",
-            b64().encode(br#"{"alg":"none"}"#),
-            b64().encode(serde_json::to_vec(&claims(60)).unwrap())
-        );
-        assert_eq!(auth.verify(&none), Err(AuthError::Algorithm));
     }
 }
