@@ -13,6 +13,7 @@
 //! | `zfabric_peers_disconnected_total` | counter | `reason` | connections zfabric closed or lost |
 //! | `zfabric_reconnects_total` | counter | `transport` | successful reconnections of an outgoing link |
 //! | `zfabric_node_members` | gauge | `state` (`alive`, `suspect`) | peers a node sees, set twice per heartbeat |
+//! | `zfabric_gossip_peers_ignored_total` | counter | `reason` (`members_full`, `greet_limit`) | peers named by gossip that the [`GossipLimits`](crate::node::GossipLimits) kept a node from greeting or admitting |
 //!
 //! Resilience metrics (bulkheads, breakers, retries, dedup) are listed in
 //! [`crate::resilience`]; topology metrics (event redeliveries, gateway
@@ -202,6 +203,40 @@ impl std::fmt::Display for DisconnectReason {
 
 pub(crate) fn dropped(reason: DropReason, n: u64) {
     metrics::counter!(MESSAGES_DROPPED, "reason" => reason.as_str()).increment(n);
+}
+
+/// Counter: peers named by gossip (or heard by beacon) that a node did
+/// not greet or admit because of its [`GossipLimits`](crate::node::GossipLimits),
+/// by `reason` ([`GossipIgnored`]).
+pub const GOSSIP_IGNORED: &str = "zfabric_gossip_peers_ignored_total";
+
+/// Why a peer named by gossip was ignored (the `reason` label of
+/// [`GOSSIP_IGNORED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GossipIgnored {
+    /// The registry holds `max_members` peers already.
+    MembersFull,
+    /// Over `greets_per_hello` unknown peers in one hello, or
+    /// `greets_in_flight` greets under way.
+    GreetLimit,
+}
+
+impl GossipIgnored {
+    /// Every reason.
+    pub const ALL: [GossipIgnored; 2] = [GossipIgnored::MembersFull, GossipIgnored::GreetLimit];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GossipIgnored::MembersFull => "members_full",
+            GossipIgnored::GreetLimit => "greet_limit",
+        }
+    }
+}
+
+pub(crate) fn gossip_ignored(reason: GossipIgnored, n: u64) {
+    metrics::counter!(GOSSIP_IGNORED, "reason" => reason.as_str()).increment(n);
 }
 
 pub(crate) fn lost(n: u64) {

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use zfabric::telemetry::{DisconnectReason, DropReason};
+use zfabric::telemetry::{DisconnectReason, DropReason, GossipIgnored};
 use zfabric::wire::RemoteCode;
 
 fn doc(path: &str) -> String {
@@ -41,6 +41,11 @@ fn every_drop_and_disconnect_reason_is_documented_for_operators() {
     assert!(
         cuts.is_empty(),
         "docs/OPERATIONS.md lacks disconnect reasons {cuts:?}"
+    );
+    let gossip = missing(&text, GossipIgnored::ALL.iter().map(|r| r.as_str()));
+    assert!(
+        gossip.is_empty(),
+        "docs/OPERATIONS.md lacks gossip reasons {gossip:?}"
     );
 }
 

@@ -187,7 +187,12 @@ impl NodeBuilder {
         };
         let membership = self.config.membership;
         let shared = Arc::new(Shared {
-            view: Arc::new(Gossip::new(info, wire::random_u64() >> 1, membership)),
+            view: Arc::new(Gossip::new(
+                info,
+                wire::random_u64() >> 1,
+                membership,
+                self.config.gossip,
+            )),
             links: Arc::new(Links::new(id, membership.heartbeat_interval)),
             local: Arc::new(Local::new(self.groups)),
             routing: Routing::new(id, self.config.breaker, self.config.retry_budget),

@@ -7,12 +7,18 @@
 //! after the link to a peer that left or is gone was dropped. Expiry runs
 //! twice per heartbeat interval, so a silent peer is out within
 //! `gone_after` plus half an interval. Seed host names are re-resolved
-//! every ten heartbeats. The state ([`Gossip`]) takes the time as an
+//! every ten heartbeats. What gossip can make a node do is bounded
+//! ([`GossipLimits`]): at most `greets_per_hello` unknown peers greeted
+//! per hello, `greets_in_flight` greets at once (one per endpoint), and
+//! `max_members` peers in the registry; what is ignored is counted
+//! (`zfabric_gossip_peers_ignored_total{reason}`), so a hello naming
+//! 10,000 invented peers costs a few dozen connection attempts, not
+//! 10,000. The state ([`Gossip`]) takes the time as an
 //! argument and is tested without sockets; the tasks ([`Gossiper`]) only
 //! move hellos between it and the links. Does not: route calls, or
 //! deliver anything but hellos.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,8 +32,10 @@ use super::local::Local;
 use super::membership::{
     Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState,
 };
+use super::options::GossipLimits;
 use super::protocol::{Hello, WirePeer};
 use crate::endpoint::Endpoint;
+use crate::telemetry::{self, GossipIgnored};
 
 /// How many heartbeats between two resolutions of the seed names.
 const RESOLVE_EVERY: u32 = 10;
@@ -37,20 +45,70 @@ pub(super) struct Gossip {
     info: PeerInfo,
     incarnation: u64,
     config: MembershipConfig,
+    limits: GossipLimits,
     membership: Mutex<Membership>,
     events: broadcast::Sender<MembershipEvent>,
+    /// Endpoints being greeted now (at most `limits.greets_in_flight`).
+    greeting: Mutex<HashSet<Endpoint>>,
+}
+
+/// One greet under way: its endpoint leaves the in-flight set when this
+/// is dropped, however the greet ends.
+pub(super) struct Greeting {
+    view: Arc<Gossip>,
+    endpoint: Endpoint,
+}
+
+impl Drop for Greeting {
+    fn drop(&mut self) {
+        self.view.greeting.lock().remove(&self.endpoint);
+    }
 }
 
 impl Gossip {
-    pub(super) fn new(info: PeerInfo, incarnation: u64, config: MembershipConfig) -> Self {
+    pub(super) fn new(
+        info: PeerInfo,
+        incarnation: u64,
+        config: MembershipConfig,
+        limits: GossipLimits,
+    ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Gossip {
-            membership: Mutex::new(Membership::new(info.id, config)),
+            membership: Mutex::new(
+                Membership::new(info.id, config).with_max_peers(limits.max_members),
+            ),
             info,
             incarnation,
             config,
+            limits,
             events,
+            greeting: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Takes a greet slot for `ep`: `None` if `ep` is being greeted
+    /// already, or if `greets_in_flight` greets are under way (counted).
+    pub(super) fn start_greeting(self: &Arc<Self>, ep: &Endpoint) -> Option<Greeting> {
+        let mut g = self.greeting.lock();
+        if g.contains(ep) {
+            return None;
+        }
+        if g.len() >= self.limits.greets_in_flight {
+            drop(g);
+            telemetry::gossip_ignored(GossipIgnored::GreetLimit, 1);
+            return None;
+        }
+        g.insert(ep.clone());
+        Some(Greeting {
+            view: self.clone(),
+            endpoint: ep.clone(),
+        })
+    }
+
+    /// Greets under way now.
+    #[cfg(test)]
+    pub(super) fn greets_in_flight(&self) -> usize {
+        self.greeting.lock().len()
     }
 
     /// This node as it introduces itself.
@@ -83,7 +141,8 @@ impl Gossip {
     }
 
     /// Records a hello: the sender is alive; peers it knows that this node
-    /// does not are returned, to be greeted.
+    /// does not are returned, to be greeted: at most `greets_per_hello`
+    /// of them (the rest are counted and left for later hellos).
     pub(super) fn heard(&self, h: &Hello, now: Instant) -> Vec<PeerInfo> {
         let Some(info) = h.from.to_info() else {
             return Vec::new();
@@ -92,11 +151,26 @@ impl Gossip {
         if let Some(ev) = m.observe(info, h.incarnation, now) {
             let _ = self.events.send(ev);
         }
-        h.known
+        let mut unknown = h
+            .known
             .iter()
-            .filter(|p| p.id != self.info.id.0 && m.state(PeerId(p.id)).is_none())
+            .filter(|p| p.id != self.info.id.0 && m.state(PeerId(p.id)).is_none());
+        let greet: Vec<PeerInfo> = unknown
+            .by_ref()
+            .take(self.limits.greets_per_hello)
             .filter_map(WirePeer::to_info)
-            .collect()
+            .collect();
+        let rest = unknown.count();
+        drop(m);
+        if rest > 0 {
+            telemetry::gossip_ignored(GossipIgnored::GreetLimit, rest as u64);
+            tracing::debug!(
+                from = h.from.id,
+                ignored = rest,
+                "hello names more unknown peers than greets_per_hello"
+            );
+        }
+        greet
     }
 
     /// Records that `id` left; `gone` runs (to drop its link) before the
@@ -226,11 +300,17 @@ impl Gossiper {
     }
 
     /// Says hello, once, to a node known only by an endpoint (from gossip
-    /// or a beacon); it becomes a member if it answers.
+    /// or a beacon); it becomes a member if it answers. Skipped while
+    /// that endpoint is being greeted, or while `greets_in_flight` greets
+    /// are under way.
     pub(super) async fn greet(&self, ep: &Endpoint) {
+        let Some(slot) = self.view.start_greeting(ep) else {
+            return;
+        };
         if let Some(link) = self.links.connect(ep).await {
             let me = self.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Some(h) = link.hello(me.hello()).await {
                     me.view.heard(&h, now());
                 }
@@ -349,7 +429,12 @@ mod tests {
     }
 
     fn view() -> Gossip {
-        Gossip::new(info(0, &[]), 1, MembershipConfig::default())
+        Gossip::new(
+            info(0, &[]),
+            1,
+            MembershipConfig::default(),
+            GossipLimits::default(),
+        )
     }
 
     #[test]
@@ -373,6 +458,97 @@ mod tests {
         let again = g.heard(&hello_from(2, 1, &[]), t0);
         assert!(again.is_empty());
         assert!(g.heard(&hello_from(1, 1, &[info(2, &[])]), t0).is_empty());
+    }
+
+    fn ignored(snap: &metrics_util::debugging::Snapshotter, reason: &str) -> u64 {
+        snap.snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, _, _, _)| {
+                k.key().name() == telemetry::GOSSIP_IGNORED
+                    && k.key().labels().any(|l| l.value() == reason)
+            })
+            .map(|(_, _, _, v)| match v {
+                metrics_util::debugging::DebugValue::Counter(c) => c,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_hello_naming_ten_thousand_invented_peers_costs_a_bounded_greet() {
+        let rec = metrics_util::debugging::DebuggingRecorder::new();
+        let snap = rec.snapshotter();
+        metrics::with_local_recorder(&rec, || {
+            let g = view();
+            let invented: Vec<PeerInfo> = (1_000..11_000).map(|i| info(i, &[])).collect();
+            let greet = g.heard(&hello_from(1, 1, &invented), Instant::now());
+            let limits = GossipLimits::default();
+            assert_eq!(greet.len(), limits.greets_per_hello);
+            assert_eq!(
+                ignored(&snap, "greet_limit"),
+                (10_000 - limits.greets_per_hello) as u64
+            );
+            // None of them became a member by hearsay.
+            assert_eq!(g.members().len(), 1);
+        });
+    }
+
+    #[test]
+    fn greets_in_flight_are_bounded_and_one_per_endpoint() {
+        let rec = metrics_util::debugging::DebuggingRecorder::new();
+        let snap = rec.snapshotter();
+        metrics::with_local_recorder(&rec, || {
+            let limits = GossipLimits {
+                greets_in_flight: 3,
+                ..GossipLimits::default()
+            };
+            let g = Arc::new(Gossip::new(
+                info(0, &[]),
+                1,
+                MembershipConfig::default(),
+                limits,
+            ));
+            let ep =
+                |i: u16| -> Endpoint { format!("tcp://127.0.0.1:{}", 9000 + i).parse().unwrap() };
+            let a = g.start_greeting(&ep(1)).unwrap();
+            assert!(g.start_greeting(&ep(1)).is_none(), "one greet per endpoint");
+            let _b = g.start_greeting(&ep(2)).unwrap();
+            let _c = g.start_greeting(&ep(3)).unwrap();
+            assert!(
+                g.start_greeting(&ep(4)).is_none(),
+                "three in flight at most"
+            );
+            assert_eq!(ignored(&snap, "greet_limit"), 1);
+            drop(a);
+            assert_eq!(g.greets_in_flight(), 2);
+            assert!(
+                g.start_greeting(&ep(4)).is_some(),
+                "a finished greet frees its slot"
+            );
+        });
+    }
+
+    #[test]
+    fn the_registry_stops_growing_at_max_members() {
+        let rec = metrics_util::debugging::DebuggingRecorder::new();
+        let snap = rec.snapshotter();
+        metrics::with_local_recorder(&rec, || {
+            let limits = GossipLimits {
+                max_members: 2,
+                ..GossipLimits::default()
+            };
+            let g = Gossip::new(info(0, &[]), 1, MembershipConfig::default(), limits);
+            let t0 = Instant::now();
+            for id in 1..=5 {
+                g.heard(&hello_from(id, 1, &[]), t0);
+            }
+            assert_eq!(g.members().len(), 2);
+            assert_eq!(ignored(&snap, "members_full"), 3);
+            // Members already known keep being heard.
+            g.heard(&hello_from(1, 2, &[]), t0);
+            assert!(g.knows(PeerId(1)));
+        });
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub struct Membership {
     me: PeerId,
     config: MembershipConfig,
     peers: HashMap<PeerId, Entry>,
+    max_peers: usize,
 }
 
 impl Membership {
@@ -133,7 +134,16 @@ impl Membership {
             me,
             config,
             peers: HashMap::new(),
+            max_peers: usize::MAX,
         }
+    }
+
+    /// Holds at most `n` peers (members and gone ones not yet forgotten):
+    /// a sign of life from a new peer beyond it is ignored, and counted
+    /// (`zfabric_gossip_peers_ignored_total{reason="members_full"}`).
+    pub fn with_max_peers(mut self, n: usize) -> Self {
+        self.max_peers = n.max(1);
+        self
     }
 
     /// The timings in use.
@@ -151,6 +161,10 @@ impl Membership {
     ) -> Option<MembershipEvent> {
         let id = info.id;
         if id == self.me {
+            return None;
+        }
+        if !self.peers.contains_key(&id) && self.peers.len() >= self.max_peers {
+            crate::telemetry::gossip_ignored(crate::telemetry::GossipIgnored::MembersFull, 1);
             return None;
         }
         let Some(e) = self.peers.get_mut(&id) else {

@@ -86,6 +86,6 @@ pub use error::CallError;
 pub use local::{Direct, NodeInbox, NodeSubscription, Published};
 pub use membership::{Membership, MembershipConfig, MembershipEvent, PeerId, PeerInfo, PeerState};
 pub use node::{Node, NodeHandle};
-pub use options::{Balance, CallOptions, MulticastReport, NodeConfig};
+pub use options::{Balance, CallOptions, GossipLimits, MulticastReport, NodeConfig};
 pub use routing::BreakerEvent;
 pub use service::{CallInfo, ServeOptions, MAX_HOPS};

@@ -20,6 +20,41 @@ pub struct NodeConfig {
     /// The retry budget kept per service this node calls. Default:
     /// [`BudgetConfig::default`].
     pub retry_budget: BudgetConfig,
+    /// Bounds on what gossip from other nodes can make this node do.
+    pub gossip: GossipLimits,
+}
+
+/// Bounds on what gossip can make a node do, so that a hello naming
+/// thousands of invented peers costs a bounded amount: the node greets a
+/// few of them, a few at a time, and its registry stops growing at
+/// `max_members`. What is ignored is counted in
+/// `zfabric_gossip_peers_ignored_total{reason}`.
+///
+/// Defaults (1,024 members, 32 greets per hello, 64 in flight) fit
+/// fabrics of hundreds of nodes; each greet in flight costs one outgoing
+/// connection attempt (a socket, a link task and 3 file descriptors)
+/// for at most one heartbeat interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GossipLimits {
+    /// Most peers the registry holds (members and recently gone ones);
+    /// a new peer beyond it is ignored (`members_full`).
+    pub max_members: usize,
+    /// Most unknown peers greeted from one hello; the rest are ignored
+    /// (`greet_limit`) and learned later from other hellos.
+    pub greets_per_hello: usize,
+    /// Most greets (connection attempts to peers known only by hearsay
+    /// or beacon) under way at once; beyond it, ignored (`greet_limit`).
+    pub greets_in_flight: usize,
+}
+
+impl Default for GossipLimits {
+    fn default() -> Self {
+        GossipLimits {
+            max_members: 1024,
+            greets_per_hello: 32,
+            greets_in_flight: 64,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -28,6 +63,7 @@ impl Default for NodeConfig {
             membership: MembershipConfig::default(),
             breaker: Some(BreakerConfig::default()),
             retry_budget: BudgetConfig::default(),
+            gossip: GossipLimits::default(),
         }
     }
 }
