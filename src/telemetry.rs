@@ -80,6 +80,9 @@ pub enum DropReason {
     LinkDown,
     /// A discovery beacon that does not decode.
     BadBeacon,
+    /// A discovery beacon whose authentication does not match this
+    /// node's fabric key (none, another, tampered or stale).
+    BeaconAuth,
     /// A node's bounded inbox was full.
     InboxFull,
     /// A call that has passed more service hops than allowed.
@@ -90,7 +93,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, for registering counters and for docs.
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Malformed,
         DropReason::HeaderTooLarge,
         DropReason::MessageTooLarge,
@@ -109,6 +112,7 @@ impl DropReason {
         DropReason::SubscriberQueueFull,
         DropReason::LinkDown,
         DropReason::BadBeacon,
+        DropReason::BeaconAuth,
         DropReason::InboxFull,
         DropReason::TooManyHops,
         DropReason::ForwardFailed,
@@ -135,6 +139,7 @@ impl DropReason {
             DropReason::SubscriberQueueFull => "subscriber_queue_full",
             DropReason::LinkDown => "link_down",
             DropReason::BadBeacon => "bad_beacon",
+            DropReason::BeaconAuth => "beacon_auth",
             DropReason::InboxFull => "inbox_full",
             DropReason::TooManyHops => "too_many_hops",
             DropReason::ForwardFailed => "forward_failed",

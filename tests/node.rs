@@ -576,6 +576,60 @@ async fn nodes_without_seeds_find_each_other_by_beacon() {
     .await
 }
 
+/// With a fabric key, beacons are authenticated: two nodes holding the
+/// key find each other, and what goes on the wire is a keyed beacon
+/// (`ZFB2`), not the open one. (Refusals of unkeyed, tampered, stale and
+/// other-key beacons are unit-tested in `node::beacon`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_a_fabric_key_find_each_other_by_authenticated_beacon() {
+    use zfabric::node::{BeaconConfig, BeaconKey};
+    common::watchdog(async {
+        let key = BeaconKey::new(b"a fabric key of thirty-two bytes").unwrap();
+        let sa = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sb = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tap = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (pa, pb, pt) = (
+            sa.local_addr().unwrap(),
+            sb.local_addr().unwrap(),
+            tap.local_addr().unwrap(),
+        );
+        let beacon = |s, targets| {
+            BeaconConfig::from_socket(s, targets)
+                .interval(Duration::from_millis(50))
+                .key(key.clone())
+        };
+        let a = Node::builder("a")
+            .config(fast())
+            .bind("tcp://127.0.0.1:0")
+            .beacon(beacon(sa, vec![pb, pt]))
+            .serve("echo", |req: zfabric::Request<u32>| async move {
+                Ok::<_, RemoteError>(format!("a:{}", req.body))
+            })
+            .start()
+            .await
+            .unwrap();
+        let b = Node::builder("b")
+            .config(fast())
+            .bind("tcp://127.0.0.1:0")
+            .beacon(beacon(sb, vec![pa]))
+            .start()
+            .await
+            .unwrap();
+        converge(&[&a, &b]).await;
+        let r: String = b
+            .request("echo", &4u32, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r, "a:4");
+        let mut buf = [0u8; 600];
+        tap.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (n, _) = tap.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..4], b"ZFB2", "a keyed beacon on the wire");
+        assert!(n > 4 + 8 + 32);
+    })
+    .await
+}
+
 async fn shutdown_finishes_the_requests_in_progress(tp: Tp) {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();

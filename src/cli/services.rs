@@ -205,6 +205,9 @@ struct NodeFile {
     /// UDP port for LAN discovery by broadcast beacon.
     #[serde(default)]
     beacon_port: Option<u16>,
+    /// A file holding the fabric key beacons are authenticated with.
+    #[serde(default)]
+    beacon_key_file: Option<std::path::PathBuf>,
     #[serde(default, rename = "service")]
     services: Vec<ServiceSpec>,
     #[serde(default, rename = "bulkhead")]
@@ -303,6 +306,19 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         binds: cfg.bind.clone(),
         seeds: cfg.seeds.clone(),
         beacon_port: cfg.beacon_port,
+        beacon_key: match &cfg.beacon_key_file {
+            Some(p) => {
+                let p = zfabric::topology::gateway::resolve_key_path(
+                    args.config.parent().filter(|p| !p.as_os_str().is_empty()),
+                    p,
+                );
+                Some(
+                    zfabric::node::BeaconKey::from_file(&p)
+                        .map_err(|e| UsageError(format!("{file}: beacon_key_file: {e}")))?,
+                )
+            }
+            None => None,
+        },
         gateway_bind: cfg
             .gateway
             .as_ref()

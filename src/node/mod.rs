@@ -80,7 +80,7 @@ mod serve;
 mod service;
 mod shared;
 
-pub use beacon::{BeaconConfig, MAX_BEACON};
+pub use beacon::{BeaconConfig, BeaconKey, BeaconKeyError, BEACON_MAX_AGE, MAX_BEACON};
 pub use builder::NodeBuilder;
 pub use error::CallError;
 pub use local::{Direct, NodeInbox, NodeSubscription, Published};

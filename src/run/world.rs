@@ -301,6 +301,7 @@ pub(crate) async fn start_node(
         binds: vec![endpoint(transport, dir, &spec.name)],
         seeds: vec![seed.to_owned()],
         beacon_port: None,
+        beacon_key: None,
         gateway_bind: endpoint(transport, dir, &format!("{}-gw", spec.name)),
     };
     start_with(spec, &place, eps).await
@@ -313,6 +314,8 @@ pub(crate) struct Placement {
     pub(crate) seeds: Vec<String>,
     /// UDP port for LAN discovery beacons (broadcast), if any.
     pub(crate) beacon_port: Option<u16>,
+    /// The fabric key beacons are authenticated with, if any.
+    pub(crate) beacon_key: Option<zfabric::node::BeaconKey>,
     pub(crate) gateway_bind: String,
 }
 
@@ -334,7 +337,11 @@ pub(crate) async fn start_with(
     if let Some(port) = place.beacon_port {
         let listen = std::net::SocketAddr::from(([0, 0, 0, 0], port));
         let target = std::net::SocketAddr::from(([255, 255, 255, 255], port));
-        b = b.beacon(zfabric::node::BeaconConfig::bind(listen, vec![target])?);
+        let mut cfg = zfabric::node::BeaconConfig::bind(listen, vec![target])?;
+        if let Some(k) = &place.beacon_key {
+            cfg = cfg.key(k.clone());
+        }
+        b = b.beacon(cfg);
     }
     let handle = b.handle();
     let bulkheads: BTreeMap<String, Bulkhead> = spec
