@@ -9,6 +9,7 @@
 
 pub(crate) mod error;
 pub(crate) mod histogram;
+pub(crate) mod logs;
 pub(crate) mod metrics;
 
 pub(crate) use error::{exit_code, BoxError, UsageError};
