@@ -2,23 +2,22 @@
 //! can serve.
 //!
 //! Guarantees: the recorder is installed before the command starts (once:
-//! a second install is an error); the endpoint answers `GET /metrics`
-//! with the Prometheus text format and anything else with 404, reads at most 4 KiB of a request head and gives
-//! a slow client 5 s. Does not: record anything itself (the library does),
-//! or keep connections open.
+//! a second install is an error); the listener (axum over hyper) answers
+//! `GET /metrics` with the Prometheus text format, `GET /healthz` and
+//! `GET /readyz` as [`health`] says, and anything else with 404. Does
+//! not: record anything itself (the library does).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use super::{BoxError, UsageError};
+use super::{health, BoxError, UsageError};
 
 /// Options every long-running command shares.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Common {
-    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9100;
-    /// port 0 picks a free port, printed on stderr).
+    /// Serve Prometheus metrics on http://ADDR/metrics, with /healthz and
+    /// /readyz for probes (e.g. 127.0.0.1:9100; port 0 picks a free port,
+    /// printed on stderr).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 }
@@ -34,7 +33,8 @@ impl Common {
     }
 }
 
-/// Installs the Prometheus recorder and serves its text on `addr`.
+/// Installs the Prometheus recorder and serves it, with the health
+/// endpoints, on `addr`.
 async fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -50,38 +50,54 @@ async fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
             upkeep.run_upkeep();
         }
     });
+    let app = router(handle);
     tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                // Read the request head (bounded), answer, close.
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                while n < buf.len() {
-                    match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[n..]))
-                        .await
-                    {
-                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                        Ok(Ok(k)) => n += k,
-                    }
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if head.starts_with("GET /metrics") {
-                    ("200 OK", handle.render())
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_string())
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(resp.as_bytes()).await;
-                let _ = conn.shutdown().await;
-            });
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
         }
     });
     Ok(bound)
+}
+
+/// The routes of the listener.
+fn router(handle: metrics_exporter_prometheus::PrometheusHandle) -> axum::Router {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    const TEXT: &str = "text/plain; charset=utf-8";
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = handle.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { ([(header::CONTENT_TYPE, TEXT)], "ok\n") }),
+        )
+        .route(
+            "/readyz",
+            get(|| async {
+                match health::readiness() {
+                    Ok(()) => (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, TEXT)],
+                        "ready\n".to_string(),
+                    ),
+                    Err(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::CONTENT_TYPE, TEXT)],
+                        format!("not ready: {why}\n"),
+                    ),
+                }
+            }),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, TEXT)],
+                "try /metrics, /healthz or /readyz\n",
+            )
+        })
 }

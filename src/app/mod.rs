@@ -8,6 +8,7 @@
 //! reports.
 
 pub(crate) mod error;
+pub(crate) mod health;
 pub(crate) mod histogram;
 pub(crate) mod logs;
 pub(crate) mod metrics;

@@ -156,10 +156,12 @@ pub(crate) async fn push(args: Send) -> Result<(), BoxError> {
 }
 
 /// Says where a bound socket listens (ports resolved), on stderr.
+/// Says where the socket listens; it is open, so the command is ready.
 fn listening(eps: &[zfabric::Endpoint]) {
     for ep in eps {
         eprintln!("listening on {ep}");
     }
+    crate::app::health::set_ready();
 }
 
 fn print(d: &Delivery<Value>, json_lines: bool) {

@@ -106,6 +106,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         .await?;
     let eps: Vec<String> = node.endpoints().iter().map(|e| e.to_string()).collect();
     println!("serving {:?} on {}", args.service, eps.join(" "));
+    crate::app::health::set_ready();
     let started = Instant::now();
     stop_signal().await;
     node.shutdown(Duration::from_secs(2)).await;
@@ -341,6 +342,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     if let Some(g) = &local.gateway {
         println!("gateway on {}", g.endpoints()[0]);
     }
+    watch_readiness(local.node.clone(), !cfg.seeds.is_empty());
     let mut events = local.node.events();
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -381,4 +383,26 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         stats.handled
     );
     Ok(())
+}
+
+/// Keeps `/readyz` true to the node: bound and serving now, and (with
+/// seeds) joined: ready while it sees at least one member. Checked every
+/// half second for as long as the process runs.
+fn watch_readiness(node: std::sync::Arc<Node>, has_seeds: bool) {
+    if !has_seeds {
+        crate::app::health::set_ready();
+        return;
+    }
+    crate::app::health::set_not_ready("has seeds and has not joined the fabric yet");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if node.members().is_empty() {
+                crate::app::health::set_not_ready("sees no member of the fabric");
+            } else {
+                crate::app::health::set_ready();
+            }
+        }
+    });
 }

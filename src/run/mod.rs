@@ -75,6 +75,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), BoxError> {
         .into());
     }
     args.common.start().await?;
+    // A run is a job: ready (to be scraped) once it starts its world.
+    crate::app::health::set_ready();
     let exe = std::env::current_exe()?;
     let mode = driver::Mode {
         file: &args.file,
