@@ -144,5 +144,9 @@ pub use messaging::reqrep::{
     CallFields, Client, Request, Server, ServerHandle, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use messaging::socket::{Delivery, SocketBuilder};
+pub use transport::curve::{
+    AllowAnyClient, AllowList, AuthRequest, Authorizer, CurveConfig, CurveKeyPair, CurvePublicKey,
+    CurveSecretKey, KeyError,
+};
 pub use transport::LinkState;
 pub use wire::{Deadline, Envelope, RemoteError};

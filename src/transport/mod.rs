@@ -20,11 +20,12 @@
 //! (sequence numbers, correlation, deadlines), which live in `messaging`.
 
 pub(crate) mod batch;
+pub(crate) mod curve;
 pub(crate) mod guard;
 mod inbound;
 pub(crate) mod inproc;
 mod outbound;
-mod scan;
+pub(crate) mod scan;
 pub(crate) mod zmtp;
 
 pub(crate) use inbound::{Arrival, Inbound, ReplySender, ReplyTo};
