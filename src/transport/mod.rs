@@ -225,7 +225,7 @@ pub(crate) async fn open_zmq<S: zeromq::Socket>(
             .map_err(|e| BindError::Zmq(e.to_string()))?;
         side.private = Some(private.clone());
         for ep in &plan.binds {
-            let l = guard::bind_guarded(ep, &private, cfg, side.progress.clone()).await?;
+            let l = guard::bind_guarded(ep, &private, kind, cfg, side.progress.clone()).await?;
             resolved.push(l.endpoint.clone());
             side._listeners.push(l);
         }

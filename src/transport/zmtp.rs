@@ -114,6 +114,8 @@ impl GreetingError {
     }
 }
 
+impl std::error::Error for GreetingError {}
+
 impl std::fmt::Display for GreetingError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -276,7 +278,8 @@ pub(crate) async fn read_handshake<R: AsyncRead + Unpin>(
     let bad = |m: &'static str| io::Error::new(io::ErrorKind::InvalidData, m);
     let mut raw = vec![0u8; 64];
     r.read_exact(&mut raw).await?;
-    mech.check_greeting(&raw).map_err(|e| bad(e.as_str()))?;
+    mech.check_greeting(&raw)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let flags = r.read_u8().await?;
     raw.push(flags);
     if flags & !0b110 != 0 || flags & 0b100 == 0 {

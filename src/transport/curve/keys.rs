@@ -20,9 +20,9 @@ use std::str::FromStr;
 use crypto_box::aead::OsRng;
 
 /// Length of a key in bytes.
-pub const KEY_BYTES: usize = 32;
+pub(crate) const KEY_BYTES: usize = 32;
 /// Length of a key in Z85 text.
-pub const KEY_Z85_CHARS: usize = 40;
+pub(crate) const KEY_Z85_CHARS: usize = 40;
 
 /// Why a key (or a key file) could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -27,10 +27,10 @@
 //!
 //! [`SocketConfig`]: crate::SocketConfig
 
-pub mod auth;
+pub(crate) mod auth;
 mod codec;
 mod handshake;
-pub mod keys;
+pub(crate) mod keys;
 #[cfg(test)]
 mod tests;
 
@@ -39,7 +39,9 @@ use std::sync::Arc;
 
 pub use auth::{AllowAnyClient, AllowList, AuthRequest, Authorizer};
 pub(crate) use codec::{OpenStream, SealStream, MESSAGE_OVERHEAD};
-pub(crate) use handshake::{client_hello, error_command, CurveError, ServerHello, Session};
+pub(crate) use handshake::{
+    client_hello, error_command, CurveError, Initiated, ServerHello, Session,
+};
 pub use keys::{CurveKeyPair, CurvePublicKey, CurveSecretKey, KeyError};
 
 use auth::WatchedFile;

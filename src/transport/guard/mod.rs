@@ -40,6 +40,7 @@
 mod connector;
 mod listener;
 mod relay;
+mod secure;
 mod stream;
 
 use std::io;
