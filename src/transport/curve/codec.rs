@@ -2,11 +2,13 @@
 //! runs after a handshake: plain ZMTP frames -> MESSAGE commands
 //! ([`SealStream`]) and back ([`OpenStream`]). No I/O.
 //!
-//! A MESSAGE is `\x07MESSAGE`, an 8-byte short nonce, then
+//! A MESSAGE travels in one ZMTP frame without the MORE and COMMAND bits
+//! (as libzmq sends it), holding `\x07MESSAGE`, an 8-byte short nonce, then
 //! `Box[flags + frame body](C'->S' or S'->C')` under the session's
 //! precomputed key, with the nonce prefix `CurveZMQMESSAGEC` (client to
 //! server) or `CurveZMQMESSAGES`. The flags byte inside the box carries
-//! MORE (bit 0) and COMMAND (bit 2): the frame boundaries and the
+//! MORE (bit 0) and COMMAND (bit 1: libzmq's `msg_t` flags, where the ZMTP
+//! frame header has it at bit 2): the frame boundaries and the
 //! subscriptions of ZMTP 3.1 travel encrypted.
 //!
 //! # Guarantees
@@ -33,9 +35,19 @@ use crypto_box::SalsaBox;
 use super::handshake::{nonce, CurveError};
 use crate::transport::scan::frame_header;
 
+/// ZMTP frame flags (outside the box).
 const MORE: u8 = 0b001;
 const LONG: u8 = 0b010;
 const COMMAND: u8 = 0b100;
+/// The flags byte inside a MESSAGE box is libzmq's `msg_t` flags, not the
+/// ZMTP frame flags: MORE is bit 0, COMMAND is bit 1.
+const BOX_MORE: u8 = 0b01;
+const BOX_COMMAND: u8 = 0b10;
+
+/// ZMTP frame flags -> the flags byte inside the box.
+fn box_flags(frame: u8) -> u8 {
+    (frame & MORE) | if frame & COMMAND != 0 { BOX_COMMAND } else { 0 }
+}
 const TAG: usize = 16;
 /// `\x07MESSAGE`, short nonce, tag, flags.
 pub(crate) const MESSAGE_OVERHEAD: usize = 8 + 8 + TAG + 1;
@@ -64,17 +76,21 @@ impl Sealer {
         }
     }
 
-    /// Appends to `out` one ZMTP command frame: a MESSAGE boxing `flags`
-    /// (MORE/COMMAND) and `body`.
+    /// Appends to `out` one ZMTP frame: a MESSAGE boxing `flags` (ZMTP
+    /// frame flags: MORE and COMMAND are carried, as the box encodes them)
+    /// and `body`.
     pub(crate) fn seal(&mut self, flags: u8, body: &[u8], out: &mut Vec<u8>) -> Result<(), CurveError> {
         let n = self.next;
         self.next += 1;
-        frame_header(MESSAGE_OVERHEAD + body.len(), false, true, out);
+        // libzmq sends MESSAGE in a plain frame (no COMMAND, no MORE bit:
+        // those are inside the box) and treats a command-flagged one as a
+        // command, dropping it: do as libzmq does.
+        frame_header(MESSAGE_OVERHEAD + body.len(), false, false, out);
         out.extend_from_slice(b"\x07MESSAGE");
         out.extend_from_slice(&n.to_be_bytes());
         let tag_at = out.len();
         out.extend_from_slice(&[0u8; TAG]);
-        out.push(flags & (MORE | COMMAND));
+        out.push(box_flags(flags));
         out.extend_from_slice(body);
         let tag = self
             .cipher
@@ -113,7 +129,8 @@ impl Opener {
         }
     }
 
-    /// Opens a MESSAGE command body in place: its flags and frame body.
+    /// Opens a MESSAGE command body in place: its flags as ZMTP frame
+    /// flags (MORE, COMMAND) and the frame body.
     pub(crate) fn open<'a>(&mut self, cmd: &'a mut [u8]) -> Result<(u8, &'a [u8]), CurveError> {
         if !cmd.starts_with(b"\x07MESSAGE") {
             return Err(CurveError::UnexpectedCommand {
@@ -141,8 +158,9 @@ impl Opener {
             .decrypt_in_place_detached(&nonce(&self.prefix, &short), b"", boxed, tag)
             .map_err(|_| CurveError::Decrypt("MESSAGE"))?;
         self.last = got;
-        let (flags, body) = boxed.split_first().unwrap_or((&0, &[]));
-        Ok((*flags, body))
+        let (&flags, body) = boxed.split_first().unwrap_or((&0, &[]));
+        let frame = (flags & BOX_MORE) | if flags & BOX_COMMAND != 0 { COMMAND } else { 0 };
+        Ok((frame, body))
     }
 }
 
@@ -266,7 +284,9 @@ impl OpenStream {
     fn drain(&mut self, data: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), CurveError> {
         let mut at = 0;
         while let Some((flags, hlen, len)) = header(&data[at..]) {
-            if flags & !(LONG | COMMAND) != 0 || flags & COMMAND == 0 {
+            // One frame per MESSAGE: libzmq sets neither COMMAND nor MORE
+            // on it; COMMAND is tolerated (RFC 26's wording), MORE is not.
+            if flags & !(LONG | COMMAND) != 0 {
                 return Err(CurveError::NotCommand(flags));
             }
             if len > self.max_command {

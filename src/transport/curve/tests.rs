@@ -351,7 +351,7 @@ fn the_stream_transforms_carry_frames_and_subscriptions_in_any_chunking() {
 }
 
 #[test]
-fn the_open_stream_refuses_an_oversized_or_non_command_frame_from_its_header() {
+fn the_open_stream_refuses_an_oversized_or_multi_frame_message_from_its_header() {
     let (c, s) = (CurveKeyPair::generate(), CurveKeyPair::generate());
     let p = handshake(&c, &s).unwrap();
     let mut open = OpenStream::new(p.server.opener, 1000);
@@ -362,7 +362,9 @@ fn the_open_stream_refuses_an_oversized_or_non_command_frame_from_its_header() {
     assert_eq!(e.reason(), DisconnectReason::FrameTooLarge);
     let p = handshake(&c, &s).unwrap();
     let mut open = OpenStream::new(p.server.opener, 1000);
-    let e = open.feed(&plain(&[(b"plain", false)]), &mut Vec::new()).unwrap_err();
-    assert_eq!(e, CurveError::NotCommand(0));
+    let e = open
+        .feed(&plain(&[(b"plain", true)]), &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(e, CurveError::NotCommand(1));
     assert_eq!(e.reason(), DisconnectReason::MalformedFrame);
 }
