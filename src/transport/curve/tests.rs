@@ -368,3 +368,4 @@ fn the_open_stream_refuses_an_oversized_or_multi_frame_message_from_its_header()
     assert_eq!(e, CurveError::NotCommand(1));
     assert_eq!(e.reason(), DisconnectReason::MalformedFrame);
 }
+
