@@ -28,9 +28,8 @@ fn configs(curve: bool) -> (SocketConfig, SocketConfig) {
         return (SocketConfig::default(), SocketConfig::default());
     }
     let (s, c) = (CurveKeyPair::generate(), CurveKeyPair::generate());
-    let server = SocketConfig::default().curve(
-        CurveConfig::new(s.clone()).authorizer(AllowList::from_keys([*c.public()])),
-    );
+    let server = SocketConfig::default()
+        .curve(CurveConfig::new(s.clone()).authorizer(AllowList::from_keys([*c.public()])));
     let client = SocketConfig::default().curve(CurveConfig::new(c).server_key(*s.public()));
     (server, client)
 }

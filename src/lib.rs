@@ -38,8 +38,9 @@
 //! - `transport`: the one seam patterns send and receive through
 //!   (`Outbound`, `Inbound`), written once per transport: the inproc
 //!   engine, and the guard relay in front of every `zeromq` socket (frame
-//!   limits, the ZMTP handshake and its security mechanism, non-blocking
-//!   connect, reconnection; see `docs/SECURITY.md`).
+//!   limits, the ZMTP handshake and its security mechanism — NULL, or
+//!   CURVE with [`CurveConfig`] — non-blocking connect, reconnection; see
+//!   `docs/SECURITY.md`).
 //! - [`messaging`]: the typed patterns and their delivery guarantees.
 //! - [`resilience`]: bulkheads, deadline inheritance, retry budgets,
 //!   circuit breakers, idempotent consumers.

@@ -132,7 +132,12 @@ async fn pubsub_is_encrypted_end_to_end_both_ways_round(tp: Tp) {
     p.publish("other", &Tick { n: 1 }).await.unwrap();
     p.publish("t.b", &Tick { n: 2 }).await.unwrap();
     loop {
-        let t: Tick = sub.recv_timeout(Duration::from_secs(10)).await.unwrap().decode().unwrap();
+        let t: Tick = sub
+            .recv_timeout(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .decode()
+            .unwrap();
         if t.n != 7 {
             assert_eq!(t.n, 2);
             break;
@@ -179,7 +184,12 @@ async fn push_pull_delivers_everything_in_order_under_curve(tp: Tp) {
         push
     });
     for n in 0..2000 {
-        let t: Tick = pl.recv_timeout(Duration::from_secs(10)).await.unwrap().decode().unwrap();
+        let t: Tick = pl
+            .recv_timeout(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .decode()
+            .unwrap();
         assert_eq!(t.n, n);
     }
     drop(sender.await.unwrap());
@@ -199,7 +209,12 @@ async fn push_pull_delivers_everything_in_order_under_curve(tp: Tp) {
     push2.wait_connected().await;
     let big: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
     push2.send(&big).await.unwrap();
-    let got: Vec<u8> = pl2.recv_timeout(Duration::from_secs(10)).await.unwrap().decode().unwrap();
+    let got: Vec<u8> = pl2
+        .recv_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .decode()
+        .unwrap();
     assert_eq!(got, big);
 }
 both!(pushpull, push_pull_delivers_everything_in_order_under_curve);
@@ -234,10 +249,16 @@ async fn request_reply_works_under_curve(tp: Tp) {
 both!(reqrep, request_reply_works_under_curve);
 
 fn not_connected(c: &Client<String, String>) -> bool {
-    c.link_states().iter().all(|(_, s)| *s != LinkState::Connected)
+    c.link_states()
+        .iter()
+        .all(|(_, s)| *s != LinkState::Connected)
 }
 
-async fn curve_server(tp: Tp, dir: &tempfile::TempDir, cfg: SocketConfig) -> (String, zfabric::ServerHandle) {
+async fn curve_server(
+    tp: Tp,
+    dir: &tempfile::TempDir,
+    cfg: SocketConfig,
+) -> (String, zfabric::ServerHandle) {
     let server: Server<String, String> = SocketBuilder::new()
         .config(cfg)
         .bind(endpoint(tp, dir))
@@ -280,7 +301,10 @@ async fn a_client_with_the_wrong_server_key_never_connects_and_is_counted(tp: Tp
     still_serves(&ep, &c, s.public()).await;
     assert!(not_connected(&wrong));
 }
-both!(wrong_server_key, a_client_with_the_wrong_server_key_never_connects_and_is_counted);
+both!(
+    wrong_server_key,
+    a_client_with_the_wrong_server_key_never_connects_and_is_counted
+);
 
 async fn an_unknown_client_is_refused_and_counted_while_an_authorized_one_works(tp: Tp) {
     let dir = tempfile::tempdir().unwrap();
@@ -302,7 +326,10 @@ async fn an_unknown_client_is_refused_and_counted_while_an_authorized_one_works(
         .await;
     assert!(r.is_err(), "a refused client gets no answer: {r:?}");
 }
-both!(unknown_client, an_unknown_client_is_refused_and_counted_while_an_authorized_one_works);
+both!(
+    unknown_client,
+    an_unknown_client_is_refused_and_counted_while_an_authorized_one_works
+);
 
 async fn null_and_curve_refuse_each_other_with_a_counted_reason(tp: Tp) {
     let dir = tempfile::tempdir().unwrap();
@@ -321,7 +348,10 @@ async fn null_and_curve_refuse_each_other_with_a_counted_reason(tp: Tp) {
     counted("mechanism_mismatch", before).await;
     assert!(not_connected(&curve_client));
 }
-both!(mechanism_mismatch, null_and_curve_refuse_each_other_with_a_counted_reason);
+both!(
+    mechanism_mismatch,
+    null_and_curve_refuse_each_other_with_a_counted_reason
+);
 
 // ------------------------------------------------------------ raw peers
 
@@ -396,23 +426,64 @@ async fn raw_peers_with_broken_handshakes_are_refused_by_reason(tp: Tp) {
         .unwrap();
     let ep = pl.endpoints()[0].to_string();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("HELLO one byte short", [greeting("CURVE"), command(&hello(199, 1, 0))].concat(), "bad_handshake"),
-        ("HELLO one byte long", [greeting("CURVE"), command(&hello(201, 1, 0))].concat(), "bad_handshake"),
-        ("HELLO version 2.0", [greeting("CURVE"), command(&hello(200, 2, 0))].concat(), "bad_handshake"),
-        ("INITIATE first", [greeting("CURVE"), command(&{
-            let mut i = b"\x08INITIATE".to_vec();
-            i.resize(300, 0);
-            i
-        })].concat(), "bad_handshake"),
-        ("HELLO whose box is garbage", [greeting("CURVE"), command(&hello(200, 1, 0))].concat(), "decrypt_failed"),
-        ("a NULL client", [greeting("NULL"), command(b"\x05READY")].concat(), "mechanism_mismatch"),
-        ("not ZMTP at all", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(4), "bad_greeting"),
-        ("a HELLO frame declaring 1 TiB", [greeting("CURVE"), {
-            let mut v = vec![0x06];
-            v.extend_from_slice(&(1u64 << 40).to_be_bytes());
-            v
-        }].concat(), "frame_too_large"),
-        ("a greeting, then silence", greeting("CURVE"), "handshake_timeout"),
+        (
+            "HELLO one byte short",
+            [greeting("CURVE"), command(&hello(199, 1, 0))].concat(),
+            "bad_handshake",
+        ),
+        (
+            "HELLO one byte long",
+            [greeting("CURVE"), command(&hello(201, 1, 0))].concat(),
+            "bad_handshake",
+        ),
+        (
+            "HELLO version 2.0",
+            [greeting("CURVE"), command(&hello(200, 2, 0))].concat(),
+            "bad_handshake",
+        ),
+        (
+            "INITIATE first",
+            [
+                greeting("CURVE"),
+                command(&{
+                    let mut i = b"\x08INITIATE".to_vec();
+                    i.resize(300, 0);
+                    i
+                }),
+            ]
+            .concat(),
+            "bad_handshake",
+        ),
+        (
+            "HELLO whose box is garbage",
+            [greeting("CURVE"), command(&hello(200, 1, 0))].concat(),
+            "decrypt_failed",
+        ),
+        (
+            "a NULL client",
+            [greeting("NULL"), command(b"\x05READY")].concat(),
+            "mechanism_mismatch",
+        ),
+        (
+            "not ZMTP at all",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(4),
+            "bad_greeting",
+        ),
+        (
+            "a HELLO frame declaring 1 TiB",
+            [greeting("CURVE"), {
+                let mut v = vec![0x06];
+                v.extend_from_slice(&(1u64 << 40).to_be_bytes());
+                v
+            }]
+            .concat(),
+            "frame_too_large",
+        ),
+        (
+            "a greeting, then silence",
+            greeting("CURVE"),
+            "handshake_timeout",
+        ),
     ];
     for (what, bytes, reason) in cases {
         let before = cut(reason);
@@ -430,10 +501,18 @@ async fn raw_peers_with_broken_handshakes_are_refused_by_reason(tp: Tp) {
         .unwrap();
     good.wait_connected().await;
     good.send(&Tick { n: 1 }).await.unwrap();
-    let t: Tick = pl.recv_timeout(Duration::from_secs(10)).await.unwrap().decode().unwrap();
+    let t: Tick = pl
+        .recv_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .decode()
+        .unwrap();
     assert_eq!(t.n, 1);
 }
-both!(raw_negative, raw_peers_with_broken_handshakes_are_refused_by_reason);
+both!(
+    raw_negative,
+    raw_peers_with_broken_handshakes_are_refused_by_reason
+);
 
 // ------------------------------------------------------------ rotation
 
@@ -460,7 +539,10 @@ async fn keys_rotate_without_a_restart() {
         old.write_files(&keys.join("server.key")).unwrap();
         alice.write_files(&keys.join("alice.key")).unwrap();
         bob.write_files(&keys.join("bob.key")).unwrap();
-        replace(&keys.join("authorized"), &format!("# who may push\n{}\n", alice.public()));
+        replace(
+            &keys.join("authorized"),
+            &format!("# who may push\n{}\n", alice.public()),
+        );
         replace(&keys.join("servers"), &format!("{}\n", old.public()));
 
         let server_curve = CurveConfig::from_files(
@@ -496,7 +578,14 @@ async fn keys_rotate_without_a_restart() {
         let a = client("alice").await.unwrap();
         a.wait_connected().await;
         a.send(&Tick { n: 1 }).await.unwrap();
-        assert_eq!(pl.recv_timeout(Duration::from_secs(10)).await.unwrap().decode().unwrap(), Tick { n: 1 });
+        assert_eq!(
+            pl.recv_timeout(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .decode()
+                .unwrap(),
+            Tick { n: 1 }
+        );
 
         // Bob is not on the list yet.
         let before = cut("unauthorized");
@@ -509,21 +598,45 @@ async fn keys_rotate_without_a_restart() {
         );
         b.wait_connected().await;
         b.send(&Tick { n: 2 }).await.unwrap();
-        assert_eq!(pl.recv_timeout(Duration::from_secs(10)).await.unwrap().decode().unwrap(), Tick { n: 2 });
+        assert_eq!(
+            pl.recv_timeout(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .decode()
+                .unwrap(),
+            Tick { n: 2 }
+        );
 
         // Server key rotation: clients learn the new key next to the old one,
         // then the server switches; new connections use the new key.
         replace(&servers, &format!("{}\n{}\n", old.public(), new.public()));
-        replace(&keys.join("server.key"), &format!("{}\n", new.secret().to_z85()));
+        replace(
+            &keys.join("server.key"),
+            &format!("{}\n", new.secret().to_z85()),
+        );
         let before = cut("decrypt_failed");
         let late = client("alice").await.unwrap();
         late.wait_connected().await; // old key refused first, then the new one works
         assert!(cut("decrypt_failed") > before);
         late.send(&Tick { n: 3 }).await.unwrap();
-        assert_eq!(pl.recv_timeout(Duration::from_secs(10)).await.unwrap().decode().unwrap(), Tick { n: 3 });
+        assert_eq!(
+            pl.recv_timeout(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .decode()
+                .unwrap(),
+            Tick { n: 3 }
+        );
         // Links made before the rotation stay up.
         a.send(&Tick { n: 4 }).await.unwrap();
-        assert_eq!(pl.recv_timeout(Duration::from_secs(10)).await.unwrap().decode().unwrap(), Tick { n: 4 });
+        assert_eq!(
+            pl.recv_timeout(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .decode()
+                .unwrap(),
+            Tick { n: 4 }
+        );
     })
     .await
 }

@@ -305,7 +305,9 @@ mod tests {
     fn a_greeting_announcing_curve_is_refused_as_a_mechanism_mismatch() {
         let mut g = greeting();
         g[12..17].copy_from_slice(b"CURVE");
-        let err = FrameScanner::new(LIMITS).feed(&g, &mut Vec::new()).unwrap_err();
+        let err = FrameScanner::new(LIMITS)
+            .feed(&g, &mut Vec::new())
+            .unwrap_err();
         assert_eq!(err, ScanError::Mechanism);
         assert_eq!(err.reason(), DisconnectReason::MechanismMismatch);
     }

@@ -367,6 +367,9 @@ mod tests {
         frame_header(body.len(), false, true, &mut raw);
         raw.extend_from_slice(&body);
         assert_eq!(handshake_identity(&raw), Some(b"me".to_vec()));
-        assert_eq!(handshake_identity(&handshake_bytes(SocketKind::Dealer)), None);
+        assert_eq!(
+            handshake_identity(&handshake_bytes(SocketKind::Dealer)),
+            None
+        );
     }
 }

@@ -97,9 +97,8 @@ fn py_endpoint(tp: Tp, dir: &tempfile::TempDir) -> String {
 
 /// zfabric as CURVE server, letting only `client` in.
 fn zf_server(keys: &CurveKeyPair, client: &CurveKeyPair) -> SocketConfig {
-    SocketConfig::default().curve(
-        CurveConfig::new(keys.clone()).authorizer(AllowList::from_keys([*client.public()])),
-    )
+    SocketConfig::default()
+        .curve(CurveConfig::new(keys.clone()).authorizer(AllowList::from_keys([*client.public()])))
 }
 
 /// zfabric as CURVE client of `server`.
@@ -149,7 +148,10 @@ async fn libzmq_publishes_to_a_zfabric_curve_subscriber(tp: Tp) {
     }
     peer.stop().await;
 }
-both!(py_pub_zf_sub, libzmq_publishes_to_a_zfabric_curve_subscriber);
+both!(
+    py_pub_zf_sub,
+    libzmq_publishes_to_a_zfabric_curve_subscriber
+);
 
 async fn a_zfabric_publisher_connects_to_a_libzmq_curve_subscriber(tp: Tp) {
     let dir = tempfile::tempdir().unwrap();
@@ -191,7 +193,10 @@ async fn a_zfabric_publisher_connects_to_a_libzmq_curve_subscriber(tp: Tp) {
         prev = Some(seq);
     }
 }
-both!(zf_pub_py_sub, a_zfabric_publisher_connects_to_a_libzmq_curve_subscriber);
+both!(
+    zf_pub_py_sub,
+    a_zfabric_publisher_connects_to_a_libzmq_curve_subscriber
+);
 
 async fn libzmq_pushes_to_a_zfabric_curve_puller(tp: Tp) {
     let dir = tempfile::tempdir().unwrap();
@@ -246,7 +251,10 @@ async fn a_zfabric_pusher_connects_to_a_libzmq_curve_puller(tp: Tp) {
     }
     peer.stop().await;
 }
-both!(zf_push_py_pull, a_zfabric_pusher_connects_to_a_libzmq_curve_puller);
+both!(
+    zf_push_py_pull,
+    a_zfabric_pusher_connects_to_a_libzmq_curve_puller
+);
 
 async fn a_libzmq_dealer_makes_requests_to_a_zfabric_curve_server(tp: Tp) {
     let dir = tempfile::tempdir().unwrap();
@@ -279,7 +287,10 @@ async fn a_libzmq_dealer_makes_requests_to_a_zfabric_curve_server(tp: Tp) {
     assert_eq!(seen, (0..8).collect::<Vec<_>>());
     peer.stop().await;
 }
-both!(py_dealer_zf_router, a_libzmq_dealer_makes_requests_to_a_zfabric_curve_server);
+both!(
+    py_dealer_zf_router,
+    a_libzmq_dealer_makes_requests_to_a_zfabric_curve_server
+);
 
 async fn a_zfabric_client_makes_requests_to_a_libzmq_curve_router(tp: Tp) {
     let dir = tempfile::tempdir().unwrap();
@@ -312,4 +323,7 @@ async fn a_zfabric_client_makes_requests_to_a_libzmq_curve_router(tp: Tp) {
     assert_eq!(peer.line().await["served"], 5);
     peer.stop().await;
 }
-both!(zf_dealer_py_router, a_zfabric_client_makes_requests_to_a_libzmq_curve_router);
+both!(
+    zf_dealer_py_router,
+    a_zfabric_client_makes_requests_to_a_libzmq_curve_router
+);

@@ -132,7 +132,10 @@ impl<T> std::fmt::Debug for WatchedFile<T> {
 
 impl<T> WatchedFile<T> {
     /// Loads `path` now (an error if it cannot be).
-    pub(crate) fn new(path: PathBuf, load: fn(&Path) -> Result<T, KeyError>) -> Result<Self, KeyError> {
+    pub(crate) fn new(
+        path: PathBuf,
+        load: fn(&Path) -> Result<T, KeyError>,
+    ) -> Result<Self, KeyError> {
         let s = stamp(&path);
         let v = load(&path)?;
         Ok(WatchedFile {
@@ -187,9 +190,15 @@ mod tests {
         assert!(list.contains(b.public()));
         assert!(!list.contains(a.public()));
         write(&path, "garbage that is not a key\n");
-        assert!(list.contains(b.public()), "a broken edit keeps the last good list");
+        assert!(
+            list.contains(b.public()),
+            "a broken edit keeps the last good list"
+        );
         std::fs::remove_file(&path).unwrap();
-        assert!(list.contains(b.public()), "a vanished file keeps the last good list");
+        assert!(
+            list.contains(b.public()),
+            "a vanished file keeps the last good list"
+        );
     }
 
     #[test]

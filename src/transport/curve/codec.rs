@@ -79,7 +79,12 @@ impl Sealer {
     /// Appends to `out` one ZMTP frame: a MESSAGE boxing `flags` (ZMTP
     /// frame flags: MORE and COMMAND are carried, as the box encodes them)
     /// and `body`.
-    pub(crate) fn seal(&mut self, flags: u8, body: &[u8], out: &mut Vec<u8>) -> Result<(), CurveError> {
+    pub(crate) fn seal(
+        &mut self,
+        flags: u8,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CurveError> {
         let n = self.next;
         self.next += 1;
         // libzmq sends MESSAGE in a plain frame (no COMMAND, no MORE bit:
@@ -233,7 +238,11 @@ impl SealStream {
             self.first_frame = flags & MORE == 0;
             if self.sub && first && flags & (MORE | COMMAND) == 0 {
                 if let Some((&op @ (0 | 1), topic)) = body.split_first() {
-                    let name: &[u8] = if op == 1 { b"\x09SUBSCRIBE" } else { b"\x06CANCEL" };
+                    let name: &[u8] = if op == 1 {
+                        b"\x09SUBSCRIBE"
+                    } else {
+                        b"\x06CANCEL"
+                    };
                     let mut cmd = Vec::with_capacity(name.len() + topic.len());
                     cmd.extend_from_slice(name);
                     cmd.extend_from_slice(topic);

@@ -29,9 +29,9 @@
 //! ([`Initiated::client_key`]) and the caller decides. Timeouts are the
 //! caller's (this code never waits).
 
-use crypto_box::aead::rand_core::RngCore;
 use crypto_box::aead::consts::U24;
 use crypto_box::aead::generic_array::GenericArray;
+use crypto_box::aead::rand_core::RngCore;
 use crypto_box::aead::{AeadCore, AeadInPlace, OsRng};
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use crypto_secretbox::{KeyInit, XSalsa20Poly1305};
@@ -179,7 +179,9 @@ pub(super) fn open<A: AeadInPlace + AeadCore<NonceSize = U24>>(
 
 fn random<const N: usize>() -> Result<[u8; N], CurveError> {
     let mut b = [0u8; N];
-    OsRng.try_fill_bytes(&mut b).map_err(|_| CurveError::Random)?;
+    OsRng
+        .try_fill_bytes(&mut b)
+        .map_err(|_| CurveError::Random)?;
     Ok(b)
 }
 
@@ -219,7 +221,13 @@ fn peer_error(cmd: &[u8]) -> Option<CurveError> {
     };
     let printable = reason
         .iter()
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
         .collect();
     Some(CurveError::PeerError(printable))
 }
@@ -536,7 +544,8 @@ impl ServerInitiate {
             &cmd[25..105],
             "cookie",
         )?;
-        if cookie[..32] != self.cn_client.as_bytes()[..] || cookie[32..64] != self.cn_secret.to_bytes()
+        if cookie[..32] != self.cn_client.as_bytes()[..]
+            || cookie[32..64] != self.cn_secret.to_bytes()
         {
             return Err(CurveError::Decrypt("cookie"));
         }

@@ -340,9 +340,8 @@ mod tests {
         }
         let secret = CurveSecretKey::from_bytes(bytes);
         assert_eq!(secret.to_z85(), "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6");
-        let pair = CurveKeyPair::from_secret(
-            "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6".parse().unwrap(),
-        );
+        let pair =
+            CurveKeyPair::from_secret("JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6".parse().unwrap());
         assert_eq!(
             pair.public().to_z85(),
             "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"

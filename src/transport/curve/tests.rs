@@ -63,7 +63,9 @@ fn a_client_and_a_server_agree_and_exchange_boxes_both_ways() {
         let mut wire = Vec::new();
         p.client.sealer.seal(1, &payload, &mut wire).unwrap();
         let mut cmd = body(&wire);
-        assert!(!cmd.windows(payload.len().max(8)).any(|w| w == &payload[..] && len >= 8));
+        assert!(!cmd
+            .windows(payload.len().max(8))
+            .any(|w| w == &payload[..] && len >= 8));
         let (flags, got) = p.server.opener.open(&mut cmd).unwrap();
         assert_eq!((flags, got), (1, &payload[..]));
         let mut wire = Vec::new();
@@ -86,7 +88,12 @@ fn the_hello_is_200_bytes_with_72_zero_bytes_of_padding_as_libzmq_sends() {
 fn hello_and_welcome(
     c: &CurveKeyPair,
     s: &CurveKeyPair,
-) -> (handshake::ClientWelcome, handshake::ServerInitiate, Vec<u8>, Vec<u8>) {
+) -> (
+    handshake::ClientWelcome,
+    handshake::ServerInitiate,
+    Vec<u8>,
+    Vec<u8>,
+) {
     let (cw, hello) = client_hello(c, s.public()).unwrap();
     let (si, welcome) = ServerHello::new(s.clone()).hello(&hello).unwrap();
     (cw, si, hello, welcome)
@@ -100,11 +107,17 @@ fn malformed_hellos_are_refused_by_length_name_and_version() {
     let short = &hello[..199];
     assert!(matches!(
         server().hello(short),
-        Err(CurveError::Malformed { command: "HELLO", .. })
+        Err(CurveError::Malformed {
+            command: "HELLO",
+            ..
+        })
     ));
     let mut long = hello.clone();
     long.push(0);
-    assert!(matches!(server().hello(&long), Err(CurveError::Malformed { .. })));
+    assert!(matches!(
+        server().hello(&long),
+        Err(CurveError::Malformed { .. })
+    ));
     let mut renamed = hello.clone();
     renamed[1..6].copy_from_slice(b"HELLX");
     assert!(matches!(
@@ -147,7 +160,9 @@ fn a_welcome_not_from_the_expected_server_is_refused_by_the_client() {
     // A man in the middle that holds another key answers for the server.
     let (cw, _) = client_hello(&c, s.public()).unwrap();
     let (_, hello_to_other) = client_hello(&c, other.public()).unwrap();
-    let (_, welcome) = ServerHello::new(other.clone()).hello(&hello_to_other).unwrap();
+    let (_, welcome) = ServerHello::new(other.clone())
+        .hello(&hello_to_other)
+        .unwrap();
     assert_eq!(
         cw.welcome(&welcome, &meta("SUB")).unwrap_err(),
         CurveError::Decrypt("WELCOME")
@@ -155,7 +170,10 @@ fn a_welcome_not_from_the_expected_server_is_refused_by_the_client() {
     let (cw, _, _, welcome) = hello_and_welcome(&c, &s);
     assert!(matches!(
         cw.welcome(&welcome[..167], &meta("SUB")),
-        Err(CurveError::Malformed { command: "WELCOME", .. })
+        Err(CurveError::Malformed {
+            command: "WELCOME",
+            ..
+        })
     ));
 }
 
@@ -170,13 +188,18 @@ fn malformed_initiates_are_refused() {
     let (si, initiate) = fresh();
     assert!(matches!(
         si.initiate(&initiate[..256]),
-        Err(CurveError::Malformed { command: "INITIATE", .. })
+        Err(CurveError::Malformed {
+            command: "INITIATE",
+            ..
+        })
     ));
     let (si, mut initiate) = fresh();
     initiate[1] = b'X';
     assert!(matches!(
         si.initiate(&initiate),
-        Err(CurveError::UnexpectedCommand { expected: "INITIATE" })
+        Err(CurveError::UnexpectedCommand {
+            expected: "INITIATE"
+        })
     ));
     let (si, _) = fresh();
     let (_, hello) = client_hello(&c, s.public()).unwrap();
@@ -234,7 +257,11 @@ fn a_tampered_ready_and_an_error_command_are_refused_by_the_client() {
     let (c, s) = (CurveKeyPair::generate(), CurveKeyPair::generate());
     let (cw, si, _, welcome) = hello_and_welcome(&c, &s);
     let (cr, initiate) = cw.welcome(&welcome, &meta("PULL")).unwrap();
-    let (mut ready, _) = si.initiate(&initiate).unwrap().ready(&meta("PUSH")).unwrap();
+    let (mut ready, _) = si
+        .initiate(&initiate)
+        .unwrap()
+        .ready(&meta("PUSH"))
+        .unwrap();
     ready[20] ^= 1;
     assert_eq!(cr.ready(&ready).unwrap_err(), CurveError::Decrypt("READY"));
 
@@ -368,4 +395,3 @@ fn the_open_stream_refuses_an_oversized_or_multi_frame_message_from_its_header()
     assert_eq!(e, CurveError::NotCommand(1));
     assert_eq!(e.reason(), DisconnectReason::MalformedFrame);
 }
-

@@ -13,6 +13,10 @@
 //! - [`Link::state`] tells whether the remote is connected and past the
 //!   handshake; a peer whose socket type is not compatible is refused
 //!   (counted as `bad_handshake`) and retried.
+//! - With CURVE the link runs the client handshake against the remote
+//!   (the local socket's NULL handshake is still answered locally), trying
+//!   each accepted server key in order, and its pumps seal and open every
+//!   frame. Refusals are counted by reason and retried with backoff.
 //!
 //! # Not guaranteed
 //! Messages in flight when a connection breaks are not recovered (the
@@ -203,10 +207,7 @@ fn remote_halves(
     match session {
         None => (RemoteReader::new(r, None), RemoteWriter::new(w, None)),
         Some(s) => (
-            RemoteReader::new(
-                r,
-                Some(OpenStream::new(s.opener, curve_wire_limit(limits))),
-            ),
+            RemoteReader::new(r, Some(OpenStream::new(s.opener, curve_wire_limit(limits)))),
             RemoteWriter::new(
                 w,
                 Some(SealStream::new(

@@ -10,6 +10,11 @@
 //! - Reply bytes the socket sends are counted once written to the peer
 //!   (the socket's own handshake excluded), so a linger knows when they
 //!   have left.
+//! - With CURVE: the peer's greeting and handshake must finish within
+//!   `SocketConfig::handshake_timeout`; the client's key is authorized
+//!   before the private hop to the socket is even opened; decrypted frames
+//!   pass the same scanner before they are written on. Every refusal is
+//!   counted by reason.
 //!
 //! # Not guaranteed
 //! Nothing is buffered beyond one read: a peer that stops reading holds up

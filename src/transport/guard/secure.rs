@@ -72,7 +72,10 @@ impl From<io::Error> for Refusal {
         } else {
             DisconnectReason::Io
         };
-        Refusal::new(reason, format!("connection closed during the handshake: {e}"))
+        Refusal::new(
+            reason,
+            format!("connection closed during the handshake: {e}"),
+        )
     }
 }
 
@@ -158,13 +161,19 @@ where
     let initiated = await_initiate.initiate(&initiate)?;
     let peer = initiated.metadata.clone();
     let Some(peer_type) = peer.socket_type.clone() else {
-        return Err(Refusal::new(DisconnectReason::BadHandshake, "INITIATE without a Socket-Type"));
+        return Err(Refusal::new(
+            DisconnectReason::BadHandshake,
+            "INITIATE without a Socket-Type",
+        ));
     };
     if !kind.accepts(&peer_type) {
         let _ = write_command(w, &error_command("socket type mismatch")).await;
         return Err(Refusal::new(
             DisconnectReason::BadHandshake,
-            format!("peer is a {peer_type} socket, not compatible with {}", kind.zmtp_name()),
+            format!(
+                "peer is a {peer_type} socket, not compatible with {}",
+                kind.zmtp_name()
+            ),
         ));
     }
     let req = AuthRequest {
@@ -231,9 +240,15 @@ where
         Some(t) if kind.accepts(&t) => Ok(session),
         Some(t) => Err(Refusal::new(
             DisconnectReason::BadHandshake,
-            format!("peer is a {t} socket, not compatible with {}", kind.zmtp_name()),
+            format!(
+                "peer is a {t} socket, not compatible with {}",
+                kind.zmtp_name()
+            ),
         )),
-        None => Err(Refusal::new(DisconnectReason::BadHandshake, "READY without a Socket-Type")),
+        None => Err(Refusal::new(
+            DisconnectReason::BadHandshake,
+            "READY without a Socket-Type",
+        )),
     }
 }
 
@@ -290,7 +305,11 @@ impl RemoteReader {
 
     /// Appends plain ZMTP bytes to `buf`; `Ok(0)` at the end of the
     /// stream. A box that does not open is counted, logged, and an error.
-    pub(crate) async fn read_plain(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    pub(crate) async fn read_plain(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> io::Result<usize> {
         let Some(open) = &mut self.open else {
             return self.r.read_buf(buf).await;
         };
