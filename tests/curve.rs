@@ -640,3 +640,282 @@ async fn keys_rotate_without_a_restart() {
     })
     .await
 }
+
+// ------------------------------------------------ a raw CURVE client
+
+/// A CurveZMQ client written here from RFC 26 on `crypto_box` (not
+/// zfabric's machines), to forge each step against a live listener.
+mod raw_curve {
+    use crypto_box::aead::generic_array::GenericArray;
+    use crypto_box::aead::{AeadInPlace, OsRng};
+    use crypto_box::{PublicKey, SalsaBox, SecretKey};
+
+    pub(crate) struct RawClient {
+        long: SecretKey,
+        server: PublicKey,
+        cn_secret: SecretKey,
+        session: Option<SalsaBox>,
+        pub(crate) cookie: Vec<u8>,
+    }
+
+    fn nonce(prefix: &[u8], tail: &[u8]) -> GenericArray<u8, crypto_box::aead::consts::U24> {
+        let mut n = [0u8; 24];
+        n[..prefix.len()].copy_from_slice(prefix);
+        n[prefix.len()..].copy_from_slice(tail);
+        n.into()
+    }
+
+    fn seal(b: &SalsaBox, n: &[u8; 24], plain: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; 16];
+        out.extend_from_slice(plain);
+        let tag = b
+            .encrypt_in_place_detached(GenericArray::from_slice(n), b"", &mut out[16..])
+            .unwrap();
+        out[..16].copy_from_slice(&tag);
+        out
+    }
+
+    fn open(b: &SalsaBox, n: &[u8; 24], boxed: &[u8]) -> Vec<u8> {
+        let mut plain = boxed[16..].to_vec();
+        b.decrypt_in_place_detached(
+            GenericArray::from_slice(n),
+            b"",
+            &mut plain,
+            GenericArray::from_slice(&boxed[..16]),
+        )
+        .expect("the server's box opens");
+        plain
+    }
+
+    fn n24(prefix: &[u8], tail: &[u8]) -> [u8; 24] {
+        nonce(prefix, tail).into()
+    }
+
+    impl RawClient {
+        pub(crate) fn new(long: [u8; 32], server: [u8; 32]) -> Self {
+            RawClient {
+                long: SecretKey::from(long),
+                server: PublicKey::from(server),
+                cn_secret: SecretKey::generate(&mut OsRng),
+                session: None,
+                cookie: Vec::new(),
+            }
+        }
+
+        pub(crate) fn hello(&self) -> Vec<u8> {
+            let b = SalsaBox::new(&self.server, &self.cn_secret);
+            let mut h = b"\x05HELLO\x01\x00".to_vec();
+            h.extend_from_slice(&[0u8; 72]);
+            h.extend_from_slice(self.cn_secret.public_key().as_bytes());
+            h.extend_from_slice(&1u64.to_be_bytes());
+            h.extend(seal(
+                &b,
+                &n24(b"CurveZMQHELLO---", &1u64.to_be_bytes()),
+                &[0u8; 64],
+            ));
+            h
+        }
+
+        /// Takes WELCOME, returns INITIATE announcing `socket_type`.
+        pub(crate) fn initiate(&mut self, welcome: &[u8], socket_type: &str) -> Vec<u8> {
+            assert_eq!(&welcome[..8], b"\x07WELCOME");
+            let b = SalsaBox::new(&self.server, &self.cn_secret);
+            let plain = open(&b, &n24(b"WELCOME-", &welcome[8..24]), &welcome[24..]);
+            let cn_server = PublicKey::from(<[u8; 32]>::try_from(&plain[..32]).unwrap());
+            self.cookie = plain[32..128].to_vec();
+            let session = SalsaBox::new(&cn_server, &self.cn_secret);
+            let mut vouch_plain = self.cn_secret.public_key().as_bytes().to_vec();
+            vouch_plain.extend_from_slice(self.server.as_bytes());
+            let vouch_tail = [9u8; 16];
+            let vouch = seal(
+                &SalsaBox::new(&cn_server, &self.long),
+                &n24(b"VOUCH---", &vouch_tail),
+                &vouch_plain,
+            );
+            let mut plain = self.long.public_key().as_bytes().to_vec();
+            plain.extend_from_slice(&vouch_tail);
+            plain.extend(vouch);
+            plain.push(11);
+            plain.extend_from_slice(b"Socket-Type");
+            plain.extend_from_slice(&(socket_type.len() as u32).to_be_bytes());
+            plain.extend_from_slice(socket_type.as_bytes());
+            let mut i = b"\x08INITIATE".to_vec();
+            i.extend_from_slice(&self.cookie);
+            i.extend_from_slice(&2u64.to_be_bytes());
+            i.extend(seal(
+                &session,
+                &n24(b"CurveZMQINITIATE", &2u64.to_be_bytes()),
+                &plain,
+            ));
+            self.session = Some(session);
+            i
+        }
+
+        /// A MESSAGE with short nonce `n` boxing `flags` and `body`.
+        pub(crate) fn message(&self, n: u64, flags: u8, body: &[u8]) -> Vec<u8> {
+            let mut plain = vec![flags];
+            plain.extend_from_slice(body);
+            let mut m = b"\x07MESSAGE".to_vec();
+            m.extend_from_slice(&n.to_be_bytes());
+            m.extend(seal(
+                self.session.as_ref().unwrap(),
+                &n24(b"CurveZMQMESSAGEC", &n.to_be_bytes()),
+                &plain,
+            ));
+            m
+        }
+    }
+}
+
+/// A frame of `body` as ZMTP frames it: `command` sets the COMMAND bit.
+fn frame(body: &[u8], command: bool) -> Vec<u8> {
+    let c = if command { 0x04 } else { 0 };
+    let mut out = if body.len() > 255 {
+        let mut v = vec![0x02 | c];
+        v.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        v
+    } else {
+        vec![c, body.len() as u8]
+    };
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one frame's body.
+async fn read_frame(s: &mut Box<dyn RawIo>) -> Vec<u8> {
+    let flags = s.read_u8().await.unwrap();
+    let len = if flags & 0x02 != 0 {
+        s.read_u64().await.unwrap() as usize
+    } else {
+        s.read_u8().await.unwrap() as usize
+    };
+    let mut b = vec![0u8; len];
+    s.read_exact(&mut b).await.unwrap();
+    b
+}
+
+/// Connects a raw client, exchanges greetings and HELLO/WELCOME.
+async fn raw_welcome(
+    ep: &str,
+    who: &CurveKeyPair,
+    server: &CurvePublicKey,
+) -> (Box<dyn RawIo>, raw_curve::RawClient, Vec<u8>) {
+    let mut s = raw_stream(ep).await;
+    let mut rc = raw_curve::RawClient::new(who.secret().to_bytes(), *server.as_bytes());
+    s.write_all(&greeting("CURVE")).await.unwrap();
+    let mut g = [0u8; 64];
+    s.read_exact(&mut g).await.unwrap();
+    assert_eq!(&g[12..17], b"CURVE");
+    assert_eq!(g[32], 1, "the bound side is the CURVE server");
+    s.write_all(&frame(&rc.hello(), true)).await.unwrap();
+    let welcome = read_frame(&mut s).await;
+    let initiate = rc.initiate(&welcome, "PUSH");
+    (s, rc, initiate)
+}
+
+async fn forged_initiates_and_messages_are_refused_by_reason(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, c) = (CurveKeyPair::generate(), CurveKeyPair::generate());
+    let mut pl: Puller<Tick> = SocketBuilder::new()
+        .config(server_cfg(&s, &[&c]))
+        .bind(endpoint(tp, &dir))
+        .puller()
+        .await
+        .unwrap();
+    let ep = pl.endpoints()[0].to_string();
+    type Forge = fn(&mut Vec<u8>);
+    let cases: [(&str, Forge, &str); 4] = [
+        (
+            "INITIATE cut to 256 bytes",
+            |i| i.truncate(256),
+            "bad_handshake",
+        ),
+        (
+            "INITIATE with a tampered cookie",
+            |i| i[30] ^= 1,
+            "decrypt_failed",
+        ),
+        (
+            "INITIATE with a tampered box",
+            |i| {
+                let l = i.len() - 1;
+                i[l] ^= 1
+            },
+            "decrypt_failed",
+        ),
+        ("INITIATE renamed", |i| i[1] = b'X', "bad_handshake"),
+    ];
+    for (what, forge, reason) in cases {
+        let before = cut(reason);
+        let (mut raw, _rc, mut initiate) = raw_welcome(&ep, &c, s.public()).await;
+        forge(&mut initiate);
+        raw.write_all(&frame(&initiate, true)).await.unwrap();
+        assert!(closed_by_peer(&mut raw).await, "{what}: not cut off");
+        counted(reason, before).await;
+    }
+
+    // A good handshake, one real message, then a replay and a tampered box.
+    let h = zfabric::wire::Header::new(
+        zfabric::wire::Kind::Event,
+        zfabric::wire::MessageId(1),
+        9,
+        0,
+    );
+    let (hdr, body) = (
+        zfabric::wire::encode_header(&h),
+        zfabric::wire::encode_body(&Tick { n: 41 }).unwrap(),
+    );
+    for (what, reason) in [
+        ("a replayed nonce", "bad_nonce"),
+        ("a tampered box", "decrypt_failed"),
+    ] {
+        let before = cut(reason);
+        let (mut raw, rc, initiate) = raw_welcome(&ep, &c, s.public()).await;
+        raw.write_all(&frame(&initiate, true)).await.unwrap();
+        let ready = read_frame(&mut raw).await;
+        assert_eq!(&ready[..6], b"\x05READY");
+        // MESSAGEs travel in plain frames; MORE is bit 0 inside the box.
+        let mut msg = frame(&rc.message(3, 1, &hdr), false);
+        msg.extend(frame(&rc.message(4, 0, &body), false));
+        raw.write_all(&msg).await.unwrap();
+        let t: Tick = pl
+            .recv_timeout(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .decode()
+            .unwrap();
+        assert_eq!(t.n, 41, "the well-formed message arrived");
+        let bad = match reason {
+            "bad_nonce" => rc.message(4, 0, &body),
+            _ => {
+                let mut m = rc.message(5, 0, &body);
+                let l = m.len() - 1;
+                m[l] ^= 1;
+                m
+            }
+        };
+        raw.write_all(&frame(&bad, false)).await.unwrap();
+        assert!(closed_by_peer(&mut raw).await, "{what}: not cut off");
+        counted(reason, before).await;
+    }
+    // And the listener still serves an authorized peer.
+    let good: Pusher<Tick> = SocketBuilder::new()
+        .config(client_cfg(&c, s.public()))
+        .connect(ep)
+        .pusher()
+        .await
+        .unwrap();
+    good.wait_connected().await;
+    good.send(&Tick { n: 2 }).await.unwrap();
+    let t: Tick = pl
+        .recv_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .decode()
+        .unwrap();
+    assert_eq!(t.n, 2);
+}
+both!(
+    forged_curve,
+    forged_initiates_and_messages_are_refused_by_reason
+);
