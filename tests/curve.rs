@@ -465,6 +465,19 @@ async fn raw_peers_with_broken_handshakes_are_refused_by_reason(tp: Tp) {
             "mechanism_mismatch",
         ),
         (
+            "a peer that claims to be the CURVE server too",
+            [
+                {
+                    let mut g = greeting("CURVE");
+                    g[32] = 1;
+                    g
+                },
+                command(&hello(200, 1, 0)),
+            ]
+            .concat(),
+            "bad_handshake",
+        ),
+        (
             "not ZMTP at all",
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(4),
             "bad_greeting",
