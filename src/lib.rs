@@ -38,8 +38,9 @@
 //! - `transport`: the one seam patterns send and receive through
 //!   (`Outbound`, `Inbound`), written once per transport: the inproc
 //!   engine, and the guard relay in front of every `zeromq` socket (frame
-//!   limits, the ZMTP handshake and its security mechanism, non-blocking
-//!   connect, reconnection; see `docs/SECURITY.md`).
+//!   limits, the ZMTP handshake and its security mechanism — NULL, or
+//!   CURVE with [`CurveConfig`] — non-blocking connect, reconnection; see
+//!   `docs/SECURITY.md`).
 //! - [`messaging`]: the typed patterns and their delivery guarantees.
 //! - [`resilience`]: bulkheads, deadline inheritance, retry budgets,
 //!   circuit breakers, idempotent consumers.
@@ -144,5 +145,9 @@ pub use messaging::reqrep::{
     CallFields, Client, Request, Server, ServerHandle, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use messaging::socket::{Delivery, SocketBuilder};
+pub use transport::curve::{
+    AllowAnyClient, AllowList, AuthRequest, Authorizer, CurveConfig, CurveKeyPair, CurvePublicKey,
+    CurveSecretKey, KeyError,
+};
 pub use transport::LinkState;
 pub use wire::{Deadline, Envelope, RemoteError};

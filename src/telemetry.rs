@@ -172,11 +172,27 @@ pub enum DisconnectReason {
     Io,
     /// A peer of a `zeromq` socket failed inside the crate.
     PeerError,
+    /// The peer's greeting announces another security mechanism (a NULL
+    /// peer at a CURVE socket, or the reverse).
+    MechanismMismatch,
+    /// The peer's CURVE key is not authorized (the `Authorizer` said no).
+    Unauthorized,
+    /// The greeting and handshake did not finish within
+    /// `SocketConfig::handshake_timeout`.
+    HandshakeTimeout,
+    /// A CURVE box did not open: a wrong server key, a tampered cookie,
+    /// handshake box or message.
+    DecryptFailed,
+    /// A CURVE message whose short nonce does not increase (a replay).
+    BadNonce,
+    /// The remote refused our handshake with a ZMTP ERROR command (e.g.
+    /// our key is not authorized there).
+    PeerRefused,
 }
 
 impl DisconnectReason {
     /// Every reason, for registering counters and for docs.
-    pub const ALL: [DisconnectReason; 7] = [
+    pub const ALL: [DisconnectReason; 13] = [
         DisconnectReason::BadGreeting,
         DisconnectReason::BadHandshake,
         DisconnectReason::MalformedFrame,
@@ -184,6 +200,12 @@ impl DisconnectReason {
         DisconnectReason::MessageTooLarge,
         DisconnectReason::Io,
         DisconnectReason::PeerError,
+        DisconnectReason::MechanismMismatch,
+        DisconnectReason::Unauthorized,
+        DisconnectReason::HandshakeTimeout,
+        DisconnectReason::DecryptFailed,
+        DisconnectReason::BadNonce,
+        DisconnectReason::PeerRefused,
     ];
 
     /// The metric label.
@@ -196,6 +218,12 @@ impl DisconnectReason {
             DisconnectReason::MessageTooLarge => "message_too_large",
             DisconnectReason::Io => "io",
             DisconnectReason::PeerError => "peer_error",
+            DisconnectReason::MechanismMismatch => "mechanism_mismatch",
+            DisconnectReason::Unauthorized => "unauthorized",
+            DisconnectReason::HandshakeTimeout => "handshake_timeout",
+            DisconnectReason::DecryptFailed => "decrypt_failed",
+            DisconnectReason::BadNonce => "bad_nonce",
+            DisconnectReason::PeerRefused => "peer_refused",
         }
     }
 }

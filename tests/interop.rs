@@ -3,6 +3,8 @@
 //! and makes requests to zfabric over tcp.
 
 mod common;
+#[path = "interop/curve.rs"]
+mod curve;
 
 use std::process::Stdio;
 use std::sync::OnceLock;

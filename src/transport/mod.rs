@@ -20,11 +20,12 @@
 //! (sequence numbers, correlation, deadlines), which live in `messaging`.
 
 pub(crate) mod batch;
+pub(crate) mod curve;
 pub(crate) mod guard;
 mod inbound;
 pub(crate) mod inproc;
 mod outbound;
-mod scan;
+pub(crate) mod scan;
 pub(crate) mod zmtp;
 
 pub(crate) use inbound::{Arrival, Inbound, ReplySender, ReplyTo};
@@ -224,7 +225,7 @@ pub(crate) async fn open_zmq<S: zeromq::Socket>(
             .map_err(|e| BindError::Zmq(e.to_string()))?;
         side.private = Some(private.clone());
         for ep in &plan.binds {
-            let l = guard::bind_guarded(ep, &private, cfg, side.progress.clone()).await?;
+            let l = guard::bind_guarded(ep, &private, kind, cfg, side.progress.clone()).await?;
             resolved.push(l.endpoint.clone());
             side._listeners.push(l);
         }

@@ -18,6 +18,9 @@ pub(crate) struct ScanLimits {
 pub(crate) enum ScanError {
     /// The greeting does not start with the ZMTP signature.
     BadGreeting,
+    /// The greeting announces another security mechanism than NULL (a
+    /// CURVE client at a NULL socket).
+    Mechanism,
     /// Reserved flag bits set, or a command with the MORE flag.
     BadFlags(u8),
     /// A message frame declares more than the message limit by itself.
@@ -33,6 +36,7 @@ impl ScanError {
     pub(crate) fn reason(&self) -> DisconnectReason {
         match self {
             ScanError::BadGreeting => DisconnectReason::BadGreeting,
+            ScanError::Mechanism => DisconnectReason::MechanismMismatch,
             ScanError::BadFlags(_) => DisconnectReason::MalformedFrame,
             ScanError::FrameTooLarge { .. } => DisconnectReason::FrameTooLarge,
             ScanError::MessageTooLarge { .. } => DisconnectReason::MessageTooLarge,
@@ -60,6 +64,9 @@ enum State {
 const MORE: u8 = 0b001;
 const LONG: u8 = 0b010;
 const COMMAND: u8 = 0b100;
+
+/// The greeting's mechanism field for NULL.
+const NULL_MECHANISM: [u8; 20] = *b"NULL\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
 /// Largest single-frame message body captured by `capture_small`.
 const CAPTURE_MAX: u64 = 4096;
@@ -136,6 +143,10 @@ impl FrameScanner {
                     let b = data[i];
                     if (off == 0 && b != 0xff) || (off == 9 && b & 1 != 1) {
                         return Err(ScanError::BadGreeting);
+                    }
+                    // The mechanism field (bytes 12..32): NULL, zero-padded.
+                    if (12..32).contains(&off) && NULL_MECHANISM[off as usize - 12] != b {
+                        return Err(ScanError::Mechanism);
                     }
                     i += 1;
                     if off == 63 {
@@ -288,6 +299,17 @@ mod tests {
         frame_header(len, more, command, &mut v);
         v.extend(std::iter::repeat_n(7u8, len));
         v
+    }
+
+    #[test]
+    fn a_greeting_announcing_curve_is_refused_as_a_mechanism_mismatch() {
+        let mut g = greeting();
+        g[12..17].copy_from_slice(b"CURVE");
+        let err = FrameScanner::new(LIMITS)
+            .feed(&g, &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err, ScanError::Mechanism);
+        assert_eq!(err.reason(), DisconnectReason::MechanismMismatch);
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! ZMTP 3 greeting and handshake, without I/O beyond reading one
-//! handshake: the greeting bytes, the READY command (build and parse),
-//! socket-type compatibility, and the security [`Mechanism`] seam.
+//! handshake: the greeting bytes, the READY command and its metadata
+//! properties (build and parse), socket-type compatibility, and the
+//! security [`Mechanism`] seam.
 //!
 //! # Guarantees
 //! - Every length a peer declares is checked before anything is read into
 //!   memory for it (a command is at most [`MAX_COMMAND`] bytes).
-//! - A greeting that is not ZMTP 3.x, or announces a mechanism zfabric
-//!   does not run, is refused with an error naming why.
+//! - A greeting that is not ZMTP 3.x, or announces a mechanism other than
+//!   the one expected, is refused with an error naming why
+//!   ([`GreetingError`]).
 //!
 //! # Not guaranteed
-//! Authentication or encryption: [`Mechanism::Null`] is the only mechanism
-//! today. A new mechanism (CURVE) goes beside it here: its greeting name,
-//! its handshake commands, and what it learns of the peer.
+//! This module only names the mechanisms: [`Mechanism::Null`] (the
+//! `zeromq` socket's private hop, and ipc/tcp links without security) and
+//! [`Mechanism::Curve`], whose handshake and message boxes live in
+//! [`curve`](super::curve) and which the guard relay runs itself.
 
 use std::io;
 
@@ -79,6 +82,44 @@ pub(crate) enum Mechanism {
     /// way, carrying the socket type.
     #[default]
     Null,
+    /// CurveZMQ (RFC 26): HELLO, WELCOME, INITIATE, READY, then MESSAGE
+    /// boxes. Run by the guard relay ([`super::curve`]), never by the
+    /// `zeromq` socket.
+    Curve,
+}
+
+/// Why a peer's greeting was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GreetingError {
+    /// Not a ZMTP 3.x greeting.
+    Bad,
+    /// ZMTP 3.x announcing another security mechanism than ours.
+    Mechanism,
+}
+
+impl GreetingError {
+    /// The metric label of the disconnect it causes.
+    pub(crate) fn reason(self) -> crate::telemetry::DisconnectReason {
+        match self {
+            GreetingError::Bad => crate::telemetry::DisconnectReason::BadGreeting,
+            GreetingError::Mechanism => crate::telemetry::DisconnectReason::MechanismMismatch,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            GreetingError::Bad => "bad greeting",
+            GreetingError::Mechanism => "unsupported security mechanism",
+        }
+    }
+}
+
+impl std::error::Error for GreetingError {}
+
+impl std::fmt::Display for GreetingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Mechanism {
@@ -86,38 +127,48 @@ impl Mechanism {
     pub(crate) fn name(self) -> &'static [u8] {
         match self {
             Mechanism::Null => b"NULL",
+            Mechanism::Curve => b"CURVE",
         }
     }
 
-    /// Our 64-byte greeting (ZMTP 3.0, this mechanism, as-server 0).
-    pub(crate) fn greeting(self) -> [u8; 64] {
+    /// Our 64-byte greeting: this mechanism, `as_server` as given; ZMTP 3.0
+    /// for NULL (what the `zeromq` crate speaks), 3.1 for CURVE (what
+    /// libzmq 4.3 sends, so subscriptions travel as boxed commands).
+    pub(crate) fn greeting_as(self, as_server: bool) -> [u8; 64] {
         let mut g = [0u8; 64];
         g[0] = 0xff;
         g[9] = 0x7f;
         g[10] = 3;
-        g[11] = 0;
+        g[11] = match self {
+            Mechanism::Null => 0,
+            Mechanism::Curve => 1,
+        };
         let name = self.name();
         g[12..12 + name.len()].copy_from_slice(name);
+        g[32] = as_server as u8;
         g
     }
 
+    /// Our 64-byte greeting as a client (as-server 0).
+    pub(crate) fn greeting(self) -> [u8; 64] {
+        self.greeting_as(false)
+    }
+
     /// Checks a peer's greeting: ZMTP 3.x announcing this mechanism.
-    pub(crate) fn check_greeting(self, g: &[u8]) -> Result<(), &'static str> {
+    pub(crate) fn check_greeting(self, g: &[u8]) -> Result<(), GreetingError> {
         if g.len() < 64 || g[0] != 0xff || g[9] & 1 != 1 || g[10] < 3 {
-            return Err("bad greeting");
+            return Err(GreetingError::Bad);
         }
         let name = self.name();
         if &g[12..12 + name.len()] != name || g[12 + name.len()] != 0 {
-            return Err("unsupported security mechanism");
+            return Err(GreetingError::Mechanism);
         }
         Ok(())
     }
 
     /// Greeting plus the handshake command announcing a socket of `kind`.
     pub(crate) fn handshake_bytes(self, kind: SocketKind) -> Vec<u8> {
-        let body = match self {
-            Mechanism::Null => ready_command(kind),
-        };
+        let body = ready_command(kind.zmtp_name(), None);
         let mut out = self.greeting().to_vec();
         frame_header(body.len(), false, true, &mut out);
         out.extend_from_slice(&body);
@@ -129,7 +180,7 @@ impl Mechanism {
     /// is not the one this mechanism expects.
     pub(crate) fn parse_command(self, body: &[u8]) -> Option<Option<String>> {
         match self {
-            Mechanism::Null => parse_ready(body),
+            Mechanism::Null | Mechanism::Curve => parse_ready(body),
         }
     }
 }
@@ -139,18 +190,83 @@ pub(crate) fn handshake_bytes(kind: SocketKind) -> Vec<u8> {
     Mechanism::Null.handshake_bytes(kind)
 }
 
-/// A READY command body announcing `kind`.
-fn ready_command(kind: SocketKind) -> Vec<u8> {
+/// A NULL READY command body announcing `socket_type` (and `identity`).
+pub(crate) fn ready_command(socket_type: &str, identity: Option<&[u8]>) -> Vec<u8> {
     let mut body = Vec::new();
     body.push(5);
     body.extend_from_slice(b"READY");
-    let name = b"Socket-Type";
-    body.push(name.len() as u8);
-    body.extend_from_slice(name);
-    let value = kind.zmtp_name().as_bytes();
-    body.extend_from_slice(&(value.len() as u32).to_be_bytes());
-    body.extend_from_slice(value);
+    Metadata {
+        socket_type: Some(socket_type.to_string()),
+        identity: identity.map(<[u8]>::to_vec),
+    }
+    .encode(&mut body);
     body
+}
+
+/// The ZMTP metadata properties zfabric reads and writes (RFC 23: a
+/// one-byte name length, the name, a four-byte value length, the value).
+/// Other properties a peer sends are skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Metadata {
+    /// `Socket-Type`.
+    pub(crate) socket_type: Option<String>,
+    /// `Identity` (a ROUTER's name for the peer), if set and not empty.
+    pub(crate) identity: Option<Vec<u8>>,
+}
+
+impl Metadata {
+    /// Appends the properties.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let mut put = |name: &[u8], value: &[u8]| {
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            out.extend_from_slice(value);
+        };
+        if let Some(t) = &self.socket_type {
+            put(b"Socket-Type", t.as_bytes());
+        }
+        if let Some(id) = &self.identity {
+            put(b"Identity", id);
+        }
+    }
+
+    /// Parses properties; `None` if they are truncated.
+    pub(crate) fn parse(mut props: &[u8]) -> Option<Metadata> {
+        let mut meta = Metadata::default();
+        while !props.is_empty() {
+            let (&n, rest) = props.split_first()?;
+            let (name, rest) = rest.split_at_checked(n as usize)?;
+            let (len, rest) = rest.split_at_checked(4)?;
+            let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
+            let (value, rest) = rest.split_at_checked(len)?;
+            if name.eq_ignore_ascii_case(b"Socket-Type") {
+                meta.socket_type = Some(String::from_utf8_lossy(value).into_owned());
+            } else if name.eq_ignore_ascii_case(b"Identity") && !value.is_empty() {
+                meta.identity = Some(value.to_vec());
+            }
+            props = rest;
+        }
+        Some(meta)
+    }
+}
+
+/// The `Identity` a raw NULL handshake (greeting + READY, as
+/// [`read_handshake`] returns it) announced.
+pub(crate) fn handshake_identity(raw: &[u8]) -> Option<Vec<u8>> {
+    let body = raw.get(64..)?;
+    let (&flags, rest) = body.split_first()?;
+    let rest = if flags & 0b010 != 0 {
+        rest.get(8..)?
+    } else {
+        rest.get(1..)?
+    };
+    let (&n, rest) = rest.split_first()?;
+    let (name, props) = rest.split_at_checked(n as usize)?;
+    if name != b"READY" {
+        return None;
+    }
+    Metadata::parse(props)?.identity
 }
 
 /// Reads a greeting and one command frame. Returns the raw bytes and the
@@ -162,7 +278,8 @@ pub(crate) async fn read_handshake<R: AsyncRead + Unpin>(
     let bad = |m: &'static str| io::Error::new(io::ErrorKind::InvalidData, m);
     let mut raw = vec![0u8; 64];
     r.read_exact(&mut raw).await?;
-    mech.check_greeting(&raw).map_err(bad)?;
+    mech.check_greeting(&raw)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let flags = r.read_u8().await?;
     raw.push(flags);
     if flags & !0b110 != 0 || flags & 0b100 == 0 {
@@ -192,23 +309,11 @@ pub(crate) async fn read_handshake<R: AsyncRead + Unpin>(
 /// Parses a READY command body; `None` if it is not READY.
 fn parse_ready(body: &[u8]) -> Option<Option<String>> {
     let (&n, rest) = body.split_first()?;
-    let (name, mut props) = rest.split_at_checked(n as usize)?;
+    let (name, props) = rest.split_at_checked(n as usize)?;
     if name != b"READY" {
         return None;
     }
-    let mut socket_type = None;
-    while !props.is_empty() {
-        let (&n, rest) = props.split_first()?;
-        let (name, rest) = rest.split_at_checked(n as usize)?;
-        let (len, rest) = rest.split_at_checked(4)?;
-        let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
-        let (value, rest) = rest.split_at_checked(len)?;
-        if name.eq_ignore_ascii_case(b"Socket-Type") {
-            socket_type = Some(String::from_utf8_lossy(value).into_owned());
-        }
-        props = rest;
-    }
-    Some(socket_type)
+    Some(Metadata::parse(props)?.socket_type)
 }
 
 #[cfg(test)]
@@ -238,9 +343,33 @@ mod tests {
         g[12..17].copy_from_slice(b"CURVE");
         assert_eq!(
             Mechanism::Null.check_greeting(&g),
-            Err("unsupported security mechanism")
+            Err(GreetingError::Mechanism)
         );
+        assert_eq!(Mechanism::Curve.check_greeting(&g), Ok(()));
         g[10] = 2;
-        assert_eq!(Mechanism::Null.check_greeting(&g), Err("bad greeting"));
+        assert_eq!(Mechanism::Null.check_greeting(&g), Err(GreetingError::Bad));
+        let server = Mechanism::Curve.greeting_as(true);
+        assert_eq!((server[11], server[32]), (1, 1));
+    }
+
+    #[test]
+    fn metadata_round_trips_and_the_identity_is_found_in_a_handshake() {
+        let meta = Metadata {
+            socket_type: Some("DEALER".into()),
+            identity: Some(b"me".to_vec()),
+        };
+        let mut out = Vec::new();
+        meta.encode(&mut out);
+        assert_eq!(Metadata::parse(&out), Some(meta));
+        assert_eq!(Metadata::parse(&out[..out.len() - 1]), None);
+        let mut raw = Mechanism::Null.greeting().to_vec();
+        let body = ready_command("DEALER", Some(b"me"));
+        frame_header(body.len(), false, true, &mut raw);
+        raw.extend_from_slice(&body);
+        assert_eq!(handshake_identity(&raw), Some(b"me".to_vec()));
+        assert_eq!(
+            handshake_identity(&handshake_bytes(SocketKind::Dealer)),
+            None
+        );
     }
 }

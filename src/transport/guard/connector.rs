@@ -13,6 +13,10 @@
 //! - [`Link::state`] tells whether the remote is connected and past the
 //!   handshake; a peer whose socket type is not compatible is refused
 //!   (counted as `bad_handshake`) and retried.
+//! - With CURVE the link runs the client handshake against the remote
+//!   (the local socket's NULL handshake is still answered locally), trying
+//!   each accepted server key in order, and its pumps seal and open every
+//!   frame. Refusals are counted by reason and retried with backoff.
 //!
 //! # Not guaranteed
 //! Messages in flight when a connection breaks are not recovered (the
@@ -26,13 +30,18 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
 use super::relay::{inbound, outbound};
+use super::secure::{client_handshake, Refusal, RemoteReader, RemoteWriter};
 use super::stream::Stream;
 use super::{private_path, scan_limits, AbortOnDrop, PrivateIpc};
 use crate::config::SocketConfig;
 use crate::endpoint::Endpoint;
 use crate::telemetry;
 use crate::transport::batch::Progress;
-use crate::transport::zmtp::{handshake_bytes, read_handshake, SocketKind};
+use crate::transport::curve::{CurveConfig, OpenStream, SealStream, Session, MESSAGE_OVERHEAD};
+use crate::transport::scan::ScanLimits;
+use crate::transport::zmtp::{
+    handshake_bytes, handshake_identity, read_handshake, GreetingError, SocketKind,
+};
 
 /// State of an outgoing link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,19 +144,19 @@ async fn link_task(
     loop {
         let attempt = tokio::time::timeout(
             cfg.handshake_timeout,
-            connect_and_handshake(&remote, &hello, kind),
+            connect_and_handshake(&remote, &hello, kind, cfg.curve.as_ref()),
         );
         let result = tokio::select! {
             r = attempt => r,
             _ = &mut out_task.0 => return,
         };
         match result {
-            Ok(Ok(stream)) => {
+            Ok(Ok((stream, session))) => {
                 generation += 1;
                 if generation > 1 {
                     telemetry::reconnected(remote.transport());
                 }
-                let (r, w) = stream.split();
+                let (r, w) = remote_halves(stream, session, kind, limits);
                 if to_out.send((generation, w)).await.is_err()
                     || to_in.send((generation, r)).await.is_err()
                 {
@@ -171,6 +180,11 @@ async fn link_task(
                 tracing::info!(%remote, "link lost; reconnecting");
             }
             Ok(Err(e)) => tracing::debug!(%remote, error = %e, "link: connect failed"),
+            Err(_) if cfg.curve.is_some() => Refusal {
+                reason: telemetry::DisconnectReason::HandshakeTimeout,
+                why: format!("no CURVE handshake within {:?}", cfg.handshake_timeout),
+            }
+            .record("connect", &remote),
             Err(_) => tracing::debug!(%remote, "link: handshake timed out"),
         }
         let jittered = delay.mul_f64(0.5 + (crate::wire::random_u64() % 1000) as f64 / 1000.0);
@@ -182,23 +196,91 @@ async fn link_task(
     }
 }
 
+/// The remote's halves for the pumps: sealed and opened under CURVE.
+fn remote_halves(
+    stream: Stream,
+    session: Option<Session>,
+    kind: SocketKind,
+    limits: ScanLimits,
+) -> (RemoteReader, RemoteWriter) {
+    let (r, w) = stream.split();
+    match session {
+        None => (RemoteReader::new(r, None), RemoteWriter::new(w, None)),
+        Some(s) => (
+            RemoteReader::new(r, Some(OpenStream::new(s.opener, curve_wire_limit(limits)))),
+            RemoteWriter::new(
+                w,
+                Some(SealStream::new(
+                    s.sealer,
+                    limits.max_message,
+                    kind == SocketKind::Sub,
+                )),
+            ),
+        ),
+    }
+}
+
+/// Largest CURVE command frame accepted from a peer: one boxed frame of
+/// the largest message, its box overhead, and room for a command name.
+pub(super) fn curve_wire_limit(limits: ScanLimits) -> u64 {
+    limits.max_message.max(limits.max_command) + MESSAGE_OVERHEAD as u64 + 16
+}
+
 async fn connect_and_handshake(
     remote: &Endpoint,
     hello: &[u8],
     kind: SocketKind,
-) -> io::Result<Stream> {
-    let mut s = Stream::connect(remote).await?;
-    match &mut s {
-        Stream::Tcp(t) => {
-            let (r, w) = t.split();
-            handshake_on(r, w, hello, kind).await?
+    curve: Option<&CurveConfig>,
+) -> io::Result<(Stream, Option<Session>)> {
+    let Some(curve) = curve else {
+        let mut s = Stream::connect(remote).await?;
+        match &mut s {
+            Stream::Tcp(t) => {
+                let (r, w) = t.split();
+                handshake_on(r, w, hello, kind).await?
+            }
+            Stream::Unix(u) => {
+                let (r, w) = u.split();
+                handshake_on(r, w, hello, kind).await?
+            }
         }
-        Stream::Unix(u) => {
-            let (r, w) = u.split();
-            handshake_on(r, w, hello, kind).await?
+        return Ok((s, None));
+    };
+    // Every server key accepted now, in order: during a rotation the old
+    // and the new one both work.
+    let keys = curve.server_keys();
+    if keys.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "CURVE connect with no server key configured (CurveConfig::server_key)",
+        ));
+    }
+    let identity = handshake_identity(hello);
+    let mut last = None;
+    for key in &keys {
+        let mut s = Stream::connect(remote).await?;
+        let result = match &mut s {
+            Stream::Tcp(t) => {
+                let (mut r, mut w) = t.split();
+                client_handshake(&mut r, &mut w, curve, key, kind, identity.clone()).await
+            }
+            Stream::Unix(u) => {
+                let (mut r, mut w) = u.split();
+                client_handshake(&mut r, &mut w, curve, key, kind, identity.clone()).await
+            }
+        };
+        match result {
+            Ok(session) => return Ok((s, Some(session))),
+            Err(refusal) => {
+                refusal.record("connect", remote);
+                last = Some(refusal.why);
+            }
         }
     }
-    Ok(s)
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        last.unwrap_or_default(),
+    ))
 }
 
 async fn handshake_on<R, W>(mut r: R, mut w: W, hello: &[u8], kind: SocketKind) -> io::Result<()>
@@ -207,7 +289,16 @@ where
     W: AsyncWrite + Unpin,
 {
     w.write_all(hello).await?;
-    let (_, peer_type) = read_handshake(&mut r).await?;
+    let (_, peer_type) = match read_handshake(&mut r).await {
+        Ok(hs) => hs,
+        Err(e) => {
+            if let Some(g) = e.get_ref().and_then(|i| i.downcast_ref::<GreetingError>()) {
+                telemetry::disconnected(g.reason());
+                tracing::warn!(error = %g, "link: remote refused (its greeting)");
+            }
+            return Err(e);
+        }
+    };
     match peer_type {
         Some(t) if !kind.accepts(&t) => {
             telemetry::disconnected(telemetry::DisconnectReason::BadHandshake);

@@ -10,6 +10,11 @@
 //! - Reply bytes the socket sends are counted once written to the peer
 //!   (the socket's own handshake excluded), so a linger knows when they
 //!   have left.
+//! - With CURVE: the peer's greeting and handshake must finish within
+//!   `SocketConfig::handshake_timeout`; the client's key is authorized
+//!   before the private hop to the socket is even opened; decrypted frames
+//!   pass the same scanner before they are written on. Every refusal is
+//!   counted by reason.
 //!
 //! # Not guaranteed
 //! Nothing is buffered beyond one read: a peer that stops reading holds up
@@ -24,6 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
+use super::connector::curve_wire_limit;
+use super::secure::{server_handshake, Refusal};
 use super::stream::{tune_tcp, Stream};
 use super::{grow_after, scan_limits, AbortOnDrop, PrivateIpc, FIRST_CHUNK};
 use crate::config::SocketConfig;
@@ -31,7 +38,9 @@ use crate::endpoint::Endpoint;
 use crate::error::BindError;
 use crate::telemetry;
 use crate::transport::batch::Progress;
-use crate::transport::scan::{FrameScanner, ScanLimits};
+use crate::transport::curve::{CurveConfig, OpenStream, SealStream};
+use crate::transport::scan::{frame_header, FrameScanner, ScanLimits};
+use crate::transport::zmtp::{read_handshake, ready_command, Mechanism, SocketKind};
 
 /// A listener zfabric owns in front of a `zeromq` socket.
 #[derive(Debug)]
@@ -73,6 +82,7 @@ impl AnyListener {
 pub(crate) async fn bind_guarded(
     ep: &Endpoint,
     target: &PrivateIpc,
+    kind: SocketKind,
     cfg: &SocketConfig,
     progress: Arc<Progress>,
 ) -> Result<GuardedListener, BindError> {
@@ -126,7 +136,15 @@ pub(crate) async fn bind_guarded(
     };
     let limits = scan_limits(cfg);
     let target = target.path().to_path_buf();
-    let task = tokio::spawn(accept_loop(listener, target, limits, progress));
+    let curve = cfg.curve.clone().map(|curve| {
+        Arc::new(CurveSide {
+            curve,
+            kind,
+            endpoint: endpoint.clone(),
+            deadline: cfg.handshake_timeout,
+        })
+    });
+    let task = tokio::spawn(accept_loop(listener, target, limits, progress, curve));
     Ok(GuardedListener {
         endpoint,
         _task: AbortOnDrop(task),
@@ -160,24 +178,45 @@ async fn clear_stale_socket(ep: &Endpoint, path: &Path) -> Result<(), BindError>
     }
 }
 
+/// What a CURVE listener needs per connection.
+#[derive(Debug)]
+struct CurveSide {
+    curve: CurveConfig,
+    kind: SocketKind,
+    endpoint: Endpoint,
+    deadline: Duration,
+}
+
 async fn accept_loop(
     listener: AnyListener,
     target: PathBuf,
     limits: ScanLimits,
     progress: Arc<Progress>,
+    curve: Option<Arc<CurveSide>>,
 ) {
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
         match listener.accept().await {
-            Ok(stream) => {
-                conns.spawn(relay_accepted(
-                    stream,
-                    target.clone(),
-                    limits,
-                    progress.clone(),
-                ));
-            }
+            Ok(stream) => match &curve {
+                None => {
+                    conns.spawn(relay_accepted(
+                        stream,
+                        target.clone(),
+                        limits,
+                        progress.clone(),
+                    ));
+                }
+                Some(c) => {
+                    conns.spawn(relay_curve(
+                        stream,
+                        target.clone(),
+                        limits,
+                        progress.clone(),
+                        c.clone(),
+                    ));
+                }
+            },
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -261,6 +300,112 @@ async fn relay_accepted(
             // Counted once written on: a linger that sees it knows the
             // bytes have left.
             progress.relayed(counted);
+            grow_after(&mut buf, n);
+        }
+    };
+    tokio::select! {
+        _ = inbound => {}
+        _ = outbound => {}
+    }
+}
+
+/// A CURVE connection: the relay terminates the handshake itself, then
+/// opens the private hop to the `zeromq` socket speaking NULL in the
+/// peer's name, and seals and opens every frame in between.
+async fn relay_curve(
+    peer: Stream,
+    target: PathBuf,
+    limits: ScanLimits,
+    progress: Arc<Progress>,
+    side: Arc<CurveSide>,
+) {
+    let (mut pr, mut pw) = peer.split();
+    let handshake = async {
+        let accepted =
+            server_handshake(&mut pr, &mut pw, &side.curve, side.kind, &side.endpoint).await?;
+        // The private hop, in the peer's name: the socket sees the peer's
+        // Socket-Type and Identity, as it would over NULL.
+        let inner = UnixStream::connect(&target).await.map_err(|e| Refusal {
+            reason: telemetry::DisconnectReason::Io,
+            why: format!("guard cannot reach its socket: {e}"),
+        })?;
+        let (mut ir, mut iw) = inner.into_split();
+        let peer_type = accepted.peer.socket_type.clone().unwrap_or_default();
+        let body = ready_command(&peer_type, accepted.peer.identity.as_deref());
+        let mut hs = Mechanism::Null.greeting().to_vec();
+        frame_header(body.len(), false, true, &mut hs);
+        hs.extend_from_slice(&body);
+        iw.write_all(&hs).await?;
+        read_handshake(&mut ir).await?;
+        let session = accepted.finish(&mut pw, side.kind).await?;
+        Ok::<_, Refusal>((session, ir, iw))
+    };
+    let (session, mut ir, mut iw) = match tokio::time::timeout(side.deadline, handshake).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(refusal)) => return refusal.record("bind", &side.endpoint),
+        Err(_) => {
+            return Refusal {
+                reason: telemetry::DisconnectReason::HandshakeTimeout,
+                why: format!("no CURVE handshake within {:?}", side.deadline),
+            }
+            .record("bind", &side.endpoint)
+        }
+    };
+    let mut open = OpenStream::new(session.opener, curve_wire_limit(limits));
+    let mut seal = SealStream::new(
+        session.sealer,
+        limits.max_message,
+        side.kind == SocketKind::Sub,
+    );
+    let inbound = async {
+        // The scanner checks the decrypted frames against the message
+        // limits before they are written on.
+        let mut scanner = FrameScanner::after_handshake(limits);
+        let mut buf = vec![0u8; FIRST_CHUNK];
+        let mut plain = Vec::new();
+        let mut ends = Vec::new();
+        loop {
+            let n = match pr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            plain.clear();
+            if let Err(e) = open.feed(&buf[..n], &mut plain) {
+                tracing::warn!(error = %e, "disconnecting a CURVE peer whose box we refuse");
+                telemetry::disconnected(e.reason());
+                return;
+            }
+            ends.clear();
+            if let Err(e) = scanner.feed(&plain, &mut ends) {
+                tracing::warn!(error = ?e, "disconnecting peer that broke the frame limits");
+                telemetry::disconnected(e.reason());
+                return;
+            }
+            if !plain.is_empty() && iw.write_all(&plain).await.is_err() {
+                return;
+            }
+            grow_after(&mut buf, n);
+        }
+    };
+    let outbound = async {
+        let mut buf = vec![0u8; FIRST_CHUNK];
+        let mut sealed = Vec::new();
+        loop {
+            let n = match ir.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            sealed.clear();
+            if let Err(e) = seal.feed(&buf[..n], &mut sealed) {
+                tracing::error!(error = %e, "socket wrote a frame CURVE cannot carry");
+                return;
+            }
+            if !sealed.is_empty() && pw.write_all(&sealed).await.is_err() {
+                return;
+            }
+            // The socket's handshake was swallowed above: all of this is
+            // messages, counted once written on.
+            progress.relayed(n);
             grow_after(&mut buf, n);
         }
     };

@@ -28,18 +28,32 @@
 //! connect: zeromq socket --PrivateIpc--> connector.rs link task --tcp/ipc--> remote
 //! ```
 //!
-//! Layout: [`listener`] (accepting side), [`connector`] (links and
-//! reconnect), [`relay`] (a link's two pumps), [`stream`] (tcp/unix
-//! streams); the ZMTP greeting and handshake are in
-//! [`zmtp`](crate::transport::zmtp), the frame scanner in `scan`.
+//! # Security
+//! With a [`CurveConfig`](crate::CurveConfig) in the socket's config the
+//! guard speaks CURVE to the network and NULL to the `zeromq` socket: the
+//! listener terminates the CURVE handshake itself (authorizing the
+//! client's key before anything reaches the socket), then opens the
+//! private hop speaking NULL in the peer's name; a link runs the client
+//! handshake against the remote. Both then seal every frame going out and
+//! open every frame coming in, scanning the decrypted frames against the
+//! limits before they are passed on. Without CURVE the bytes pass as they
+//! are (NULL), as before.
 //!
-//! What it does not do: encryption or authentication (NULL mechanism
-//! only), and it does not recover messages that were in flight when a
-//! connection broke (they are counted as `link_down` drops).
+//! Layout: [`listener`] (accepting side), [`connector`] (links and
+//! reconnect), [`relay`] (a link's two pumps), [`secure`] (the CURVE
+//! handshakes' I/O and the sealed remote halves), [`stream`] (tcp/unix
+//! streams); the ZMTP greeting and handshake are in
+//! [`zmtp`](crate::transport::zmtp), the CURVE machines in
+//! [`curve`](crate::transport::curve), the frame scanner in `scan`.
+//!
+//! What it does not do: it does not recover messages that were in flight
+//! when a connection broke (they are counted as `link_down` drops), and it
+//! never encrypts inproc.
 
 mod connector;
 mod listener;
 mod relay;
+mod secure;
 mod stream;
 
 use std::io;

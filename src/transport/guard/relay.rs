@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix;
 use tokio::sync::{mpsc, watch};
 
-use super::stream::{ReadHalf, WriteHalf};
+use super::secure::{RemoteReader, RemoteWriter};
 use super::{grow_after, CHUNK, FIRST_CHUNK};
 use crate::telemetry;
 use crate::transport::batch::Progress;
@@ -29,7 +29,7 @@ use crate::transport::scan::{frame_header, FrameScanner, ScanLimits};
 /// What the local-to-remote pump does next.
 enum Step {
     /// A new remote connection (or `None`: the link is finished).
-    Attach(Option<(u64, WriteHalf)>),
+    Attach(Option<(u64, RemoteWriter)>),
     /// The attached remote died.
     Dead,
     /// `n` bytes were read from the local socket.
@@ -42,7 +42,7 @@ enum Step {
 /// message is skipped so that the next connection starts on a boundary.
 pub(super) async fn outbound(
     mut local: unix::OwnedReadHalf,
-    mut remotes: mpsc::Receiver<(u64, WriteHalf)>,
+    mut remotes: mpsc::Receiver<(u64, RemoteWriter)>,
     fail: mpsc::Sender<u64>,
     mut dead: watch::Receiver<u64>,
     is_sub: bool,
@@ -54,7 +54,7 @@ pub(super) async fn outbound(
         scanner = scanner.capture_small();
     }
     let mut subscriptions: Vec<Vec<u8>> = Vec::new();
-    let mut remote: Option<(u64, WriteHalf)> = None;
+    let mut remote: Option<(u64, RemoteWriter)> = None;
     let mut skip = false;
     let mut buf = vec![0u8; FIRST_CHUNK];
     let mut ends = Vec::new();
@@ -120,7 +120,7 @@ pub(super) async fn outbound(
         if let Some((g, w)) = &mut remote {
             let g = *g;
             let written = tokio::select! {
-                r = w.write_all(&buf[start..n]) => r.is_ok(),
+                r = w.write_plain(&buf[start..n]) => r.is_ok(),
                 _ = is_dead(&mut dead, g) => false,
             };
             if !written {
@@ -139,7 +139,11 @@ async fn is_dead(dead: &mut watch::Receiver<u64>, g: u64) {
 }
 
 /// Sends the remembered subscriptions on a fresh connection.
-async fn replay(remote: &mut Option<(u64, WriteHalf)>, subs: &[Vec<u8>], fail: &mpsc::Sender<u64>) {
+async fn replay(
+    remote: &mut Option<(u64, RemoteWriter)>,
+    subs: &[Vec<u8>],
+    fail: &mpsc::Sender<u64>,
+) {
     if subs.is_empty() {
         return;
     }
@@ -149,7 +153,7 @@ async fn replay(remote: &mut Option<(u64, WriteHalf)>, subs: &[Vec<u8>], fail: &
         out.extend_from_slice(s);
     }
     if let Some((g, w)) = remote {
-        if w.write_all(&out).await.is_err() {
+        if w.write_plain(&out).await.is_err() {
             let _ = fail.send(*g).await;
             *remote = None;
         }
@@ -160,7 +164,7 @@ async fn replay(remote: &mut Option<(u64, WriteHalf)>, subs: &[Vec<u8>], fail: &
 /// off by a broken connection is dropped and counted.
 pub(super) async fn inbound(
     mut local: unix::OwnedWriteHalf,
-    mut remotes: mpsc::Receiver<(u64, ReadHalf)>,
+    mut remotes: mpsc::Receiver<(u64, RemoteReader)>,
     fail: mpsc::Sender<u64>,
     mut dead: watch::Receiver<u64>,
     limits: ScanLimits,
@@ -174,7 +178,7 @@ pub(super) async fn inbound(
             let before = buf.len();
             buf.reserve(want);
             tokio::select! {
-                n = r.read_buf(&mut buf) => match n {
+                n = r.read_plain(&mut buf, want) => match n {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         if n >= want {
