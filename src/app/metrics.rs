@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use super::{health, BoxError, UsageError};
 
+/// Gauge: the build serving the metrics (value 1), by `version`.
+const BUILD_INFO: &str = "zfabric_build_info";
+
 /// Options every long-running command shares.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Common {
@@ -37,8 +40,24 @@ impl Common {
 /// endpoints, on `addr`.
 async fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            zfabric::telemetry::catalog::DURATION_BUCKETS,
+        )
+        .map_err(|e| format!("cannot set the histogram buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    // Every family described (HELP, unit), known counters at zero, the
+    // build and the process.
+    zfabric::telemetry::catalog::describe();
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "The zfabric build serving these metrics (value 1), by version."
+    );
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| UsageError(format!("--metrics {addr}: {e}")))?;
@@ -50,7 +69,7 @@ async fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
             upkeep.run_upkeep();
         }
     });
-    let app = router(handle);
+    let app = router(handle, process);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "the metrics listener stopped");
@@ -60,7 +79,10 @@ async fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
 }
 
 /// The routes of the listener.
-fn router(handle: metrics_exporter_prometheus::PrometheusHandle) -> axum::Router {
+fn router(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    process: metrics_process::Collector,
+) -> axum::Router {
     use axum::http::{header, StatusCode};
     use axum::routing::get;
     const TEXT: &str = "text/plain; charset=utf-8";
@@ -68,6 +90,7 @@ fn router(handle: metrics_exporter_prometheus::PrometheusHandle) -> axum::Router
         .route(
             "/metrics",
             get(move || {
+                process.collect();
                 let body = handle.render();
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
             }),

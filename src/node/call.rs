@@ -24,11 +24,36 @@ use super::protocol::Call;
 use super::routing::Pick;
 use super::shared::Shared;
 use crate::resilience::deadline;
+use crate::telemetry::{RequestTimer, Side};
 use crate::wire;
 use crate::RequestError;
 
+/// Records a call's calling-side metrics (in flight, outcome, duration).
+async fn measured(
+    s: &Shared,
+    service: &str,
+    work: impl std::future::Future<Output = Result<Bytes, CallError>>,
+) -> Result<Bytes, CallError> {
+    let timer = RequestTimer::start(s.routing.name(service), Side::Client);
+    let r = work.await;
+    timer.finish(match &r {
+        Ok(_) => "ok",
+        Err(e) => e.outcome(),
+    });
+    r
+}
+
 /// Calls `service` on one member serving it, as `opts` say.
 pub(super) async fn anycast(
+    s: &Shared,
+    service: &str,
+    body: Bytes,
+    opts: CallOptions,
+) -> Result<Bytes, CallError> {
+    measured(s, service, anycast_unmeasured(s, service, body, opts)).await
+}
+
+async fn anycast_unmeasured(
     s: &Shared,
     service: &str,
     body: Bytes,
@@ -100,6 +125,16 @@ pub(super) async fn anycast(
 
 /// Calls `service` on the named peer, once, through its breaker.
 pub(super) async fn to_peer(
+    s: &Shared,
+    peer: PeerId,
+    service: &str,
+    body: Bytes,
+    opts: CallOptions,
+) -> Result<Bytes, CallError> {
+    measured(s, service, to_peer_unmeasured(s, peer, service, body, opts)).await
+}
+
+async fn to_peer_unmeasured(
     s: &Shared,
     peer: PeerId,
     service: &str,

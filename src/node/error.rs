@@ -46,6 +46,23 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The `outcome` label of this failure in the request metrics.
+    pub(super) fn outcome(&self) -> &'static str {
+        match self {
+            CallError::NoSuchService(_) => "no_such_service",
+            CallError::UnknownPeer(_) => "unknown_peer",
+            CallError::BadReply(_) => "bad_reply",
+            CallError::Rejected { .. } => "rejected",
+            CallError::CircuitOpen { .. } => "circuit_open",
+            CallError::Request(RequestError::Timeout(_)) => "timeout",
+            CallError::Request(RequestError::PeerGone) => "peer_gone",
+            CallError::Request(RequestError::Remote(e)) => {
+                crate::telemetry::remote_outcome(&e.code)
+            }
+            CallError::Request(_) => "failed",
+        }
+    }
+
     /// Whether the member failed (went away, unreachable), as opposed to
     /// answering: such a call may be retried elsewhere if idempotent.
     pub(super) fn is_member_failure(&self) -> bool {

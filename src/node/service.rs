@@ -32,6 +32,7 @@ use serde::Serialize;
 use super::membership::PeerId;
 use crate::messaging::reqrep::Request;
 use crate::resilience::{Bulkhead, DedupConfig, DedupKey, IdempotentConsumer, Rejected};
+use crate::telemetry::{remote_outcome, RequestTimer, Side};
 use crate::wire::{self, Header, RemoteError};
 
 /// Calls deeper than this many service hops are refused (`too_many_hops`):
@@ -242,6 +243,25 @@ impl Service {
 
     /// Runs one call: hop limit, dedup, bulkhead, handler.
     pub(super) async fn call(
+        &self,
+        name: &Arc<str>,
+        call: u64,
+        priority: u8,
+        hops: u8,
+        body: Bytes,
+        header: Header,
+    ) -> Result<Bytes, RemoteError> {
+        // Serving-side request metrics: in flight from here, one outcome.
+        let timer = RequestTimer::start(name.clone(), Side::Server);
+        let r = self.run(name, call, priority, hops, body, header).await;
+        timer.finish(match &r {
+            Ok(_) => "ok",
+            Err(e) => remote_outcome(&e.code),
+        });
+        r
+    }
+
+    async fn run(
         &self,
         name: &str,
         call: u64,

@@ -19,10 +19,21 @@
 //! [`crate::resilience`]; topology metrics (event redeliveries, gateway
 //! refusals) in [`crate::topology`].
 //!
+//! Request metrics (per service, on both sides of a node call) are in
+//! `request` ([`REQUESTS`], [`REQUEST_DURATION`], [`REQUESTS_IN_FLIGHT`]);
+//! [`catalog`] describes every family (help text, unit) and registers
+//! the known counters at zero.
+//!
 //! The `reason` labels are the authoritative lists [`DropReason`] and
 //! [`DisconnectReason`]: code, docs and the protocol use these enums, never
 //! string literals. `docs/OPERATIONS.md` explains each (checked by
 //! `tests/vocabulary.rs`).
+
+pub mod catalog;
+mod request;
+
+pub(crate) use request::{remote_outcome, RequestTimer, Side};
+pub use request::{REQUESTS, REQUESTS_IN_FLIGHT, REQUEST_DURATION};
 
 /// Counter: messages discarded, by `reason`.
 pub const MESSAGES_DROPPED: &str = "zfabric_messages_dropped_total";
