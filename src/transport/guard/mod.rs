@@ -40,6 +40,8 @@
 mod connector;
 mod listener;
 mod relay;
+#[cfg(target_os = "linux")]
+mod splice;
 mod stream;
 
 use std::io;
