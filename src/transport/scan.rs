@@ -118,35 +118,6 @@ impl FrameScanner {
         matches!(self.state, State::Flags | State::Greeting(0)) && self.first_frame
     }
 
-    /// Body bytes of the current data frame still to come, when they need
-    /// not be looked at (0 between frames, in the greeting, in a command,
-    /// or while a small message is being captured).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn body_left(&self) -> u64 {
-        match self.state {
-            State::Body { flags, remaining }
-                if flags & COMMAND == 0 && self.capturing.is_none() =>
-            {
-                remaining
-            }
-            _ => 0,
-        }
-    }
-
-    /// Accounts for `n` body bytes (at most [`body_left`](Self::body_left))
-    /// that went on without being fed; as [`feed`](Self::feed), pushes 0
-    /// into `ends` if that completes a message.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn skip_body(&mut self, n: u64, ends: &mut Vec<usize>) {
-        if let State::Body { flags, remaining } = self.state {
-            let remaining = remaining.saturating_sub(n);
-            self.state = State::Body { flags, remaining };
-            if remaining == 0 {
-                self.end_frame(flags, 0, ends);
-            }
-        }
-    }
-
     /// Complete data messages seen so far (commands and greeting excluded).
     #[cfg(test)]
     pub(crate) fn messages(&self) -> u64 {
@@ -317,39 +288,6 @@ mod tests {
         frame_header(len, more, command, &mut v);
         v.extend(std::iter::repeat_n(7u8, len));
         v
-    }
-
-    #[test]
-    fn a_skipped_body_ends_its_message_and_the_next_header_is_still_checked() {
-        let mut s = frame(3, true, false);
-        s.extend(frame(300, false, false));
-        let mut sc = FrameScanner::after_handshake(LIMITS);
-        let mut ends = Vec::new();
-        // Both headers and the first 10 body bytes of the second frame.
-        let cut = 2 + 3 + 9 + 10;
-        sc.feed(&s[..cut], &mut ends).unwrap();
-        assert_eq!(sc.body_left(), 290);
-        sc.skip_body(290, &mut ends);
-        assert_eq!(ends, vec![0]);
-        assert!(sc.at_boundary());
-        assert_eq!(sc.messages(), 1);
-        assert_eq!(sc.body_left(), 0);
-        // The limits still apply to what follows.
-        let err = sc.feed(&frame(1001, false, false)[..9], &mut ends);
-        assert!(matches!(err, Err(ScanError::FrameTooLarge { .. })));
-    }
-
-    #[test]
-    fn commands_and_captured_bodies_are_never_skipped() {
-        let mut sc = FrameScanner::new(LIMITS);
-        let mut ends = Vec::new();
-        let mut s = greeting();
-        s.extend(&frame(50, false, true)[..5]);
-        sc.feed(&s, &mut ends).unwrap();
-        assert_eq!(sc.body_left(), 0, "inside a command");
-        let mut sub = FrameScanner::after_handshake(LIMITS).capture_small();
-        sub.feed(&frame(20, false, false)[..5], &mut ends).unwrap();
-        assert_eq!(sub.body_left(), 0, "inside a captured message");
     }
 
     #[test]

@@ -207,8 +207,6 @@ async fn relay_accepted(
         let mut scanner = FrameScanner::new(limits);
         let mut buf = vec![0u8; FIRST_CHUNK];
         let mut ends = Vec::new();
-        #[cfg(target_os = "linux")]
-        let pipe = super::splice::Pipe::new().ok();
         loop {
             let n = match pr.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
@@ -222,22 +220,6 @@ async fn relay_accepted(
             }
             if iw.write_all(&buf[..n]).await.is_err() {
                 return;
-            }
-            #[cfg(target_os = "linux")]
-            if let Some(pipe) = &pipe {
-                // The rest of a large body goes kernel to kernel; the
-                // buffer stays small while bodies are spliced.
-                let left = scanner.body_left();
-                if left >= super::splice::SPLICE_MIN {
-                    if super::splice::splice_exact(pipe, &pr, &iw, left)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    scanner.skip_body(left, &mut ends);
-                    continue;
-                }
             }
             grow_after(&mut buf, n);
         }

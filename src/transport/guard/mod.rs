@@ -40,8 +40,6 @@
 mod connector;
 mod listener;
 mod relay;
-#[cfg(target_os = "linux")]
-mod splice;
 mod stream;
 
 use std::io;
