@@ -334,7 +334,7 @@ const BURST_GAP: Duration = Duration::from_micros(20);
 const BURST_STREAK: u32 = 64;
 /// In batch mode a PUB flusher gives the publisher up to this many turns
 /// to queue [`FILL_TO`] publications before it sends what is queued.
-const FILL_TURNS: usize = 8;
+const FILL_TURNS: usize = 32;
 const FILL_TO: usize = 64;
 
 /// One ZeroMQ message of a run of publications under one topic.
