@@ -379,10 +379,12 @@ fn runs(entries: impl IntoIterator<Item = Publication>) -> Vec<Run> {
     out
 }
 
-/// A `zeromq` PUB socket with adaptive batching: while its relays keep up
-/// each publication leaves at once; once the backlog exceeds
+/// A `zeromq` PUB socket with adaptive batching: an idle or moderate
+/// publisher's publications leave at once; after [`BURST_STREAK`]
+/// publications less than [`BURST_GAP`] apart, or once the backlog exceeds
 /// [`BACKLOG_LIMIT`], publications queue (up to `cap`) and leave in runs
-/// under one topic, as one ZeroMQ message per run.
+/// under one topic, as one ZeroMQ message per run. Batch mode ends when
+/// the flusher finds the queue empty.
 ///
 /// Policy when the queue is full: the publisher sends the queue itself
 /// (it never waits for the flusher or for a subscriber; a `zeromq` PUB
