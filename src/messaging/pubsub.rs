@@ -18,15 +18,16 @@ use super::{Delivery, GapTracker, SocketBuilder};
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
+use crate::transport::batch::FanBatcher;
 use crate::transport::inproc::Family;
 use crate::transport::zmtp::SocketKind;
-use crate::transport::{open_socket, Inbound, LinkState, Outbound};
+use crate::transport::{open_socket, Inbound, LinkState, Outbound, ZmqSide};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind};
 
 /// Sends typed messages to every subscriber whose prefix matches the topic.
 #[derive(Debug)]
 pub struct Publisher<T> {
-    out: Outbound<PubSocket>,
+    out: Out,
     ids: IdGen,
     /// The next sequence number per topic; also what orders a topic's sends.
     seqs: Mutex<HashMap<Bytes, u64>>,
@@ -35,15 +36,29 @@ pub struct Publisher<T> {
     _t: PhantomData<fn(&T)>,
 }
 
+/// A publisher's sending side: the inproc engine's fan-out, or a `zeromq`
+/// PUB socket behind the adaptive batcher (runs under one topic leave as
+/// one message once the relays fall behind).
+#[derive(Debug)]
+enum Out {
+    Inproc(Outbound<PubSocket>),
+    Zmq {
+        send: Arc<FanBatcher<PubSocket>>,
+        side: ZmqSide,
+    },
+}
+
 impl SocketBuilder {
     /// Opens a publisher.
     pub async fn publisher<T: Serialize>(self) -> Result<Publisher<T>, OpenError> {
         let plan = self.plan()?;
         let (out, endpoints) = if plan.inproc {
-            Outbound::inproc(&plan, Family::PubSub)?
+            let (out, eps) = Outbound::inproc(&plan, Family::PubSub)?;
+            (Out::Inproc(out), eps)
         } else {
             let (sock, side, eps) = open_socket(&plan, SocketKind::Pub, &self.config).await?;
-            (Outbound::direct(sock, side), eps)
+            let send = FanBatcher::new(sock, side.progress.clone(), self.config.queue_capacity);
+            (Out::Zmq { send, side }, eps)
         };
         Ok(Publisher {
             out,
@@ -140,7 +155,10 @@ impl<T: Serialize> Publisher<T> {
             header.content_type = ct;
             header
         };
-        self.out.fan_out(topic, body, &self.seqs, stamp).await
+        match &self.out {
+            Out::Inproc(out) => out.fan_out(topic, body, &self.seqs, stamp).await,
+            Out::Zmq { send, .. } => send.publish(topic, body, &self.seqs, stamp).await,
+        }
     }
 
     /// The endpoints this publisher bound (ports resolved).
@@ -151,12 +169,18 @@ impl<T: Serialize> Publisher<T> {
     /// Waits until every connected endpoint's link is up (returns at once
     /// for bind-only and inproc publishers).
     pub async fn wait_connected(&self) {
-        self.out.wait_connected().await;
+        match &self.out {
+            Out::Inproc(out) => out.wait_connected().await,
+            Out::Zmq { side, .. } => side.wait_connected().await,
+        }
     }
 
     /// The state of each outgoing link (empty for inproc).
     pub fn link_states(&self) -> Vec<(Endpoint, LinkState)> {
-        self.out.link_states()
+        match &self.out {
+            Out::Inproc(out) => out.link_states(),
+            Out::Zmq { side, .. } => side.link_states(),
+        }
     }
 }
 

@@ -106,9 +106,16 @@ impl<T> Delivery<T> {
 ///
 /// Bounded: past `MAX_TRACKED` streams the table is cleared and each
 /// stream starts a new baseline (no false gaps, possibly missed ones).
+/// A run of messages on one stream (what a batch carries) is tracked
+/// without hashing: the previous message's stream is remembered.
 #[derive(Debug, Default)]
 pub(crate) struct GapTracker {
-    last: HashMap<(u64, Bytes), u64>,
+    /// Each stream's slot in `last`.
+    index: HashMap<(u64, Bytes), usize>,
+    /// The highest sequence number seen per stream.
+    last: Vec<u64>,
+    /// The previous message's stream and its slot.
+    recent: Option<(u64, Bytes, usize)>,
 }
 
 const MAX_TRACKED: usize = 65_536;
@@ -117,29 +124,49 @@ impl GapTracker {
     /// Records `seq` from `source` on `topic`; returns how many messages
     /// were skipped just before it.
     pub(crate) fn observe(&mut self, source: u64, topic: &Bytes, seq: u64) -> u64 {
-        let key = (source, topic.clone());
-        match self.last.get_mut(&key) {
-            Some(last) => {
-                let gap = seq.saturating_sub(*last).saturating_sub(1);
-                if seq > *last {
-                    *last = seq;
+        let slot = match &self.recent {
+            Some((s, t, slot)) if *s == source && t == topic => *slot,
+            _ => match self.index.get(&(source, topic.clone())) {
+                Some(&slot) => {
+                    self.recent = Some((source, topic.clone(), slot));
+                    slot
                 }
-                gap
-            }
-            None => {
-                if self.last.len() >= MAX_TRACKED {
-                    self.last.clear();
+                None => {
+                    if self.index.len() >= MAX_TRACKED {
+                        self.index.clear();
+                        self.last.clear();
+                    }
+                    let slot = self.last.len();
+                    self.last.push(seq);
+                    self.index.insert((source, topic.clone()), slot);
+                    self.recent = Some((source, topic.clone(), slot));
+                    return 0;
                 }
-                self.last.insert(key, seq);
-                0
-            }
+            },
+        };
+        let last = &mut self.last[slot];
+        let gap = seq.saturating_sub(*last).saturating_sub(1);
+        if seq > *last {
+            *last = seq;
         }
+        gap
     }
 
     /// Forgets streams under `prefix` (after an unsubscribe, the next
     /// message starts a new baseline).
     pub(crate) fn forget(&mut self, prefix: &[u8]) {
-        self.last.retain(|(_, t), _| !t.starts_with(prefix));
+        let kept: Vec<((u64, Bytes), u64)> = self
+            .index
+            .drain()
+            .filter(|((_, t), _)| !t.starts_with(prefix))
+            .map(|(k, slot)| (k, self.last[slot]))
+            .collect();
+        self.last.clear();
+        self.recent = None;
+        for (k, seq) in kept {
+            self.index.insert(k, self.last.len());
+            self.last.push(seq);
+        }
     }
 }
 
@@ -160,5 +187,23 @@ mod tests {
         assert_eq!(g.observe(1, &a, 12), 0, "a late message is not a gap");
         g.forget(b"a");
         assert_eq!(g.observe(1, &a, 40), 0);
+        assert_eq!(g.observe(1, &b, 3), 1, "b's baseline survives forgetting a");
+        assert_eq!(g.observe(1, &a, 43), 2);
+    }
+
+    #[test]
+    fn runs_and_switches_between_streams_count_the_same_gaps() {
+        // The same messages, in runs and interleaved: the same gaps.
+        let a = Bytes::from_static(b"a");
+        let b = Bytes::from_static(b"b");
+        let seqs = [(1, &a, 0), (1, &a, 1), (1, &a, 4), (2, &a, 7), (1, &b, 0)];
+        let rest = [(1, &a, 5), (2, &a, 9), (1, &b, 2), (1, &b, 3), (2, &a, 10)];
+        let mut g = GapTracker::default();
+        let gaps: Vec<u64> = seqs
+            .iter()
+            .chain(rest.iter())
+            .map(|(s, t, n)| g.observe(*s, t, *n))
+            .collect();
+        assert_eq!(gaps, vec![0, 0, 2, 0, 0, 0, 1, 1, 0, 0]);
     }
 }

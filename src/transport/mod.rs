@@ -230,6 +230,8 @@ pub(crate) async fn open_zmq<S: zeromq::Socket>(
             side._listeners.push(l);
         }
     }
+    // Each outgoing link relays the socket's bytes to one peer.
+    side.progress.add_peers(plan.connects.len());
     for ep in &plan.connects {
         let (link, path) = guard::connect_guarded(ep.clone(), kind, cfg, side.progress.clone())
             .await

@@ -8,14 +8,16 @@
 //!   message beyond what the transport itself needs: inproc moves the
 //!   envelope into a peer's queue; ipc/tcp hands `header, body` frames to
 //!   the `zeromq` socket (through the [`Batcher`] for round-robin sends).
-//! - [`Outbound::fan_out`] stamps each message's header while holding what
-//!   orders the sends (the inproc fan-out lock, the `zeromq` socket), so a
-//!   pattern's per-topic sequence numbers leave in order.
+//! - [`Outbound::fan_out`] (inproc) stamps each message's header while
+//!   holding the fan-out lock, so a pattern's per-topic sequence numbers
+//!   leave in order. An ipc/tcp publisher fans out through
+//!   [`FanBatcher`](super::batch::FanBatcher) instead, which keeps the
+//!   same order.
 //!
 //! # Not guaranteed
 //! Nothing about delivery: the full-queue policy is the transport's
 //! (round-robin waits, fan-out drops for a full inproc subscriber and is
-//! counted; a `zeromq` PUB drops silently). Which header a message carries
+//! counted). Which header a message carries
 //! and what a reply means are the patterns' business.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,11 +25,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use zeromq::{SocketSend, ZmqMessage};
+use zeromq::SocketSend;
 
 use super::batch::Batcher;
 use super::inproc::{self, Family, InMsg, Item, Registration, RoundRobin, SenderCore};
-use super::{open_inproc, InprocRole, LinkState, Plan, Zmq, ZmqSide};
+use super::{open_inproc, InprocRole, LinkState, Plan, ZmqSide};
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, SendError};
 use crate::telemetry;
@@ -50,10 +52,6 @@ impl<S> std::fmt::Debug for Outbound<S> {
                 .field("send", send)
                 .field("side", side)
                 .finish(),
-            Path::Direct { side, .. } => f
-                .debug_struct("Outbound::Direct")
-                .field("side", side)
-                .finish_non_exhaustive(),
         }
     }
 }
@@ -74,12 +72,6 @@ enum Path<S> {
     /// sends, no prefix).
     Batched {
         send: Arc<Batcher<S>>,
-        side: ZmqSide,
-    },
-    /// A `zeromq` socket written directly under a lock (fan-out with a
-    /// prefix frame); the counter gives writers a turn every 64 sends.
-    Direct {
-        sock: tokio::sync::Mutex<(Zmq<S>, u32)>,
         side: ZmqSide,
     },
 }
@@ -116,14 +108,6 @@ impl<S> Outbound<S> {
         Ok((Outbound { path }, eps))
     }
 
-    /// A `zeromq` socket (or send half) written directly, for fan-out.
-    pub(crate) fn direct(sock: S, side: ZmqSide) -> Self {
-        let sock = tokio::sync::Mutex::new((Zmq(sock), 0));
-        Outbound {
-            path: Path::Direct { sock, side },
-        }
-    }
-
     /// Whether a request's reply path travels with the message (inproc)
     /// rather than back over the connection (ipc/tcp, matched by
     /// correlation id).
@@ -134,7 +118,7 @@ impl<S> Outbound<S> {
     fn side(&self) -> Option<&ZmqSide> {
         match &self.path {
             Path::Inproc { .. } => None,
-            Path::Batched { side, .. } | Path::Direct { side, .. } => Some(side),
+            Path::Batched { side, .. } => Some(side),
         }
     }
 
@@ -174,7 +158,7 @@ impl<S> Outbound<S> {
                     (ep.clone(), state)
                 })
                 .collect(),
-            Path::Batched { side, .. } | Path::Direct { side, .. } => side.link_states(),
+            Path::Batched { side, .. } => side.link_states(),
         }
     }
 }
@@ -212,16 +196,6 @@ impl<S: SocketSend + Send + 'static> Outbound<S> {
             }
             Path::Batched { send, .. } => {
                 send.send(wire::encode_header(&env.header), env.body).await
-            }
-            Path::Direct { sock, .. } => {
-                let frames = vec![wire::encode_header(&env.header), env.body];
-                let msg = ZmqMessage::try_from(frames).map_err(|_| SendError::Closed)?;
-                let mut guard = sock.lock().await;
-                guard
-                    .0
-                    .send(msg)
-                    .await
-                    .map_err(|e| SendError::Zmq(e.to_string()))
             }
         }
     }
@@ -278,32 +252,8 @@ impl<S: SocketSend + Send + 'static> Outbound<S> {
                 }
                 Ok(())
             }
-            Path::Direct { sock, .. } => {
-                let mut guard = sock.lock().await;
-                let header = stamp(&mut *order.lock().map_err(|_| SendError::Closed)?);
-                let frames = vec![
-                    Bytes::copy_from_slice(topic),
-                    wire::encode_header(&header),
-                    body,
-                ];
-                let msg = ZmqMessage::try_from(frames).map_err(|_| SendError::Closed)?;
-                guard
-                    .0
-                    .send(msg)
-                    .await
-                    .map_err(|e| SendError::Zmq(e.to_string()))?;
-                // A `zeromq` PUB send never yields; give the writer tasks a
-                // turn now and then so a burst does not fill the queues
-                // before anything is written.
-                guard.1 = guard.1.wrapping_add(1);
-                if guard.1.is_multiple_of(64) {
-                    drop(guard);
-                    tokio::task::yield_now().await;
-                }
-                Ok(())
-            }
             Path::Batched { .. } => {
-                unreachable!("fan-out sockets are opened with Outbound::direct, never batched")
+                unreachable!("ipc/tcp publishers send through batch::FanBatcher, never here")
             }
         }
     }

@@ -239,6 +239,7 @@ async fn relay_accepted(
             return;
         }
     };
+    let _peer = progress.peer();
     let (mut pr, mut pw) = peer.split();
     let (mut ir, mut iw) = inner.into_split();
     let inbound = async {
