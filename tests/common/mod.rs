@@ -96,3 +96,24 @@ pub(crate) async fn converge(nodes: &[&zfabric::node::Node]) {
     let seen: Vec<usize> = nodes.iter().map(|n| n.members().len()).collect();
     panic!("fabric did not converge: members seen per node {seen:?}");
 }
+
+/// Whether an outside tool this test needs is installed. Where it is not,
+/// the test says so on stderr and is skipped, unless `ZFABRIC_REQUIRE_ALL`
+/// is set (`.ci/run` sets it): then a missing tool fails the test.
+pub(crate) fn tool_available(tool: &str, version_arg: &str) -> bool {
+    let ok = std::process::Command::new(tool)
+        .arg(version_arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var_os("ZFABRIC_REQUIRE_ALL").is_none(),
+            "{tool} is required (ZFABRIC_REQUIRE_ALL is set) but not installed"
+        );
+        eprintln!("SKIP: {tool} is not installed; this test did not run");
+    }
+    ok
+}
