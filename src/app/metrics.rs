@@ -18,17 +18,38 @@ const BUILD_INFO: &str = "zfabric_build_info";
 /// Options every long-running command shares.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Common {
-    /// Serve Prometheus metrics on http://ADDR/metrics, with /healthz and
-    /// /readyz for probes (e.g. 127.0.0.1:9100; port 0 picks a free port,
-    /// printed on stderr).
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<SocketAddr>,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics, with /healthz
+    /// and /readyz for probes (e.g. 127.0.0.1:9100, localhost:9100,
+    /// [::1]:9100; port 0 picks a free port, printed on stderr).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+    metrics: Option<String>,
+}
+
+/// Checks `HOST:PORT` at parse time (a bad one is a usage error, exit 2);
+/// the name is resolved when the listener binds.
+fn parse_listen(s: &str) -> Result<String, String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?} is not HOST:PORT (e.g. 127.0.0.1:9100 or localhost:9100)"
+        )),
+    }
 }
 
 impl Common {
     /// Starts the metrics endpoint if asked.
     pub(crate) async fn start(&self) -> Result<(), BoxError> {
-        if let Some(addr) = self.metrics {
+        if let Some(spec) = &self.metrics {
+            let addr = tokio::net::lookup_host(spec.as_str())
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    UsageError(format!("--metrics {spec}: the host does not resolve"))
+                })?;
             let bound = serve_metrics(addr).await?;
             eprintln!("metrics on http://{bound}/metrics");
         }
@@ -123,4 +144,19 @@ fn router(
                 "try /metrics, /healthz or /readyz\n",
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_takes_addresses_and_host_names_with_a_port() {
+        for ok in ["127.0.0.1:9100", "[::1]:0", "localhost:9100", "0.0.0.0:0"] {
+            assert!(parse_listen(ok).is_ok(), "{ok}");
+        }
+        for bad in ["9100", "localhost", ":9100", "localhost:99999", "a:b"] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
 }
