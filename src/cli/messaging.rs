@@ -164,23 +164,31 @@ fn listening(eps: &[zfabric::Endpoint]) {
     crate::app::health::set_ready();
 }
 
-fn print(d: &Delivery<Value>, json_lines: bool) {
+/// Prints one message on stdout; `false` once stdout is closed (`sub |
+/// head`), so the command stops receiving instead of panicking.
+fn print(d: &Delivery<Value>, json_lines: bool) -> bool {
+    use std::io::Write;
     let topic = d.topic_str().unwrap_or("");
     let seq = d.header().seq;
     let body = d
         .decode()
         .unwrap_or_else(|e| json!({ "undecodable": e.to_string() }));
-    if json_lines {
-        println!(
+    let mut out = std::io::stdout().lock();
+    let written = if json_lines {
+        writeln!(
+            out,
             "{}",
             json!({ "topic": topic, "seq": seq, "missed_before": d.missed_before, "body": body })
-        );
+        )
     } else {
-        if d.missed_before > 0 {
-            println!("# {} messages lost before this one", d.missed_before);
-        }
-        println!("{topic} {seq} {body}");
-    }
+        let gap = if d.missed_before > 0 {
+            writeln!(out, "# {} messages lost before this one", d.missed_before)
+        } else {
+            Ok(())
+        };
+        gap.and_then(|_| writeln!(out, "{topic} {seq} {body}"))
+    };
+    written.and_then(|_| out.flush()).is_ok()
 }
 
 /// A receiving socket.
@@ -207,8 +215,11 @@ async fn receive(args: &RecvArgs, rx: &mut Rx) -> u64 {
         tokio::select! {
             d = rx.next() => match d {
                 Ok(d) => {
-                    print(&d, args.json);
                     got += 1;
+                    if !print(&d, args.json) {
+                        eprintln!("stdout closed; stopping");
+                        break;
+                    }
                 }
                 Err(_) => break,
             },
