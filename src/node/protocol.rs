@@ -113,6 +113,11 @@ pub(super) struct WirePeer {
     pub(super) groups: Vec<String>,
     #[serde(default)]
     pub(super) topics: Vec<String>,
+    /// Its CURVE public key (Z85) when it runs with security on. Optional:
+    /// peers that predate it (or run without security) leave it out, and
+    /// ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) curve_key: Option<String>,
 }
 
 impl WirePeer {
@@ -124,10 +129,12 @@ impl WirePeer {
             services: i.services.clone(),
             groups: i.groups.clone(),
             topics: i.topics.clone(),
+            curve_key: i.curve_key.map(|k| k.to_z85()),
         }
     }
 
-    /// `None` when an endpoint does not parse (the hello is ignored).
+    /// `None` when an endpoint or the CURVE key does not parse (the hello
+    /// is ignored).
     pub(super) fn to_info(&self) -> Option<PeerInfo> {
         Some(PeerInfo {
             id: PeerId(self.id),
@@ -141,6 +148,10 @@ impl WirePeer {
             groups: self.groups.clone(),
             topics: self.topics.clone(),
             metadata: Default::default(),
+            curve_key: match &self.curve_key {
+                Some(k) => Some(k.parse().ok()?),
+                None => None,
+            },
         })
     }
 }
