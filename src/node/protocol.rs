@@ -268,6 +268,44 @@ mod tests {
     }
 
     #[test]
+    fn a_peers_curve_key_travels_in_gossip_and_peers_without_it_still_parse() {
+        #[derive(Serialize)]
+        struct OldPeer {
+            id: u64,
+            name: String,
+            endpoints: Vec<String>,
+            services: Vec<String>,
+            groups: Vec<String>,
+        }
+        let old = OldPeer {
+            id: 7,
+            name: "old".into(),
+            endpoints: vec!["tcp://127.0.0.1:7000".into()],
+            services: vec![],
+            groups: vec![],
+        };
+        let bytes = wire::encode_body(&old).unwrap();
+        let p: WirePeer = wire::decode_body(&bytes).unwrap();
+        assert_eq!(p.to_info().unwrap().curve_key, None);
+        // A security-off peer leaves the field out entirely.
+        let back = wire::encode_body(&p).unwrap();
+        assert!(!back.windows(9).any(|w| w == b"curve_key"));
+
+        let key = *crate::CurveKeyPair::generate().public();
+        let mut info = p.to_info().unwrap();
+        info.curve_key = Some(key);
+        let bytes = wire::encode_body(&WirePeer::from_info(&info)).unwrap();
+        let p: WirePeer = wire::decode_body(&bytes).unwrap();
+        assert_eq!(p.to_info().unwrap().curve_key, Some(key));
+        // A key that is not Z85: the peer is ignored.
+        let bad = WirePeer {
+            curve_key: Some("not a key".into()),
+            ..p
+        };
+        assert!(bad.to_info().is_none());
+    }
+
+    #[test]
     fn a_call_is_read_from_its_header_fields() {
         let call = Call {
             service: Arc::from("svc"),
