@@ -455,8 +455,7 @@ async fn relay_curve(
     let (mut pr, mut pw) = peer.split();
     let activity = AtomicU64::new(0);
     let handshake = async {
-        let accepted =
-            server_handshake(&mut pr, &mut pw, curve, side.kind, &side.endpoint).await?;
+        let accepted = server_handshake(&mut pr, &mut pw, curve, side.kind, &side.endpoint).await?;
         // The private hop, in the peer's name: the socket sees the peer's
         // Socket-Type and Identity, as it would over NULL.
         let inner = UnixStream::connect(&target).await.map_err(|e| Refusal {
