@@ -735,7 +735,7 @@ mod curve {
             let mut b = start(zfabric().args(["node", "--config"]).arg(node_toml(
                 d,
                 "b",
-                &[a_ep.clone()],
+                std::slice::from_ref(&a_ep),
                 None,
             )));
             let b_ep = b.endpoint_after("node").await;

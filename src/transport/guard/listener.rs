@@ -424,7 +424,7 @@ async fn relay_accepted(
     let deadline = async {
         tokio::time::sleep(side.deadline).await;
         if shaken.load(Ordering::Relaxed) {
-            return std::future::pending().await;
+            std::future::pending::<()>().await;
         }
     };
     tokio::select! {
