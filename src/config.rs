@@ -28,11 +28,21 @@ pub struct SocketConfig {
     /// Largest delay between reconnection attempts (the delay doubles, with
     /// jitter, up to this).
     pub reconnect_max: Duration,
-    /// Longest wait for one TCP connect and ZMTP handshake attempt; with
-    /// CURVE, also the longest a peer connecting to a bound socket may take
-    /// over its greeting and handshake before it is cut off (counted as
-    /// `handshake_timeout`).
+    /// Longest wait for one TCP connect and ZMTP handshake attempt; also
+    /// the longest a peer connecting to a bound socket may take over its
+    /// greeting and handshake (NULL or CURVE) before it is cut off
+    /// (counted as `handshake_timeout`). Default 5 s.
     pub handshake_timeout: Duration,
+    /// A connection to a bound socket that sends and receives nothing for
+    /// this long is closed (counted as `idle_timeout`); checked once per
+    /// period, so it goes between one and two periods after its last
+    /// byte. `None` (the default): never. Cost: one timer per connection.
+    pub idle_timeout: Option<Duration>,
+    /// Most connections each listener of a bound socket holds at once;
+    /// one more is closed before any byte is read (counted as
+    /// `too_many_connections`). Default 1,024. Each connection costs 3
+    /// file descriptors and a few tens of kilobytes (docs/SECURITY.md).
+    pub max_connections: usize,
     /// CurveZMQ on every ipc/tcp connection of this socket (`None`, the
     /// default: NULL, no security). See [`CurveConfig`]. Inproc is never
     /// encrypted. Cost: a few X25519 operations per connection, then one
@@ -48,6 +58,8 @@ impl Default for SocketConfig {
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            max_connections: 1024,
             curve: None,
         }
     }
@@ -81,6 +93,20 @@ impl SocketConfig {
     /// [`handshake_timeout`](Self::handshake_timeout)).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Closes connections to a bound socket that stay silent both ways for
+    /// `timeout` (see [`idle_timeout`](Self::idle_timeout)).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the most connections each listener holds (at least 1; see
+    /// [`max_connections`](Self::max_connections)).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
         self
     }
 

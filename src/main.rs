@@ -38,6 +38,9 @@ enum Command {
     Req(cli::services::ReqArgs),
     /// Run a long-lived node from a configuration file.
     Node(cli::services::NodeArgs),
+    /// Generate a CURVE key pair: the secret key to PATH (mode 0600), the
+    /// public key to PATH.pub.
+    Keygen(cli::security::KeygenArgs),
     /// Measure patterns × transports × sizes against raw zeromq sockets
     /// and tokio channels in the same run.
     Bench(bench::BenchArgs),
@@ -68,6 +71,7 @@ fn main() {
             Command::Serve(args) => cli::services::serve(args).await,
             Command::Req(args) => cli::services::request(args).await,
             Command::Node(args) => cli::services::node(args).await,
+            Command::Keygen(args) => cli::security::keygen(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

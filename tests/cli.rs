@@ -1,5 +1,7 @@
 //! The README's main command, run as a real process.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -319,7 +321,7 @@ mod commands {
     #[test]
     fn every_command_has_help() {
         for cmd in [
-            "run", "tour", "pub", "sub", "push", "pull", "serve", "req", "node",
+            "run", "tour", "pub", "sub", "push", "pull", "serve", "req", "node", "keygen",
         ] {
             let out = zfabric().args([cmd, "--help"]).output().unwrap();
             assert!(out.status.success(), "{cmd}");
@@ -397,5 +399,385 @@ mod commands {
             .read_to_string(&mut err)
             .unwrap();
         assert!(err.contains("price"), "{err}");
+    }
+}
+
+mod curve {
+    //! CURVE from the terminal: `keygen`, `serve` + `req` with keys, the
+    //! refusals, and a CURVE fabric of three `zfabric node` processes. Every
+    //! process is killed when its handle drops, and every test runs under
+    //! a watchdog.
+
+    use crate::common;
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+
+    use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+    use tokio::process::{Child, ChildStdout, Command};
+
+    fn zfabric() -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_zfabric"));
+        c.kill_on_drop(true);
+        for v in [
+            "ZFABRIC_CURVE_SECRET_FILE",
+            "ZFABRIC_CURVE_SERVER",
+            "ZFABRIC_CURVE_AUTHORIZED_FILE",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    }
+
+    /// `zfabric keygen --out dir/name`; the public key it printed.
+    async fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+        let path = dir.join(name);
+        let out = zfabric()
+            .args(["keygen", "--out"])
+            .arg(&path)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (path, String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// A running process and its stdout lines.
+    struct Running {
+        _child: Child,
+        out: Lines<BufReader<ChildStdout>>,
+    }
+
+    fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        Running { _child: child, out }
+    }
+
+    impl Running {
+        /// The last word of the first stdout line starting with `prefix`.
+        async fn endpoint_after(&mut self, prefix: &str) -> String {
+            while let Some(line) = self.out.next_line().await.unwrap() {
+                if line.starts_with(prefix) {
+                    return line.split_whitespace().last().unwrap().to_owned();
+                }
+            }
+            panic!("the process ended before printing {prefix:?}");
+        }
+
+        /// Reads stdout until a line contains every one of `words`.
+        async fn wait_for_line(&mut self, words: &[&str]) {
+            while let Some(line) = self.out.next_line().await.unwrap() {
+                if words.iter().all(|w| line.contains(w)) {
+                    return;
+                }
+            }
+            panic!("the process ended before a line with {words:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn keygen_writes_a_private_secret_and_a_public_key_and_never_overwrites_silently() {
+        common::watchdog(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, public) = keygen(dir.path(), "node.key").await;
+            assert_eq!(public.len(), 40, "{public}");
+            let secret = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(secret.lines().count(), 1);
+            assert_eq!(secret.trim().len(), 40);
+            assert_ne!(secret.trim(), public);
+            let pub_file = std::fs::read_to_string(dir.path().join("node.key.pub")).unwrap();
+            assert_eq!(pub_file.trim(), public);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            // Again without --force: refused, exit 2, nothing changed.
+            let out = zfabric()
+                .args(["keygen", "--out"])
+                .arg(&path)
+                .output()
+                .await
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), secret);
+            // With --force: a new pair.
+            let out = zfabric()
+                .args(["keygen", "--force", "--out"])
+                .arg(&path)
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success());
+            assert_ne!(std::fs::read_to_string(&path).unwrap(), secret);
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn serve_and_req_speak_curve_over_tcp_and_a_wrong_key_fails_clearly() {
+        common::watchdog(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let (server_key, server_pub) = keygen(d, "server.key").await;
+            let (client_key, client_pub) = keygen(d, "client.key").await;
+            let (_, other_pub) = keygen(d, "other.key").await;
+            let authorized = d.join("authorized");
+            std::fs::write(&authorized, format!("# the callers\n{client_pub}\n")).unwrap();
+
+            let mut serve = start(
+                zfabric()
+                    .args(["serve", "--bind", "tcp://127.0.0.1:0", "--service", "echo"])
+                    .arg("--curve-secret")
+                    .arg(&server_key)
+                    .arg("--curve-authorized")
+                    .arg(&authorized),
+            );
+            let ep = serve.endpoint_after("serving").await;
+            let req = |server: String, timeout: &str| {
+                let mut c = zfabric();
+                c.args(["req", "--connect", &ep, "--service", "echo"])
+                    .args(["--data", r#"{"n":1}"#, "--timeout", timeout])
+                    .arg("--curve-secret")
+                    .arg(&client_key)
+                    .args(["--curve-server", &server]);
+                c
+            };
+            // The server's public key given as a file.
+            let ok = req(d.join("server.key.pub").display().to_string(), "5000")
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                ok.status.success(),
+                "{}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), r#"{"n":1}"#);
+            // ... and inline.
+            let ok = req(server_pub.clone(), "5000").output().await.unwrap();
+            assert!(
+                ok.status.success(),
+                "{}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+
+            // The wrong server key: exit 1 and a message saying why.
+            let bad = req(other_pub, "800").output().await.unwrap();
+            assert_eq!(bad.status.code(), Some(1));
+            let e = String::from_utf8_lossy(&bad.stderr);
+            assert!(
+                e.contains("over CURVE") && e.contains("--curve-server"),
+                "{e}"
+            );
+
+            // A NULL caller never gets in either.
+            let null = zfabric()
+                .args(["req", "--connect", &ep, "--service", "echo"])
+                .args(["--data", "1", "--timeout", "800"])
+                .output()
+                .await
+                .unwrap();
+            assert_eq!(null.status.code(), Some(1));
+
+            // A key file that does not load: a usage error naming it.
+            let missing = d.join("missing.key");
+            let out = zfabric()
+                .args(["req", "--connect", &ep, "--service", "echo", "--data", "1"])
+                .arg("--curve-secret")
+                .arg(&missing)
+                .args(["--curve-server", &server_pub])
+                .output()
+                .await
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2));
+            let e = String::from_utf8_lossy(&out.stderr);
+            assert!(e.contains("missing.key"), "{e}");
+            // A world-readable secret key is refused, naming the file.
+            let loose = d.join("loose.key");
+            std::fs::copy(&client_key, &loose).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+                let out = zfabric()
+                    .args(["pull", "--bind", "tcp://127.0.0.1:0", "--count", "1"])
+                    .arg("--curve-secret")
+                    .arg(&loose)
+                    .output()
+                    .await
+                    .unwrap();
+                assert_eq!(out.status.code(), Some(2));
+                assert!(String::from_utf8_lossy(&out.stderr).contains("loose.key"));
+            }
+            // The key from the environment works like the flag.
+            let ok = zfabric()
+                .args(["req", "--connect", &ep, "--service", "echo", "--data", "2"])
+                .env("ZFABRIC_CURVE_SECRET_FILE", &client_key)
+                .env("ZFABRIC_CURVE_SERVER", &server_pub)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                ok.status.success(),
+                "{}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+            drop(serve);
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn push_reaches_pull_over_curve_across_processes() {
+        common::watchdog(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let (server_key, server_pub) = keygen(d, "pull.key").await;
+            let (client_key, client_pub) = keygen(d, "push.key").await;
+            let authorized = d.join("authorized");
+            std::fs::write(&authorized, format!("{client_pub}\n")).unwrap();
+            let mut pull = zfabric();
+            pull.args(["pull", "--bind", "tcp://127.0.0.1:0", "--count", "3"])
+                .arg("--curve-secret")
+                .arg(&server_key)
+                .arg("--curve-authorized")
+                .arg(&authorized)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut pull = pull.spawn().unwrap();
+            let mut err = BufReader::new(pull.stderr.take().unwrap()).lines();
+            let ep = loop {
+                let line = err
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("pull printed its endpoint");
+                if let Some(ep) = line.strip_prefix("listening on ") {
+                    break ep.trim().to_owned();
+                }
+            };
+            let push = zfabric()
+                .args([
+                    "push",
+                    "--connect",
+                    &ep,
+                    "--data",
+                    r#"{"x":1}"#,
+                    "--count",
+                    "3",
+                ])
+                .arg("--curve-secret")
+                .arg(&client_key)
+                .args(["--curve-server", &server_pub])
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                push.status.success(),
+                "{}",
+                String::from_utf8_lossy(&push.stderr)
+            );
+            let out = pull.wait_with_output().await.unwrap();
+            assert!(out.status.success());
+            assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+        })
+        .await
+    }
+
+    /// A node TOML with `[security]` (relative paths).
+    fn node_toml(dir: &Path, name: &str, seeds: &[String], service: Option<&str>) -> PathBuf {
+        let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
+        let mut t = format!(
+            "name = {name:?}\nbind = [\"tcp://127.0.0.1:0\"]\nseeds = [{}]\n",
+            seeds.join(", ")
+        );
+        if let Some(s) = service {
+            t += &format!("[[service]]\nname = {s:?}\nhandler = \"echo\"\n");
+        }
+        t += &format!(
+            "[security]\ncurve_secret_file = \"{name}.key\"\ncurve_server = \"fabric.keys\"\ncurve_authorized_file = \"fabric.keys\"\n"
+        );
+        let p = dir.join(format!("{name}.toml"));
+        std::fs::write(&p, t).unwrap();
+        p
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_curve_nodes_converge_and_answer_a_curve_call_through_the_fabric() {
+        common::watchdog(async {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let mut keys = Vec::new();
+            for n in ["a", "b", "c", "caller"] {
+                keys.push(keygen(d, &format!("{n}.key")).await.1);
+            }
+            // One file of every fabric key: the allow-list, and the server
+            // keys a seed may have.
+            std::fs::write(d.join("fabric.keys"), keys.join("\n") + "\n").unwrap();
+            let mut a = start(zfabric().args(["node", "--config"]).arg(node_toml(
+                d,
+                "a",
+                &[],
+                None,
+            )));
+            let a_ep = a.endpoint_after("node").await;
+            let mut b = start(zfabric().args(["node", "--config"]).arg(node_toml(
+                d,
+                "b",
+                std::slice::from_ref(&a_ep),
+                None,
+            )));
+            let b_ep = b.endpoint_after("node").await;
+            a.wait_for_line(&["joined", "b "]).await;
+            // c serves `price` and knows only b.
+            let mut c = start(zfabric().args(["node", "--config"]).arg(node_toml(
+                d,
+                "c",
+                &[b_ep],
+                Some("price"),
+            )));
+            c.endpoint_after("node").await;
+            // Converged: every node sees the other two.
+            a.wait_for_line(&["joined", "c ", "price"]).await;
+            b.wait_for_line(&["joined", "c ", "price"]).await;
+            // A caller that knows only a reaches c's service through the fabric.
+            let caller_key = d.join("caller.key");
+            let out = zfabric()
+                .args([
+                    "req",
+                    "--connect",
+                    &a_ep,
+                    "--service",
+                    "price",
+                    "--data",
+                    r#"{"tea":2}"#,
+                ])
+                .arg("--curve-secret")
+                .arg(&caller_key)
+                .arg("--curve-server")
+                .arg(d.join("fabric.keys"))
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"tea":2}"#);
+            drop((a, b, c));
+        })
+        .await
     }
 }

@@ -932,3 +932,208 @@ both!(
     forged_curve,
     forged_initiates_and_messages_are_refused_by_reason
 );
+
+// ------------------------------------------------------------ an authorized fabric
+
+mod fabric {
+    //! Nodes with security on (`NodeBuilder::curve`): servers are CURVE
+    //! servers with an allow-list, links are CURVE clients; a member's key
+    //! travels in gossip.
+
+    use super::*;
+    use zfabric::node::Node;
+
+    /// A node with security on: `kp`, letting in `allowed`, reaching its
+    /// seeds with `servers`.
+    async fn secure_node(
+        name: &str,
+        ep: &str,
+        kp: &CurveKeyPair,
+        allowed: &[&CurveKeyPair],
+        servers: &[&CurveKeyPair],
+        seed: Option<&str>,
+        service: Option<&str>,
+    ) -> Node {
+        let mut curve = CurveConfig::new(kp.clone())
+            .authorizer(AllowList::from_keys(allowed.iter().map(|k| *k.public())));
+        for s in servers {
+            curve = curve.server_key(*s.public());
+        }
+        let mut b = Node::builder(name)
+            .config(common::fast())
+            .bind(ep.to_string())
+            .curve(curve);
+        if let Some(s) = seed {
+            b = b.seed(s.to_string());
+        }
+        if let Some(svc) = service {
+            b = b.serve(svc, |r: zfabric::Request<String>| async move {
+                Ok::<_, RemoteError>(format!("{} from {}", r.body, "c"))
+            });
+        }
+        b.start().await.unwrap()
+    }
+
+    fn first_ep(n: &Node) -> String {
+        n.endpoints()[0].to_string()
+    }
+
+    async fn a_member_learned_by_gossip_is_reached_with_the_key_gossip_carried(tp: Tp) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ka, kb, kc) = (
+            CurveKeyPair::generate(),
+            CurveKeyPair::generate(),
+            CurveKeyPair::generate(),
+        );
+        let all = [&ka, &kb, &kc];
+        // b knows no server key at all (it has no seeds); a knows only b's,
+        // c knows only b's: a reaches c with the key c advertised.
+        let b = secure_node("b", &endpoint(tp, &dir), &kb, &all, &[], None, None).await;
+        let a = secure_node(
+            "a",
+            &endpoint(tp, &dir),
+            &ka,
+            &all,
+            &[&kb],
+            Some(&first_ep(&b)),
+            None,
+        )
+        .await;
+        let c = secure_node(
+            "c",
+            &endpoint(tp, &dir),
+            &kc,
+            &all,
+            &[&kb],
+            Some(&first_ep(&b)),
+            Some("price"),
+        )
+        .await;
+        common::converge(&[&a, &b, &c]).await;
+        let seen = a.members().into_iter().find(|m| m.name == "c").unwrap();
+        assert_eq!(seen.curve_key, Some(*kc.public()));
+        let r: String = a
+            .request("price", &"tea".to_string(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r, "tea from c");
+    }
+    both!(
+        gossip_key,
+        a_member_learned_by_gossip_is_reached_with_the_key_gossip_carried
+    );
+
+    async fn a_node_whose_key_is_not_authorized_cannot_join_and_is_counted(tp: Tp) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ka, kb, stranger) = (
+            CurveKeyPair::generate(),
+            CurveKeyPair::generate(),
+            CurveKeyPair::generate(),
+        );
+        let a = secure_node(
+            "a",
+            &endpoint(tp, &dir),
+            &ka,
+            &[&ka, &kb],
+            &[],
+            None,
+            Some("price"),
+        )
+        .await;
+        let b = secure_node(
+            "b",
+            &endpoint(tp, &dir),
+            &kb,
+            &[&ka, &kb],
+            &[&ka],
+            Some(&first_ep(&a)),
+            None,
+        )
+        .await;
+        common::converge(&[&a, &b]).await;
+        let (unauthorized, refused) = (cut("unauthorized"), cut("peer_refused"));
+        // The stranger knows a's key and would let a in: a refuses it.
+        let s = secure_node(
+            "stranger",
+            &endpoint(tp, &dir),
+            &stranger,
+            &[&ka, &kb, &stranger],
+            &[&ka],
+            Some(&first_ep(&a)),
+            None,
+        )
+        .await;
+        counted("unauthorized", unauthorized).await;
+        counted("peer_refused", refused).await;
+        // Several heartbeats later it is still nobody's member, and sees none.
+        for _ in 0..3 {
+            counted("unauthorized", cut("unauthorized")).await;
+        }
+        assert!(a.members().iter().all(|m| m.name != "stranger"));
+        assert!(b.members().iter().all(|m| m.name != "stranger"));
+        assert!(s.members().is_empty(), "{:?}", s.members());
+        let r = s
+            .request::<_, String>("price", &"x".to_string(), Duration::from_millis(200))
+            .await;
+        assert!(r.is_err());
+        // The fabric itself is unharmed.
+        let r: String = b
+            .request("price", &"ok".to_string(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r, "ok from c");
+    }
+    both!(
+        unauthorized_node,
+        a_node_whose_key_is_not_authorized_cannot_join_and_is_counted
+    );
+
+    async fn a_null_node_and_a_curve_node_refuse_each_other_without_a_hang(tp: Tp) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ka, kb) = (CurveKeyPair::generate(), CurveKeyPair::generate());
+        let secure = secure_node(
+            "secure",
+            &endpoint(tp, &dir),
+            &ka,
+            &[&ka, &kb],
+            &[&kb],
+            None,
+            None,
+        )
+        .await;
+        let before = cut("mechanism_mismatch");
+        // A NULL node seeding the CURVE node: refused at the greeting.
+        let plain = Node::builder("plain")
+            .config(common::fast())
+            .bind(endpoint(tp, &dir))
+            .seed(first_ep(&secure))
+            .start()
+            .await
+            .unwrap();
+        counted("mechanism_mismatch", before).await;
+        // The CURVE node seeding a NULL node: refused the other way.
+        let before = cut("mechanism_mismatch");
+        let secure2 = secure_node(
+            "secure2",
+            &endpoint(tp, &dir),
+            &kb,
+            &[&ka, &kb],
+            &[&ka],
+            Some(&first_ep(&plain)),
+            None,
+        )
+        .await;
+        counted("mechanism_mismatch", before).await;
+        assert!(plain.members().is_empty(), "{:?}", plain.members());
+        assert!(secure.members().iter().all(|m| m.name != "plain"));
+        assert!(secure2.members().iter().all(|m| m.name != "plain"));
+        // Shutdown does not hang on the refused links.
+        plain.shutdown(Duration::from_millis(500)).await;
+        secure2.shutdown(Duration::from_millis(500)).await;
+        secure.shutdown(Duration::from_millis(500)).await;
+    }
+    both!(
+        null_vs_curve_nodes,
+        a_null_node_and_a_curve_node_refuse_each_other_without_a_hang
+    );
+}

@@ -273,3 +273,232 @@ async fn a_hostile_publisher_cannot_make_a_connecting_subscriber_allocate() {
     })
     .await
 }
+
+// ---------------------------------------------------------------- what a stranger costs
+
+const CUT: &str = zfabric::telemetry::PEERS_DISCONNECTED;
+
+/// Waits (bounded) until `reason` has moved past `before`.
+async fn counted(reason: &str, before: u64) {
+    common::eventually(1000, Duration::from_millis(10), || async {
+        (counter(CUT, reason) > before).then_some(())
+    })
+    .await
+}
+
+/// A NULL puller bound with `cfg` on `tp`; its endpoint.
+async fn puller_with(tp: Tp, dir: &tempfile::TempDir, cfg: SocketConfig) -> (Puller<u32>, String) {
+    let p: Puller<u32> = SocketBuilder::new()
+        .config(cfg)
+        .bind(endpoint(tp, dir))
+        .puller()
+        .await
+        .unwrap();
+    let ep = p.endpoints()[0].to_string();
+    (p, ep)
+}
+
+/// A real pusher still gets a message through `ep`.
+async fn still_works(puller: &mut Puller<u32>, ep: &str) {
+    let good: Pusher<u32> = Pusher::connect(ep).await.unwrap();
+    good.wait_connected().await;
+    good.send(&7).await.unwrap();
+    let d = puller.recv_timeout(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(d.decode().unwrap(), 7);
+}
+
+fn short_deadline() -> SocketConfig {
+    SocketConfig::default().handshake_timeout(Duration::from_millis(300))
+}
+
+async fn a_partial_or_trickled_null_greeting_is_cut_off_at_the_deadline(tp: Tp) {
+    if tp == Tp::Inproc {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut puller, ep) = puller_with(tp, &dir, short_deadline()).await;
+    // Ten bytes of greeting, then silence.
+    let before = counter(CUT, "handshake_timeout");
+    let mut partial = raw_stream(&ep).await;
+    partial.write_all(&zmtp_hello("PUSH")[..10]).await.unwrap();
+    assert!(
+        closed_by_peer(&mut partial).await,
+        "a partial greeting is cut off"
+    );
+    counted("handshake_timeout", before).await;
+    // The whole greeting, one byte at a time, slower than the deadline allows.
+    let before = counter(CUT, "handshake_timeout");
+    let mut slow = raw_stream(&ep).await;
+    let hello = zmtp_hello("PUSH");
+    let mut cut = false;
+    for b in &hello {
+        if slow.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        // Pacing the trickle, not synchronising: the deadline is 300 ms
+        // and the greeting alone is 64 bytes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        cut || closed_by_peer(&mut slow).await,
+        "a trickled greeting is cut off"
+    );
+    counted("handshake_timeout", before).await;
+    still_works(&mut puller, &ep).await;
+}
+per_transport!(
+    null_deadline,
+    a_partial_or_trickled_null_greeting_is_cut_off_at_the_deadline
+);
+
+/// The greeting of a raw peer announcing `mechanism`.
+fn greeting_with(mechanism: &[u8]) -> Vec<u8> {
+    let mut g = zmtp_hello("PUSH");
+    g.truncate(64);
+    g[12..32].fill(0);
+    g[12..12 + mechanism.len()].copy_from_slice(mechanism);
+    g
+}
+
+async fn each_null_handshake_refusal_at_a_listener_moves_its_counter(tp: Tp) {
+    if tp == Tp::Inproc {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut puller, ep) = puller_with(tp, &dir, short_deadline()).await;
+    let mut broken_ready = zmtp_hello("PUSH");
+    broken_ready.truncate(64);
+    broken_ready.extend_from_slice(&[0x04, 6, 5, b'H', b'E', b'L', b'L', b'O']);
+    let mut ready_without_type = zmtp_hello("PUSH");
+    ready_without_type.truncate(64);
+    ready_without_type.extend_from_slice(&[0x04, 6, 5, b'R', b'E', b'A', b'D', b'Y']);
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        (
+            "a CURVE greeting",
+            greeting_with(b"CURVE"),
+            "mechanism_mismatch",
+        ),
+        (
+            "a PLAIN greeting",
+            greeting_with(b"PLAIN"),
+            "mechanism_mismatch",
+        ),
+        ("a PUB at a PULL socket", zmtp_hello("PUB"), "bad_handshake"),
+        ("HELLO instead of READY", broken_ready, "bad_handshake"),
+        (
+            "READY without Socket-Type",
+            ready_without_type,
+            "bad_handshake",
+        ),
+    ];
+    for (what, bytes, reason) in cases {
+        let before = counter(CUT, reason);
+        let mut s = raw_stream(&ep).await;
+        s.write_all(&bytes).await.unwrap();
+        assert!(closed_by_peer(&mut s).await, "{what}: not cut off");
+        counted(reason, before).await;
+    }
+    still_works(&mut puller, &ep).await;
+}
+per_transport!(
+    null_refusals,
+    each_null_handshake_refusal_at_a_listener_moves_its_counter
+);
+
+async fn a_connection_idle_past_the_idle_timeout_is_closed_and_counted(tp: Tp) {
+    if tp == Tp::Inproc {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SocketConfig::default().idle_timeout(Duration::from_millis(200));
+    let (mut puller, ep) = puller_with(tp, &dir, cfg).await;
+    let before = counter(CUT, "idle_timeout");
+    let mut quiet = raw_stream(&ep).await;
+    quiet.write_all(&zmtp_hello("PUSH")).await.unwrap();
+    assert!(
+        closed_by_peer(&mut quiet).await,
+        "an idle connection is closed"
+    );
+    counted("idle_timeout", before).await;
+    still_works(&mut puller, &ep).await;
+}
+per_transport!(
+    idle_timeout,
+    a_connection_idle_past_the_idle_timeout_is_closed_and_counted
+);
+
+async fn a_full_listener_refuses_new_connections_and_counts_them(tp: Tp) {
+    if tp == Tp::Inproc {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SocketConfig::default().max_connections(2);
+    let (mut puller, ep) = puller_with(tp, &dir, cfg).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = raw_stream(&ep).await;
+        s.write_all(&zmtp_hello("PUSH")).await.unwrap();
+        // The socket's greeting back: this connection is being relayed.
+        let mut g = [0u8; 10];
+        s.read_exact(&mut g).await.unwrap();
+        held.push(s);
+    }
+    let before = counter(CUT, "too_many_connections");
+    let mut third = raw_stream(&ep).await;
+    let _ = third.write_all(&zmtp_hello("PUSH")).await;
+    assert!(closed_by_peer(&mut third).await, "the third is refused");
+    counted("too_many_connections", before).await;
+    // One leaves: there is room again (the relay notices its close).
+    drop(held.pop());
+    common::eventually(500, Duration::from_millis(10), || {
+        let ep = ep.clone();
+        async move {
+            let mut s = raw_stream(&ep).await;
+            s.write_all(&zmtp_hello("PUSH")).await.ok()?;
+            let mut g = [0u8; 10];
+            tokio::time::timeout(Duration::from_millis(200), s.read_exact(&mut g))
+                .await
+                .ok()?
+                .ok()?;
+            Some(())
+        }
+    })
+    .await;
+    drop(held);
+    still_works(&mut puller, &ep).await;
+}
+per_transport!(
+    max_connections,
+    a_full_listener_refuses_new_connections_and_counts_them
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_counts_a_remote_with_a_broken_ready_or_a_silent_handshake() {
+    common::watchdog(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cfg = SocketConfig::default()
+            .handshake_timeout(Duration::from_millis(300))
+            .reconnect(Duration::from_millis(20), Duration::from_millis(100));
+        let before = counter(CUT, "bad_handshake");
+        let _push: Pusher<u32> = SocketBuilder::new()
+            .config(cfg)
+            .connect(format!("tcp://127.0.0.1:{port}"))
+            .pusher()
+            .await
+            .unwrap();
+        // A remote that answers READY with HELLO.
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut g = zmtp_hello("PULL");
+        g.truncate(64);
+        g.extend_from_slice(&[0x04, 6, 5, b'H', b'E', b'L', b'L', b'O']);
+        conn.write_all(&g).await.unwrap();
+        counted("bad_handshake", before).await;
+        // Then one that accepts and never speaks.
+        let before = counter(CUT, "handshake_timeout");
+        let (_silent, _) = listener.accept().await.unwrap();
+        counted("handshake_timeout", before).await;
+    })
+    .await
+}

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use zfabric::{Delivery, RecvError};
 
+use super::security::CurveArgs;
 use super::{json_arg, stop_signal, Place};
 use crate::app::metrics::Common;
 use crate::app::{BoxError, UsageError};
@@ -27,6 +28,8 @@ pub(crate) struct Send {
     /// Messages per second (default: as fast as the socket takes them).
     #[arg(long)]
     rate: Option<f64>,
+    #[command(flatten)]
+    curve: CurveArgs,
     #[command(flatten)]
     common: Common,
 }
@@ -52,6 +55,8 @@ pub(crate) struct RecvArgs {
     /// One JSON object per line instead of `topic seq body`.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    curve: CurveArgs,
     #[command(flatten)]
     common: Common,
 }
@@ -112,7 +117,12 @@ impl Send {
 /// `zfabric pub`.
 pub(crate) async fn publish(args: PubArgs) -> Result<(), BoxError> {
     args.send.common.start().await?;
-    let p: zfabric::Publisher<Value> = args.send.place.builder()?.publisher().await?;
+    let p: zfabric::Publisher<Value> = args
+        .send
+        .place
+        .builder(&args.send.curve)?
+        .publisher()
+        .await?;
     listening(p.endpoints());
     if args.send.place.connect.is_some() {
         // Give the connection a moment: pub/sub drops what is published
@@ -141,7 +151,7 @@ pub(crate) async fn publish(args: PubArgs) -> Result<(), BoxError> {
 /// `zfabric push`.
 pub(crate) async fn push(args: Send) -> Result<(), BoxError> {
     args.common.start().await?;
-    let p: zfabric::Pusher<Value> = args.place.builder()?.pusher().await?;
+    let p: zfabric::Pusher<Value> = args.place.builder(&args.curve)?.pusher().await?;
     listening(p.endpoints());
     let started = Instant::now();
     let sent = args
@@ -233,7 +243,12 @@ async fn receive(args: &RecvArgs, rx: &mut Rx) -> u64 {
 pub(crate) async fn subscribe(args: SubArgs) -> Result<(), BoxError> {
     args.recv.common.start().await?;
     let prefixes: Vec<&str> = args.topic.iter().map(String::as_str).collect();
-    let s: zfabric::Subscriber<Value> = args.recv.place.builder()?.subscriber(&prefixes).await?;
+    let s: zfabric::Subscriber<Value> = args
+        .recv
+        .place
+        .builder(&args.recv.curve)?
+        .subscriber(&prefixes)
+        .await?;
     listening(s.endpoints());
     let started = Instant::now();
     let mut rx = Rx::Sub(s);
@@ -252,7 +267,7 @@ pub(crate) async fn subscribe(args: SubArgs) -> Result<(), BoxError> {
 /// `zfabric pull`.
 pub(crate) async fn pull(args: RecvArgs) -> Result<(), BoxError> {
     args.common.start().await?;
-    let p: zfabric::Puller<Value> = args.place.builder()?.puller().await?;
+    let p: zfabric::Puller<Value> = args.place.builder(&args.curve)?.puller().await?;
     listening(p.endpoints());
     let started = Instant::now();
     let got = receive(&args, &mut Rx::Pull(p)).await;

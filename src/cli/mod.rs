@@ -1,4 +1,4 @@
-//! The terminal commands: pub, sub, push, pull, serve, req, node.
+//! The terminal commands: pub, sub, push, pull, serve, req, node, keygen.
 //!
 //! Bodies are JSON on the terminal and MessagePack on the wire. Every
 //! long-running command takes `--metrics ADDR` (Prometheus text format on
@@ -6,6 +6,7 @@
 //! what it did.
 
 pub(crate) mod messaging;
+pub(crate) mod security;
 pub(crate) mod services;
 
 use crate::app::{BoxError, UsageError};
@@ -23,9 +24,12 @@ pub(crate) struct Place {
 }
 
 impl Place {
-    /// A socket builder bound or connected as asked; a malformed endpoint
-    /// is a usage error.
-    pub(crate) fn builder(&self) -> Result<zfabric::SocketBuilder, BoxError> {
+    /// A socket builder bound or connected as asked, with CURVE as `curve`
+    /// says; a malformed endpoint or a bad key file is a usage error.
+    pub(crate) fn builder(
+        &self,
+        curve: &security::CurveArgs,
+    ) -> Result<zfabric::SocketBuilder, BoxError> {
         let (ep, bind) = match (&self.bind, &self.connect) {
             (Some(b), _) => (b, true),
             (_, Some(c)) => (c, false),
@@ -33,7 +37,11 @@ impl Place {
         };
         ep.parse::<zfabric::Endpoint>()
             .map_err(|e| UsageError(format!("bad endpoint {ep:?}: {e}")))?;
-        let b = zfabric::SocketBuilder::new();
+        let mut cfg = zfabric::SocketConfig::default();
+        if let Some(c) = curve.config()? {
+            cfg = cfg.curve(c);
+        }
+        let b = zfabric::SocketBuilder::new().config(cfg);
         Ok(if bind {
             b.bind(ep.clone())
         } else {

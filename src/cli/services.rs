@@ -10,6 +10,7 @@ use serde_json::Value;
 use zfabric::node::{MembershipEvent, Node};
 use zfabric::{RemoteError, Request};
 
+use super::security::{CurveArgs, SecurityFile};
 use super::{json_arg, stop_signal};
 use crate::app::metrics::Common;
 use crate::app::{BoxError, UsageError};
@@ -34,6 +35,8 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     fail_rate: Option<f64>,
     #[command(flatten)]
+    curve: CurveArgs,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -55,6 +58,8 @@ pub(crate) struct ReqArgs {
     /// Deadline of each request, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout: u64,
+    #[command(flatten)]
+    curve: CurveArgs,
 }
 
 /// `zfabric node` options.
@@ -63,6 +68,8 @@ pub(crate) struct NodeArgs {
     /// The node's configuration (TOML; see `docs/NODE.md`).
     #[arg(long)]
     config: PathBuf,
+    #[command(flatten)]
+    curve: CurveArgs,
     #[command(flatten)]
     common: Common,
 }
@@ -78,12 +85,17 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     if args.fail_rate.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
         return Err(UsageError("--fail-rate is a share between 0.0 and 1.0".into()).into());
     }
+    let curve = args.curve.config()?;
     args.common.start().await?;
     let served = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let (s, f) = (served.clone(), failed.clone());
     let (delay, fail_rate) = (args.delay_us, args.fail_rate.unwrap_or(0.0));
-    let node = Node::builder(format!("serve-{}", args.service))
+    let mut builder = Node::builder(format!("serve-{}", args.service));
+    if let Some(c) = curve {
+        builder = builder.curve(c);
+    }
+    let node = builder
         .bind(args.bind.clone())
         .serve(args.service.clone(), move |req: Request<Value>| {
             let (s, f) = (s.clone(), f.clone());
@@ -149,7 +161,13 @@ fn own_endpoint(to: &zfabric::Endpoint) -> Result<String, BoxError> {
 pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
     let to = check_endpoint(&args.connect)?;
     let body = json_arg(&args.data)?;
-    let node = Node::builder(format!("req-{}", std::process::id()))
+    let curve = args.curve.caller_config()?;
+    let secure = curve.is_some();
+    let mut builder = Node::builder(format!("req-{}", std::process::id()));
+    if let Some(c) = curve {
+        builder = builder.curve(c);
+    }
+    let node = builder
         .bind(own_endpoint(&to)?)
         .seed(args.connect.clone())
         .start()
@@ -158,7 +176,17 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
     let waited = Instant::now();
     while node.serving(&args.service).is_empty() {
         if waited.elapsed() >= timeout {
+            let nobody = node.members().is_empty();
             node.shutdown(Duration::from_millis(200)).await;
+            if secure && nobody {
+                return Err(format!(
+                    "no node answered at {} over CURVE within {timeout:?}: the handshake did not \
+                     complete (is --curve-server that node's public key, and is our public key \
+                     in its allow-list?)",
+                    args.connect
+                )
+                .into());
+            }
             return Err(format!(
                 "no member of the fabric at {} serves {:?} (waited {timeout:?})",
                 args.connect, args.service
@@ -219,6 +247,9 @@ struct NodeFile {
     groups: Vec<String>,
     #[serde(default)]
     gateway: Option<GatewayFile>,
+    /// CURVE: our key pair, the seeds' server keys, the allow-list.
+    #[serde(default)]
+    security: Option<SecurityFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -302,8 +333,14 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
             None => None,
         },
     };
+    let curve = args.curve.node_config(
+        cfg.security.as_ref(),
+        args.config.parent().filter(|p| !p.as_os_str().is_empty()),
+        &file,
+    )?;
     args.common.start().await?;
     let place = crate::run::world::Placement {
+        curve,
         binds: cfg.bind.clone(),
         seeds: cfg.seeds.clone(),
         beacon_port: cfg.beacon_port,

@@ -232,6 +232,11 @@ impl Gossip {
             .collect()
     }
 
+    /// A member's advertised CURVE public key.
+    pub(super) fn curve_key(&self, id: PeerId) -> Option<crate::CurvePublicKey> {
+        self.membership.lock().get(id)?.curve_key
+    }
+
     /// A member's endpoints.
     pub(super) fn endpoints(&self, id: PeerId) -> Option<Vec<Endpoint>> {
         Some(self.membership.lock().get(id)?.endpoints.clone())
@@ -293,7 +298,7 @@ impl Gossiper {
         if let Some(h) = link.hello(self.hello()).await {
             for p in self.view.heard(&h, now()) {
                 if let Some(ep) = reachable(&p.endpoints) {
-                    self.greet(ep).await;
+                    self.greet(ep, p.curve_key).await;
                 }
             }
         }
@@ -302,12 +307,14 @@ impl Gossiper {
     /// Says hello, once, to a node known only by an endpoint (from gossip
     /// or a beacon); it becomes a member if it answers. Skipped while
     /// that endpoint is being greeted, or while `greets_in_flight` greets
-    /// are under way.
-    pub(super) async fn greet(&self, ep: &Endpoint) {
+    /// are under way. With security on the link expects `key` (the key
+    /// gossip carried for it; none for a beacon find: the configured
+    /// server keys).
+    pub(super) async fn greet(&self, ep: &Endpoint, key: Option<crate::CurvePublicKey>) {
         let Some(slot) = self.view.start_greeting(ep) else {
             return;
         };
-        if let Some(link) = self.links.connect(ep).await {
+        if let Some(link) = self.links.connect_to(ep, key).await {
             let me = self.clone();
             tokio::spawn(async move {
                 let _slot = slot;
@@ -373,7 +380,7 @@ impl Gossiper {
     pub(super) async fn discoveries(self, mut found: mpsc::Receiver<Discovered>) {
         while let Some(d) = found.recv().await {
             if !self.view.knows(d.id) {
-                self.greet(&d.endpoint).await;
+                self.greet(&d.endpoint, None).await;
             }
         }
     }
@@ -417,6 +424,7 @@ mod tests {
             groups: Vec::new(),
             topics: Vec::new(),
             metadata: BTreeMap::new(),
+            curve_key: None,
         }
     }
 

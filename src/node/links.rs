@@ -26,8 +26,9 @@ use super::protocol::{
 };
 use crate::endpoint::Endpoint;
 use crate::messaging::reqrep::{CallFields, Client};
+use crate::transport::curve::AuthRequest;
 use crate::transport::inproc::{self, Family};
-use crate::{LinkState, RequestError, SocketBuilder};
+use crate::{CurveConfig, CurvePublicKey, LinkState, RequestError, SocketBuilder, SocketConfig};
 
 /// Why a request over a link failed.
 #[derive(Debug)]
@@ -161,26 +162,77 @@ impl Link {
     }
 }
 
+/// A member's CURVE public key, as gossip learned it.
+pub(super) type MemberKey = Box<dyn Fn(PeerId) -> Option<CurvePublicKey> + Send + Sync>;
+
+/// How a node with security on makes its links: as a CURVE client with its
+/// own key pair, to the member's advertised key (or the configured server
+/// keys for seeds and beacon finds).
+pub(super) struct LinkSecurity {
+    /// The node's CURVE settings (key pair, server keys, authorizer).
+    pub(super) curve: CurveConfig,
+    /// Looks up a member's advertised key.
+    pub(super) member_key: MemberKey,
+}
+
 /// This node's links to its members.
 pub(super) struct Links {
     me: PeerId,
     /// The default timeout of a link's requests (hellos).
     timeout: Duration,
     members: Mutex<HashMap<PeerId, Arc<Link>>>,
+    security: Option<LinkSecurity>,
 }
 
 impl Links {
-    pub(super) fn new(me: PeerId, timeout: Duration) -> Self {
+    pub(super) fn new(me: PeerId, timeout: Duration, security: Option<LinkSecurity>) -> Self {
         Links {
             me,
             timeout,
             members: Mutex::new(HashMap::new()),
+            security,
         }
     }
 
-    /// Makes a link to `ep`: the only place a link is made.
+    /// Makes a link to `ep` (a seed or a beacon find: with security on, to
+    /// the configured server keys).
     pub(super) async fn connect(&self, ep: &Endpoint) -> Option<Arc<Link>> {
+        self.connect_to(ep, None).await
+    }
+
+    /// Makes a link to `ep`, whose CURVE server key is `key` if known: the
+    /// only place a link is made. With security on, a known key must be
+    /// one this node's authorizer accepts (it is the peer's long-term key:
+    /// the same key it connects to us with); one it refuses is not linked
+    /// to, and counted as `unauthorized`. The configured server keys are
+    /// tried after it (a member that rotated its key is still reached).
+    pub(super) async fn connect_to(
+        &self,
+        ep: &Endpoint,
+        key: Option<CurvePublicKey>,
+    ) -> Option<Arc<Link>> {
+        let mut cfg = SocketConfig::default();
+        if let Some(sec) = &self.security {
+            let mut curve = sec.curve.clone();
+            if let Some(k) = key {
+                let req = AuthRequest {
+                    client_key: &k,
+                    socket_type: None,
+                    endpoint: ep,
+                };
+                if !curve.authorize(&req) {
+                    crate::telemetry::disconnected(
+                        crate::telemetry::DisconnectReason::Unauthorized,
+                    );
+                    tracing::warn!(peer = %ep, "not linking to a member whose CURVE key is not authorized here");
+                    return None;
+                }
+                curve = curve.with_first_server_key(k);
+            }
+            cfg = cfg.curve(curve);
+        }
         let client = SocketBuilder::new()
+            .config(cfg)
             .connect(ep.to_string())
             .client()
             .await
@@ -204,7 +256,8 @@ impl Links {
             return Some(l.clone());
         }
         let endpoints = endpoints()?;
-        let link = self.connect(reachable(&endpoints)?).await?;
+        let key = self.security.as_ref().and_then(|s| (s.member_key)(id));
+        let link = self.connect_to(reachable(&endpoints)?, key).await?;
         Some(self.members.lock().entry(id).or_insert(link).clone())
     }
 

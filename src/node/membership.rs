@@ -49,6 +49,9 @@ pub struct PeerInfo {
     pub topics: Vec<String>,
     /// Free-form labels.
     pub metadata: BTreeMap<String, String>,
+    /// Its CURVE public key, when it runs with security on: links to it
+    /// expect this server key (see [`NodeBuilder::curve`](super::NodeBuilder::curve)).
+    pub curve_key: Option<crate::CurvePublicKey>,
 }
 
 /// A peer's liveness.
@@ -303,6 +306,7 @@ mod tests {
             groups: groups.iter().map(|s| s.to_string()).collect(),
             topics: Vec::new(),
             metadata: BTreeMap::new(),
+            curve_key: None,
         }
     }
 

@@ -113,6 +113,11 @@ pub(super) struct WirePeer {
     pub(super) groups: Vec<String>,
     #[serde(default)]
     pub(super) topics: Vec<String>,
+    /// Its CURVE public key (Z85) when it runs with security on. Optional:
+    /// peers that predate it (or run without security) leave it out, and
+    /// ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) curve_key: Option<String>,
 }
 
 impl WirePeer {
@@ -124,10 +129,12 @@ impl WirePeer {
             services: i.services.clone(),
             groups: i.groups.clone(),
             topics: i.topics.clone(),
+            curve_key: i.curve_key.map(|k| k.to_z85()),
         }
     }
 
-    /// `None` when an endpoint does not parse (the hello is ignored).
+    /// `None` when an endpoint or the CURVE key does not parse (the hello
+    /// is ignored).
     pub(super) fn to_info(&self) -> Option<PeerInfo> {
         Some(PeerInfo {
             id: PeerId(self.id),
@@ -141,6 +148,10 @@ impl WirePeer {
             groups: self.groups.clone(),
             topics: self.topics.clone(),
             metadata: Default::default(),
+            curve_key: match &self.curve_key {
+                Some(k) => Some(k.parse().ok()?),
+                None => None,
+            },
         })
     }
 }
@@ -254,6 +265,44 @@ mod tests {
         h.op = op;
         h.service = service.map(Arc::from);
         h
+    }
+
+    #[test]
+    fn a_peers_curve_key_travels_in_gossip_and_peers_without_it_still_parse() {
+        #[derive(Serialize)]
+        struct OldPeer {
+            id: u64,
+            name: String,
+            endpoints: Vec<String>,
+            services: Vec<String>,
+            groups: Vec<String>,
+        }
+        let old = OldPeer {
+            id: 7,
+            name: "old".into(),
+            endpoints: vec!["tcp://127.0.0.1:7000".into()],
+            services: vec![],
+            groups: vec![],
+        };
+        let bytes = wire::encode_body(&old).unwrap();
+        let p: WirePeer = wire::decode_body(&bytes).unwrap();
+        assert_eq!(p.to_info().unwrap().curve_key, None);
+        // A security-off peer leaves the field out entirely.
+        let back = wire::encode_body(&p).unwrap();
+        assert!(!back.windows(9).any(|w| w == b"curve_key"));
+
+        let key = *crate::CurveKeyPair::generate().public();
+        let mut info = p.to_info().unwrap();
+        info.curve_key = Some(key);
+        let bytes = wire::encode_body(&WirePeer::from_info(&info)).unwrap();
+        let p: WirePeer = wire::decode_body(&bytes).unwrap();
+        assert_eq!(p.to_info().unwrap().curve_key, Some(key));
+        // A key that is not Z85: the peer is ignored.
+        let bad = WirePeer {
+            curve_key: Some("not a key".into()),
+            ..p
+        };
+        assert!(bad.to_info().is_none());
     }
 
     #[test]

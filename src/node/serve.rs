@@ -25,15 +25,15 @@ use super::service::Services;
 use crate::endpoint::Endpoint;
 use crate::messaging::reqrep::{Request, Server, ServerHandle};
 use crate::wire::{Header, RemoteCode, RemoteError};
-use crate::{OpenError, SocketBuilder};
+use crate::{OpenError, SocketBuilder, SocketConfig};
 
 /// The node's servers, bound and not yet serving.
 pub(super) struct Bound(Vec<Server<Bytes, Bytes>>);
 
 impl Bound {
     /// Binds one server per transport family: inproc, and ipc/tcp
-    /// together.
-    pub(super) async fn bind(binds: &[String]) -> Result<Self, OpenError> {
+    /// together, with `config` (its CURVE settings apply to ipc/tcp).
+    pub(super) async fn bind(binds: &[String], config: &SocketConfig) -> Result<Self, OpenError> {
         let (inproc, network): (Vec<&String>, Vec<&String>) =
             binds.iter().partition(|b| b.starts_with("inproc://"));
         let mut servers = Vec::new();
@@ -41,7 +41,7 @@ impl Bound {
             if group.is_empty() {
                 continue;
             }
-            let mut sb = SocketBuilder::new();
+            let mut sb = SocketBuilder::new().config(config.clone());
             for b in group {
                 sb = sb.bind(b.clone());
             }

@@ -302,6 +302,7 @@ pub(crate) async fn start_node(
         seeds: vec![seed.to_owned()],
         beacon_port: None,
         beacon_key: None,
+        curve: None,
         gateway_bind: endpoint(transport, dir, &format!("{}-gw", spec.name)),
     };
     start_with(spec, &place, eps).await
@@ -316,6 +317,8 @@ pub(crate) struct Placement {
     pub(crate) beacon_port: Option<u16>,
     /// The fabric key beacons are authenticated with, if any.
     pub(crate) beacon_key: Option<zfabric::node::BeaconKey>,
+    /// CURVE for the node's servers and links (`[security]`), if any.
+    pub(crate) curve: Option<zfabric::CurveConfig>,
     pub(crate) gateway_bind: String,
 }
 
@@ -333,6 +336,9 @@ pub(crate) async fn start_with(
     }
     for s in &place.seeds {
         b = b.seed(s.clone());
+    }
+    if let Some(c) = &place.curve {
+        b = b.curve(c.clone());
     }
     if let Some(port) = place.beacon_port {
         let listen = std::net::SocketAddr::from(([0, 0, 0, 0], port));

@@ -199,11 +199,17 @@ pub enum DisconnectReason {
     /// The remote refused our handshake with a ZMTP ERROR command (e.g.
     /// our key is not authorized there).
     PeerRefused,
+    /// A connection sent and received nothing for
+    /// `SocketConfig::idle_timeout`.
+    IdleTimeout,
+    /// A listener already holds `SocketConfig::max_connections`
+    /// connections: a new one is closed at once.
+    TooManyConnections,
 }
 
 impl DisconnectReason {
     /// Every reason, for registering counters and for docs.
-    pub const ALL: [DisconnectReason; 13] = [
+    pub const ALL: [DisconnectReason; 15] = [
         DisconnectReason::BadGreeting,
         DisconnectReason::BadHandshake,
         DisconnectReason::MalformedFrame,
@@ -217,6 +223,8 @@ impl DisconnectReason {
         DisconnectReason::DecryptFailed,
         DisconnectReason::BadNonce,
         DisconnectReason::PeerRefused,
+        DisconnectReason::IdleTimeout,
+        DisconnectReason::TooManyConnections,
     ];
 
     /// The metric label.
@@ -235,6 +243,8 @@ impl DisconnectReason {
             DisconnectReason::DecryptFailed => "decrypt_failed",
             DisconnectReason::BadNonce => "bad_nonce",
             DisconnectReason::PeerRefused => "peer_refused",
+            DisconnectReason::IdleTimeout => "idle_timeout",
+            DisconnectReason::TooManyConnections => "too_many_connections",
         }
     }
 }

@@ -163,6 +163,13 @@ impl CurveConfig {
         self
     }
 
+    /// The same settings with `key` tried first among the server keys
+    /// (a link to a member whose key gossip carried).
+    pub(crate) fn with_first_server_key(mut self, key: CurvePublicKey) -> Self {
+        self.server_keys.insert(0, ServerKeySource::Fixed(key));
+        self
+    }
+
     /// Our public key now.
     pub fn public_key(&self) -> CurvePublicKey {
         *self.key_pair().public()

@@ -180,12 +180,15 @@ async fn link_task(
                 tracing::info!(%remote, "link lost; reconnecting");
             }
             Ok(Err(e)) => tracing::debug!(%remote, error = %e, "link: connect failed"),
-            Err(_) if cfg.curve.is_some() => Refusal {
+            Err(_) => Refusal {
                 reason: telemetry::DisconnectReason::HandshakeTimeout,
-                why: format!("no CURVE handshake within {:?}", cfg.handshake_timeout),
+                why: format!(
+                    "no {} handshake within {:?}",
+                    if cfg.curve.is_some() { "CURVE" } else { "NULL" },
+                    cfg.handshake_timeout
+                ),
             }
             .record("connect", &remote),
-            Err(_) => tracing::debug!(%remote, "link: handshake timed out"),
         }
         let jittered = delay.mul_f64(0.5 + (crate::wire::random_u64() % 1000) as f64 / 1000.0);
         tokio::select! {
@@ -295,6 +298,10 @@ where
             if let Some(g) = e.get_ref().and_then(|i| i.downcast_ref::<GreetingError>()) {
                 telemetry::disconnected(g.reason());
                 tracing::warn!(error = %g, "link: remote refused (its greeting)");
+            } else if e.kind() == io::ErrorKind::InvalidData {
+                // A first command that is not READY, or too large.
+                telemetry::disconnected(telemetry::DisconnectReason::BadHandshake);
+                tracing::warn!(error = %e, "link: remote's handshake is broken");
             }
             return Err(e);
         }

@@ -22,6 +22,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,15 +137,15 @@ pub(crate) async fn bind_guarded(
     };
     let limits = scan_limits(cfg);
     let target = target.path().to_path_buf();
-    let curve = cfg.curve.clone().map(|curve| {
-        Arc::new(CurveSide {
-            curve,
-            kind,
-            endpoint: endpoint.clone(),
-            deadline: cfg.handshake_timeout,
-        })
+    let side = Arc::new(Side {
+        kind,
+        endpoint: endpoint.clone(),
+        deadline: cfg.handshake_timeout,
+        idle: cfg.idle_timeout,
+        max_connections: cfg.max_connections.max(1),
+        curve: cfg.curve.clone(),
     });
-    let task = tokio::spawn(accept_loop(listener, target, limits, progress, curve));
+    let task = tokio::spawn(accept_loop(listener, target, limits, progress, side));
     Ok(GuardedListener {
         endpoint,
         _task: AbortOnDrop(task),
@@ -178,13 +179,19 @@ async fn clear_stale_socket(ep: &Endpoint, path: &Path) -> Result<(), BindError>
     }
 }
 
-/// What a CURVE listener needs per connection.
+/// What every connection of one listener needs.
 #[derive(Debug)]
-struct CurveSide {
-    curve: CurveConfig,
+struct Side {
     kind: SocketKind,
     endpoint: Endpoint,
+    /// Greeting + handshake deadline (NULL and CURVE).
     deadline: Duration,
+    /// Closes connections silent both ways this long.
+    idle: Option<Duration>,
+    /// Most connections at once.
+    max_connections: usize,
+    /// CURVE settings; `None`: NULL.
+    curve: Option<CurveConfig>,
 }
 
 async fn accept_loop(
@@ -192,31 +199,53 @@ async fn accept_loop(
     target: PathBuf,
     limits: ScanLimits,
     progress: Arc<Progress>,
-    curve: Option<Arc<CurveSide>>,
+    side: Arc<Side>,
 ) {
     let mut conns = JoinSet::new();
+    // Refusals are logged at most once a second (a flood would fill logs).
+    let mut last_warned: Option<tokio::time::Instant> = None;
+    let mut refused_since_warned = 0u64;
     loop {
         while conns.try_join_next().is_some() {}
         match listener.accept().await {
-            Ok(stream) => match &curve {
-                None => {
-                    conns.spawn(relay_accepted(
-                        stream,
-                        target.clone(),
-                        limits,
-                        progress.clone(),
-                    ));
+            Ok(stream) => {
+                if conns.len() >= side.max_connections {
+                    // Closed before any byte is read: a stranger's flood
+                    // costs a descriptor only for this instant.
+                    drop(stream);
+                    telemetry::disconnected(telemetry::DisconnectReason::TooManyConnections);
+                    refused_since_warned += 1;
+                    let now = tokio::time::Instant::now();
+                    if last_warned.is_none_or(|t| now - t >= Duration::from_secs(1)) {
+                        tracing::warn!(
+                            endpoint = %side.endpoint,
+                            max_connections = side.max_connections,
+                            refused = refused_since_warned,
+                            "listener full: refusing connections"
+                        );
+                        last_warned = Some(now);
+                        refused_since_warned = 0;
+                    }
+                    continue;
                 }
-                Some(c) => {
+                if side.curve.is_some() {
                     conns.spawn(relay_curve(
                         stream,
                         target.clone(),
                         limits,
                         progress.clone(),
-                        c.clone(),
+                        side.clone(),
+                    ));
+                } else {
+                    conns.spawn(relay_accepted(
+                        stream,
+                        target.clone(),
+                        limits,
+                        progress.clone(),
+                        side.clone(),
                     ));
                 }
-            },
+            }
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -226,11 +255,64 @@ async fn accept_loop(
     }
 }
 
+/// Checks a NULL peer's greeting and first command (held back until
+/// checked): the NULL mechanism, a `READY` that parses, a `Socket-Type`
+/// the bound socket can talk to.
+fn check_null_handshake(hs: &[u8], greeting_end: usize, kind: SocketKind) -> Result<(), Refusal> {
+    let bad = |why: String| Refusal {
+        reason: telemetry::DisconnectReason::BadHandshake,
+        why,
+    };
+    Mechanism::Null.check_greeting(&hs[..greeting_end])?;
+    let cmd = &hs[greeting_end..];
+    let (&flags, rest) = cmd
+        .split_first()
+        .ok_or_else(|| bad("no handshake command".into()))?;
+    let body = if flags & 0b010 != 0 {
+        rest.get(8..)
+    } else {
+        rest.get(1..)
+    }
+    .ok_or_else(|| bad("a truncated handshake command".into()))?;
+    match Mechanism::Null.parse_command(body) {
+        None => Err(bad("the first command is not a well-formed READY".into())),
+        Some(None) => Err(bad("READY announces no Socket-Type".into())),
+        Some(Some(t)) if !kind.accepts(&t) => Err(bad(format!(
+            "a {t} peer cannot talk to a {} socket",
+            kind.zmtp_name()
+        ))),
+        Some(Some(_)) => Ok(()),
+    }
+}
+
+/// Resolves (with the reason) once a connection has seen no byte either
+/// way for a whole `idle` period; never without an idle timeout.
+async fn idle_watch(idle: Option<Duration>, activity: &AtomicU64) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    let mut last = activity.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(idle).await;
+        let now = activity.load(Ordering::Relaxed);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+fn idle_cut(side: &Side) {
+    telemetry::disconnected(telemetry::DisconnectReason::IdleTimeout);
+    tracing::debug!(endpoint = %side.endpoint, "closing an idle connection");
+}
+
 async fn relay_accepted(
     peer: Stream,
     target: PathBuf,
     limits: ScanLimits,
     progress: Arc<Progress>,
+    side: Arc<Side>,
 ) {
     let inner = match UnixStream::connect(&target).await {
         Ok(s) => s,
@@ -242,22 +324,56 @@ async fn relay_accepted(
     let _peer = progress.peer();
     let (mut pr, mut pw) = peer.split();
     let (mut ir, mut iw) = inner.into_split();
+    let activity = AtomicU64::new(0);
+    // Set once the peer's greeting and READY have been checked.
+    let shaken = AtomicBool::new(false);
     let inbound = async {
         let mut scanner = FrameScanner::new(limits);
         let mut buf = vec![0u8; FIRST_CHUNK];
         let mut ends = Vec::new();
+        // The peer's handshake, held back until checked.
+        let mut held: Vec<u8> = Vec::new();
+        let mut greeting_end = None;
         loop {
             let n = match pr.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            activity.fetch_add(1, Ordering::Relaxed);
             ends.clear();
             if let Err(e) = scanner.feed(&buf[..n], &mut ends) {
+                let reason = e.reason();
                 tracing::warn!(error = ?e, "disconnecting peer that broke the frame limits");
-                telemetry::disconnected(e.reason());
+                telemetry::disconnected(reason);
                 return;
             }
-            if iw.write_all(&buf[..n]).await.is_err() {
+            let mut chunk = &buf[..n];
+            if !shaken.load(Ordering::Relaxed) {
+                let start = held.len();
+                held.extend_from_slice(chunk);
+                let mut done = None;
+                for e in &ends {
+                    match greeting_end {
+                        None => greeting_end = Some(start + e),
+                        Some(_) => {
+                            done = Some(start + e);
+                            break;
+                        }
+                    }
+                }
+                let Some(end) = done else { continue };
+                let g = greeting_end.unwrap_or(64);
+                if let Err(r) = check_null_handshake(&held[..end], g, side.kind) {
+                    return r.record("bind", &side.endpoint);
+                }
+                shaken.store(true, Ordering::Relaxed);
+                if iw.write_all(&held).await.is_err() {
+                    return;
+                }
+                held = Vec::new();
+                chunk = &[];
+            }
+            if !chunk.is_empty() && iw.write_all(chunk).await.is_err() {
                 return;
             }
             grow_after(&mut buf, n);
@@ -274,6 +390,7 @@ async fn relay_accepted(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            activity.fetch_add(1, Ordering::Relaxed);
             let counted = match &mut handshake {
                 None => n,
                 Some((scanner, units)) => {
@@ -304,9 +421,22 @@ async fn relay_accepted(
             grow_after(&mut buf, n);
         }
     };
+    // The handshake deadline: a partial or trickled greeting is cut off.
+    let deadline = async {
+        tokio::time::sleep(side.deadline).await;
+        if shaken.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = inbound => {}
         _ = outbound => {}
+        _ = deadline => Refusal {
+            reason: telemetry::DisconnectReason::HandshakeTimeout,
+            why: format!("no NULL greeting and READY within {:?}", side.deadline),
+        }
+        .record("bind", &side.endpoint),
+        _ = idle_watch(side.idle, &activity) => idle_cut(&side),
     }
 }
 
@@ -318,12 +448,15 @@ async fn relay_curve(
     target: PathBuf,
     limits: ScanLimits,
     progress: Arc<Progress>,
-    side: Arc<CurveSide>,
+    side: Arc<Side>,
 ) {
+    let Some(curve) = side.curve.as_ref() else {
+        return;
+    };
     let (mut pr, mut pw) = peer.split();
+    let activity = AtomicU64::new(0);
     let handshake = async {
-        let accepted =
-            server_handshake(&mut pr, &mut pw, &side.curve, side.kind, &side.endpoint).await?;
+        let accepted = server_handshake(&mut pr, &mut pw, curve, side.kind, &side.endpoint).await?;
         // The private hop, in the peer's name: the socket sees the peer's
         // Socket-Type and Identity, as it would over NULL.
         let inner = UnixStream::connect(&target).await.map_err(|e| Refusal {
@@ -370,6 +503,7 @@ async fn relay_curve(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            activity.fetch_add(1, Ordering::Relaxed);
             plain.clear();
             if let Err(e) = open.feed(&buf[..n], &mut plain) {
                 tracing::warn!(error = %e, "disconnecting a CURVE peer whose box we refuse");
@@ -396,6 +530,7 @@ async fn relay_curve(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            activity.fetch_add(1, Ordering::Relaxed);
             sealed.clear();
             if let Err(e) = seal.feed(&buf[..n], &mut sealed) {
                 tracing::error!(error = %e, "socket wrote a frame CURVE cannot carry");
@@ -413,5 +548,6 @@ async fn relay_curve(
     tokio::select! {
         _ = inbound => {}
         _ = outbound => {}
+        _ = idle_watch(side.idle, &activity) => idle_cut(&side),
     }
 }

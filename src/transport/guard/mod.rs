@@ -74,7 +74,7 @@ use crate::config::SocketConfig;
 /// Read buffers start small and double, up to this, while reads fill them:
 /// an idle connection costs little, a busy one reads in large chunks.
 const CHUNK: usize = 256 * 1024;
-const FIRST_CHUNK: usize = 8 * 1024;
+const FIRST_CHUNK: usize = 1024;
 
 /// Doubles a read buffer (up to [`CHUNK`]) after a read that filled it.
 fn grow_after(buf: &mut Vec<u8>, n: usize) {
