@@ -87,6 +87,63 @@ fn the_quick_bench_measures_every_pattern_and_transport_with_baselines() {
 /// Every round ran every side once, the order rotated by one from round
 /// to round, and each ratio is the median of per-round ratios with its
 /// spread and stability.
+#[test]
+fn bench_curve_puts_curve_and_null_zfabric_in_the_same_rounds() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zfabric"))
+        .args(["bench", "--curve", "--quick", "--json", "--sizes", "1024"])
+        .args(["--messages", "2000", "--seconds", "0.1"])
+        .output()
+        .expect("zfabric runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(r["curve"], true);
+    let cells = r["cells"].as_array().unwrap();
+    // Request/reply and push/pull on ipc and tcp; never inproc.
+    let mut seen: Vec<(String, String)> = cells
+        .iter()
+        .map(|c| {
+            (
+                c["pattern"].as_str().unwrap().to_owned(),
+                c["transport"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(String, String)> = [
+        ("pushpull", "ipc"),
+        ("pushpull", "tcp"),
+        ("reqrep", "ipc"),
+        ("reqrep", "tcp"),
+    ]
+    .iter()
+    .map(|(p, t)| (p.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(seen, want);
+    for c in cells {
+        assert_eq!(c["zfabric"]["name"], "zfabric+curve");
+        let b = c["baselines"].as_array().unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0]["name"], "zfabric");
+        assert!(c["ratios"][0]["throughput"].as_f64().unwrap() > 0.0, "{c}");
+        // Interleaved: each round runs both, in rotated order.
+        let runs = c["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{c}");
+        assert_eq!(
+            runs[0]["order"],
+            serde_json::json!(["zfabric+curve", "zfabric"])
+        );
+        assert_eq!(
+            runs[1]["order"],
+            serde_json::json!(["zfabric", "zfabric+curve"])
+        );
+    }
+}
+
 fn assert_rounds(c: &Value, rounds: usize) {
     assert_eq!(c["rounds"], rounds as u64, "{c}");
     let runs = c["runs"].as_array().unwrap();

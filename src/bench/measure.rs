@@ -274,8 +274,55 @@ pub(crate) fn random_tag() -> u64 {
 // ------------------------------------------------------------- zfabric
 
 /// zfabric request/reply against a server at `ep` (or a new one here).
+/// A CURVE key pair for each side of a `--curve` cell, each letting in
+/// the other.
+pub(crate) struct CurvePair {
+    server: zfabric::CurveKeyPair,
+    client: zfabric::CurveKeyPair,
+}
+
+impl CurvePair {
+    pub(crate) fn new() -> Self {
+        CurvePair {
+            server: zfabric::CurveKeyPair::generate(),
+            client: zfabric::CurveKeyPair::generate(),
+        }
+    }
+
+    /// The bound side's settings.
+    pub(crate) fn server(&self) -> zfabric::SocketConfig {
+        zfabric::SocketConfig::default().curve(
+            zfabric::CurveConfig::new(self.server.clone())
+                .authorizer(zfabric::AllowList::from_keys([*self.client.public()])),
+        )
+    }
+
+    /// The connecting side's settings.
+    pub(crate) fn client(&self) -> zfabric::SocketConfig {
+        zfabric::SocketConfig::default()
+            .curve(zfabric::CurveConfig::new(self.client.clone()).server_key(*self.server.public()))
+    }
+}
+
 pub(crate) async fn zf_reqrep(ep: &str, size: usize, budget: Budget) -> Result<Stats, BoxError> {
-    let client: Arc<Client<ByteBuf, ByteBuf>> = Arc::new(Client::connect(ep).await?);
+    zf_reqrep_with(ep, size, budget, Default::default(), "zfabric").await
+}
+
+/// Request/reply with the client configured as `cfg`, reported as `name`.
+pub(crate) async fn zf_reqrep_with(
+    ep: &str,
+    size: usize,
+    budget: Budget,
+    cfg: zfabric::SocketConfig,
+    name: &str,
+) -> Result<Stats, BoxError> {
+    let client: Arc<Client<ByteBuf, ByteBuf>> = Arc::new(
+        zfabric::SocketBuilder::new()
+            .config(cfg)
+            .connect(ep)
+            .client()
+            .await?,
+    );
     client.wait_connected().await;
     let body = ByteBuf::from(vec![7u8; size]);
     let (c, b) = (client.clone(), body.clone());
@@ -295,14 +342,26 @@ pub(crate) async fn zf_reqrep(ep: &str, size: usize, budget: Budget) -> Result<S
         }
     })
     .await?;
-    Ok(Stats::new("zfabric", size, Some(thr), Some(&h)))
+    Ok(Stats::new(name, size, Some(thr), Some(&h)))
 }
 
 /// A zfabric echo server; returns its endpoint and its handle.
 pub(crate) async fn zf_echo_server(
     bind: &str,
 ) -> Result<(String, zfabric::ServerHandle), BoxError> {
-    let server: Server<ByteBuf, ByteBuf> = Server::bind(bind).await?;
+    zf_echo_server_with(bind, Default::default()).await
+}
+
+/// A zfabric echo server bound with `cfg`.
+pub(crate) async fn zf_echo_server_with(
+    bind: &str,
+    cfg: zfabric::SocketConfig,
+) -> Result<(String, zfabric::ServerHandle), BoxError> {
+    let server: Server<ByteBuf, ByteBuf> = zfabric::SocketBuilder::new()
+        .config(cfg)
+        .bind(bind)
+        .server()
+        .await?;
     let ep = server.endpoints()[0].to_string();
     Ok((
         ep,
@@ -316,8 +375,41 @@ pub(crate) async fn zf_pushpull(
     size: usize,
     n: u64,
 ) -> Result<Stats, BoxError> {
-    let mut pull: Puller<ByteBuf> = Puller::bind(&endpoint(tp, dir, &tag(&["pp"]))).await?;
-    let push: Pusher<ByteBuf> = Pusher::connect(&pull.endpoints()[0].to_string()).await?;
+    zf_pushpull_cfg(tp, dir, size, n, None).await
+}
+
+/// Push/pull under CURVE.
+pub(crate) async fn zf_pushpull_with(
+    tp: &str,
+    dir: &std::path::Path,
+    size: usize,
+    n: u64,
+    keys: &CurvePair,
+) -> Result<Stats, BoxError> {
+    zf_pushpull_cfg(tp, dir, size, n, Some(keys)).await
+}
+
+async fn zf_pushpull_cfg(
+    tp: &str,
+    dir: &std::path::Path,
+    size: usize,
+    n: u64,
+    keys: Option<&CurvePair>,
+) -> Result<Stats, BoxError> {
+    let (bind_cfg, connect_cfg, name) = match keys {
+        Some(k) => (k.server(), k.client(), "zfabric+curve"),
+        None => (Default::default(), Default::default(), "zfabric"),
+    };
+    let mut pull: Puller<ByteBuf> = zfabric::SocketBuilder::new()
+        .config(bind_cfg)
+        .bind(endpoint(tp, dir, &tag(&["pp"])))
+        .puller()
+        .await?;
+    let push: Pusher<ByteBuf> = zfabric::SocketBuilder::new()
+        .config(connect_cfg)
+        .connect(pull.endpoints()[0].to_string())
+        .pusher()
+        .await?;
     push.wait_connected().await;
     let body = Bytes::from(vec![7u8; size]);
     let (thr, lost) = stream(
@@ -333,7 +425,7 @@ pub(crate) async fn zf_pushpull(
         |n| count_until(n, &mut pull),
     )
     .await?;
-    Ok(Stats::stream("zfabric", size, thr, n, lost))
+    Ok(Stats::stream(name, size, thr, n, lost))
 }
 
 pub(crate) async fn zf_pubsub(

@@ -78,6 +78,11 @@ pub(crate) struct BenchArgs {
     /// second process.
     #[arg(long)]
     remote: bool,
+    /// Measure CURVE's cost: request/reply and push/pull on ipc/tcp,
+    /// zfabric with CURVE against the same zfabric with NULL, in
+    /// interleaved rounds; the ratios are CURVE / NULL.
+    #[arg(long, conflicts_with = "remote")]
+    curve: bool,
     /// Peer mode (used by --remote).
     #[arg(long, hide = true)]
     peer: Option<String>,
@@ -124,6 +129,8 @@ pub(crate) struct Report {
     pub(crate) machine: Machine,
     pub(crate) quick: bool,
     pub(crate) remote: bool,
+    /// CURVE against NULL (`--curve`).
+    pub(crate) curve: bool,
     pub(crate) rounds: usize,
     /// The spread ([`rounds::Spread::relative`]) above which a ratio is
     /// unstable.
@@ -145,13 +152,19 @@ pub(crate) struct Machine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     Zfabric,
+    /// zfabric with CURVE on every connection (`--curve`).
+    Curve,
     Baseline,
     #[cfg(feature = "libzmq")]
     Libzmq,
 }
 
 /// The sides of a cell, zfabric first.
-fn sides(pattern: &str, tp: &str, remote: bool) -> Vec<Side> {
+fn sides(pattern: &str, tp: &str, remote: bool, curve: bool) -> Vec<Side> {
+    if curve {
+        // CURVE first: its figures are the "zf" column, NULL the baseline.
+        return vec![Side::Curve, Side::Zfabric];
+    }
     #[allow(unused_mut)]
     let mut v = vec![Side::Zfabric, Side::Baseline];
     #[cfg(feature = "libzmq")]
@@ -192,7 +205,13 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
     std::fs::create_dir_all(&dir)?;
     let mut plan = Vec::new();
     for p in &args.patterns {
+        if args.curve && p != "reqrep" && p != "pushpull" {
+            continue;
+        }
         for t in &args.transports {
+            if args.curve && t == "inproc" {
+                continue; // never encrypted
+            }
             for &s in &sizes {
                 plan.push((p.clone(), t.clone(), s));
             }
@@ -220,6 +239,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
             size,
             budget,
             remote,
+            curve: args.curve,
         };
         match measure_cell(spec, rounds).await {
             Ok(c) => cells.push(c),
@@ -237,6 +257,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
         },
         quick: args.quick,
         remote: args.remote,
+        curve: args.curve,
         rounds,
         unstable_spread: rounds::UNSTABLE_SPREAD,
         seconds_per_run: seconds,
@@ -265,6 +286,8 @@ struct CellSpec<'a> {
     budget: Budget,
     /// The serving side runs in a second process.
     remote: bool,
+    /// CURVE against NULL (`--curve`).
+    curve: bool,
 }
 
 /// Measures a cell in `rounds` rounds, each running every side once in
@@ -272,7 +295,7 @@ struct CellSpec<'a> {
 /// ratios. A libzmq side that fails is left out of the cell (and said
 /// so); any other failure fails the cell.
 async fn measure_cell(spec: CellSpec<'_>, rounds: usize) -> Result<Cell, BoxError> {
-    let sides = sides(spec.pattern, spec.tp, spec.remote);
+    let sides = sides(spec.pattern, spec.tp, spec.remote, spec.curve);
     let mut figures: Vec<Vec<Stats>> = vec![Vec::new(); sides.len()];
     #[allow(unused_mut)]
     let mut alive = vec![true; sides.len()];
@@ -338,6 +361,7 @@ async fn side(side: Side, spec: CellSpec<'_>) -> Result<Stats, BoxError> {
         size,
         budget,
         remote,
+        curve: _,
     } = spec;
     if remote {
         return remote::side(side == Side::Zfabric, pattern, tp, dir, size, budget).await;
@@ -353,6 +377,16 @@ async fn side(side: Side, spec: CellSpec<'_>) -> Result<Stats, BoxError> {
         (Side::Zfabric, "reqrep") => {
             let (ep, _server) = zf_echo_server(&endpoint(tp, dir, &tag(&["rr"]))).await?;
             zf_reqrep(&ep, size, budget).await
+        }
+        (Side::Curve, "reqrep") => {
+            let keys = CurvePair::new();
+            let (ep, _server) =
+                zf_echo_server_with(&endpoint(tp, dir, &tag(&["rrc"])), keys.server()).await?;
+            zf_reqrep_with(&ep, size, budget, keys.client(), "zfabric+curve").await
+        }
+        (Side::Curve, "pushpull") => {
+            let keys = CurvePair::new();
+            zf_pushpull_with(tp, dir, size, budget.messages, &keys).await
         }
         (Side::Zfabric, "pushpull") => zf_pushpull(tp, dir, size, budget.messages).await,
         (Side::Zfabric, "pubsub") => zf_pubsub(tp, dir, size, budget.messages).await,

@@ -67,6 +67,9 @@ pub(super) fn print(r: &Report) {
             ""
         }
     );
+    if r.curve {
+        println!("--curve: \"zf\" is zfabric with CURVE, the baseline the same zfabric with NULL, in the same rounds; the ratios are CURVE / NULL");
+    }
     println!(
         "{:<11} {:<7} {:>6}  {:<8} {:>9} {:>9} {:>21}  {:>8} {:>8} {:>21}  {:>8} {:>8} {:>21}  {:>13} {:>13}  stable",
         "pattern", "tp", "size", "baseline", "zf thr", "base thr", "thr× (min-max)", "zf p50", "base p50", "p50× (min-max)", "zf p99", "base p99", "p99× (min-max)", "zf lost", "base lost"
