@@ -7,11 +7,9 @@
 mod common;
 
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{endpoint, Tp};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zfabric::telemetry::PEERS_DISCONNECTED;
@@ -25,33 +23,9 @@ struct Tick {
     n: u32,
 }
 
-fn snapshotter() -> &'static Snapshotter {
-    static S: OnceLock<Snapshotter> = OnceLock::new();
-    S.get_or_init(|| {
-        let r = DebuggingRecorder::new();
-        let s = r.snapshotter();
-        r.install().expect("recorder installed once");
-        s
-    })
-}
-
 /// `zfabric_peers_disconnected_total{reason}` now (0 if never counted).
 fn cut(reason: &str) -> u64 {
-    snapshotter()
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(k, _, _, _)| {
-            k.key().name() == PEERS_DISCONNECTED
-                && k.key()
-                    .labels()
-                    .any(|l| l.key() == "reason" && l.value() == reason)
-        })
-        .map(|(_, _, _, v)| match v {
-            DebugValue::Counter(c) => c,
-            _ => 0,
-        })
-        .sum()
+    common::counter(PEERS_DISCONNECTED, reason)
 }
 
 /// Waits (bounded) until the counter for `reason` exceeds `before`.

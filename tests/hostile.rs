@@ -4,44 +4,18 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::{endpoint, Tp};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeromq::{Socket, SocketSend, ZmqMessage};
 use zfabric::wire::{self, Header, Kind, MessageId};
 use zfabric::{LinkState, Puller, Pusher, SocketBuilder, SocketConfig, Subscriber};
 
-fn snapshotter() -> &'static Snapshotter {
-    static S: OnceLock<Snapshotter> = OnceLock::new();
-    S.get_or_init(|| {
-        let r = DebuggingRecorder::new();
-        let s = r.snapshotter();
-        r.install().expect("recorder installed once");
-        s
-    })
-}
-
 /// Current value of a counter with the given `reason` label (0 if absent).
 fn counter(name: &str, reason: &str) -> u64 {
-    snapshotter()
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(k, _, _, _)| {
-            k.key().name() == name
-                && k.key()
-                    .labels()
-                    .any(|l| l.key() == "reason" && l.value() == reason)
-        })
-        .map(|(_, _, _, v)| match v {
-            DebugValue::Counter(c) => c,
-            _ => 0,
-        })
-        .sum()
+    common::counter(name, reason)
 }
 
 fn good_message(n: u32) -> Vec<Bytes> {

@@ -117,3 +117,36 @@ pub(crate) fn tool_available(tool: &str, version_arg: &str) -> bool {
     }
     ok
 }
+
+/// The process's metrics recorder for tests that read counters: installed
+/// on first use (one per test binary).
+fn snapshotter() -> &'static metrics_util::debugging::Snapshotter {
+    static S: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+        std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let r = metrics_util::debugging::DebuggingRecorder::new();
+        let s = r.snapshotter();
+        r.install().expect("recorder installed once");
+        s
+    })
+}
+
+/// Current value of counter `name` with the given `reason` label (0 if
+/// it was never counted). Installs the test recorder on first use.
+pub(crate) fn counter(name: &str, reason: &str) -> u64 {
+    snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, _, _, _)| {
+            k.key().name() == name
+                && k.key()
+                    .labels()
+                    .any(|l| l.key() == "reason" && l.value() == reason)
+        })
+        .map(|(_, _, _, v)| match v {
+            metrics_util::debugging::DebugValue::Counter(c) => c,
+            _ => 0,
+        })
+        .sum()
+}
