@@ -58,7 +58,7 @@ pub(crate) struct RequestTimer {
 impl RequestTimer {
     /// Starts measuring a request to `service`: in flight from now.
     pub(crate) fn start(service: Arc<str>, side: Side) -> Self {
-        metrics::gauge!(REQUESTS_IN_FLIGHT, "service" => service.to_string(), "side" => side.as_str())
+        metrics::gauge!(REQUESTS_IN_FLIGHT, "service" => service.clone(), "side" => side.as_str())
             .increment(1.0);
         RequestTimer {
             service,
@@ -79,7 +79,8 @@ impl RequestTimer {
             return;
         }
         self.done = true;
-        let (service, side) = (self.service.to_string(), self.side.as_str());
+        // Labels share the interned name (a count bump, no allocation).
+        let (service, side) = (self.service.clone(), self.side.as_str());
         metrics::gauge!(REQUESTS_IN_FLIGHT, "service" => service.clone(), "side" => side)
             .decrement(1.0);
         metrics::histogram!(REQUEST_DURATION, "service" => service.clone(), "side" => side)
