@@ -17,12 +17,20 @@ pub struct SocketConfig {
     pub limits: Limits,
     /// High-water mark, in messages. Over inproc: the queue of each
     /// receiving socket, plus as many parked sends per receiver while it is
-    /// full. Over ipc/tcp: zfabric's batch queue per sending socket (the
-    /// `zeromq` crate keeps its own, fixed, 100,000-message queue per peer
-    /// underneath, which zfabric cannot change). For a server: requests
-    /// handled at once. When it is reached the pattern's full-queue policy
-    /// applies (see each pattern). Memory cost: up to this many messages.
+    /// full. Over ipc/tcp: zfabric's batch queue per sending socket, and a
+    /// publisher's send queue per subscriber connection (with
+    /// [`publisher_queue_bytes`](Self::publisher_queue_bytes); the
+    /// `zeromq` crate's own queues underneath are kept empty). For a
+    /// server: requests handled at once. When it is reached the pattern's
+    /// full-queue policy applies (see each pattern). Memory cost: up to
+    /// this many messages.
     pub queue_capacity: usize,
+    /// Most bytes a publisher queues for one subscriber connection that
+    /// reads slower than it publishes (besides `queue_capacity`
+    /// publications); beyond either bound publications for that subscriber
+    /// are dropped and counted (`slow_subscriber`). Default 8 MiB. Memory
+    /// cost: up to this much per subscriber connection.
+    pub publisher_queue_bytes: usize,
     /// First delay before reconnecting a lost outgoing link.
     pub reconnect_initial: Duration,
     /// Largest delay between reconnection attempts (the delay doubles, with
@@ -55,6 +63,7 @@ impl Default for SocketConfig {
         SocketConfig {
             limits: Limits::default(),
             queue_capacity: 1000,
+            publisher_queue_bytes: 8 * 1024 * 1024,
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
@@ -78,6 +87,13 @@ impl SocketConfig {
     /// under overload.
     pub fn queue_capacity(mut self, messages: usize) -> Self {
         self.queue_capacity = messages.max(1);
+        self
+    }
+
+    /// Sets a publisher's byte bound per subscriber connection (see
+    /// [`publisher_queue_bytes`](Self::publisher_queue_bytes); at least 1).
+    pub fn publisher_queue_bytes(mut self, bytes: usize) -> Self {
+        self.publisher_queue_bytes = bytes.max(1);
         self
     }
 

@@ -139,7 +139,7 @@ pub mod wire;
 pub use config::SocketConfig;
 pub use endpoint::{Endpoint, EndpointError, MAX_IPC_PATH};
 pub use error::{BindError, ConnectError, OpenError, RecvError, RequestError, SendError};
-pub use messaging::pipeline::{Puller, Pusher};
+pub use messaging::pipeline::{Puller, PushStats, Pusher};
 pub use messaging::pubsub::{Publisher, Subscriber};
 pub use messaging::reqrep::{
     CallFields, Client, Request, Server, ServerHandle, DEFAULT_REQUEST_TIMEOUT,
@@ -149,5 +149,6 @@ pub use transport::curve::{
     AllowAnyClient, AllowList, AuthRequest, Authorizer, CurveConfig, CurveKeyPair, CurvePublicKey,
     CurveSecretKey, KeyError,
 };
+pub use transport::fanout::PublishStats;
 pub use transport::LinkState;
 pub use wire::{Deadline, Envelope, RemoteError};

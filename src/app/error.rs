@@ -14,11 +14,19 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) String);
 
+/// A sending command finished, but not everything it sent is known to
+/// have been delivered (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Incomplete(pub(crate) String);
+
 /// The process exit code for a command's error: 2 for a [`UsageError`],
-/// 1 for anything else.
+/// 3 for [`Incomplete`] delivery, 1 for anything else.
 pub(crate) fn exit_code(e: &BoxError) -> i32 {
     if e.downcast_ref::<UsageError>().is_some() {
         2
+    } else if e.downcast_ref::<Incomplete>().is_some() {
+        3
     } else {
         1
     }

@@ -13,4 +13,4 @@ pub(crate) mod histogram;
 pub(crate) mod logs;
 pub(crate) mod metrics;
 
-pub(crate) use error::{exit_code, BoxError, UsageError};
+pub(crate) use error::{exit_code, BoxError, Incomplete, UsageError};

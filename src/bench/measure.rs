@@ -434,9 +434,23 @@ pub(crate) async fn zf_pubsub(
     size: usize,
     n: u64,
 ) -> Result<Stats, BoxError> {
-    let publisher: Publisher<ByteBuf> = Publisher::bind(&endpoint(tp, dir, &tag(&["ps"]))).await?;
-    let mut sub: Subscriber<ByteBuf> =
-        Subscriber::connect(&publisher.endpoints()[0].to_string(), &["b."]).await?;
+    // Configured as libzmq is here (its SNDHWM and RCVHWM raised to hold
+    // the burst): the publisher's queue per subscriber holds the whole
+    // burst, so a lossless run compares rates, not survivors.
+    let burst = n as usize + 1024;
+    let config = zfabric::SocketConfig::default()
+        .queue_capacity(burst)
+        .publisher_queue_bytes(burst * (size + 128));
+    let publisher: Publisher<ByteBuf> = zfabric::SocketBuilder::new()
+        .config(config.clone())
+        .bind(endpoint(tp, dir, &tag(&["ps"])))
+        .publisher()
+        .await?;
+    let mut sub: Subscriber<ByteBuf> = zfabric::SocketBuilder::new()
+        .config(config)
+        .connect(publisher.endpoints()[0].to_string())
+        .subscriber(&["b."])
+        .await?;
     // Subscriptions travel to the publisher: send probes until one arrives.
     let body = Bytes::from(vec![7u8; size]);
     let mut ready = false;

@@ -8,7 +8,7 @@ use zfabric::{Delivery, RecvError};
 use super::security::CurveArgs;
 use super::{json_arg, stop_signal, Place};
 use crate::app::metrics::Common;
-use crate::app::{BoxError, UsageError};
+use crate::app::{BoxError, Incomplete, UsageError};
 
 /// What to send.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,6 +28,10 @@ pub(crate) struct Send {
     /// Messages per second (default: as fast as the socket takes them).
     #[arg(long)]
     rate: Option<f64>,
+    /// At the end, wait up to this many milliseconds for the last messages
+    /// to leave (then say what did not).
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    linger: u64,
     #[command(flatten)]
     curve: CurveArgs,
     #[command(flatten)]
@@ -40,6 +44,15 @@ pub(crate) struct PubArgs {
     /// The topic.
     #[arg(long)]
     topic: String,
+    /// Before publishing, wait (up to --wait-ms) until this many
+    /// subscribers are subscribed: pub/sub delivers only to subscriptions
+    /// that exist when a message is published. Default: 1 with --connect,
+    /// 0 with --bind.
+    #[arg(long, value_name = "N")]
+    subscribers: Option<usize>,
+    /// How long to wait for --subscribers, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    wait_ms: u64,
     #[command(flatten)]
     send: Send,
 }
@@ -124,10 +137,20 @@ pub(crate) async fn publish(args: PubArgs) -> Result<(), BoxError> {
         .publisher()
         .await?;
     listening(p.endpoints());
-    if args.send.place.connect.is_some() {
-        // Give the connection a moment: pub/sub drops what is published
-        // before a subscriber's subscription arrives.
-        let _ = tokio::time::timeout(Duration::from_secs(5), p.wait_connected()).await;
+    let want = args
+        .subscribers
+        .unwrap_or(usize::from(args.send.place.connect.is_some()));
+    if want > 0 {
+        let wait = Duration::from_millis(args.wait_ms);
+        if tokio::time::timeout(wait, p.wait_subscribers(want))
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "{} of {want} subscribers subscribed after {wait:?}; publishing anyway",
+                p.subscribers()
+            );
+        }
     }
     let started = Instant::now();
     let topic = args.topic.clone();
@@ -138,14 +161,51 @@ pub(crate) async fn publish(args: PubArgs) -> Result<(), BoxError> {
             async move { p.publish(topic, &v).await }
         })
         .await?;
-    // Linger: let the last messages leave before the process exits.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let elapsed = started.elapsed();
+    let stats = p.close(Duration::from_millis(args.send.linger)).await;
     eprintln!(
-        "published {sent} messages on {:?} in {:.2?}",
-        args.topic,
-        started.elapsed()
+        "published {sent} messages on {:?} in {elapsed:.2?}",
+        args.topic
     );
+    eprint!("{}", publish_report(&stats));
+    if sent > 0 && stats.written == 0 {
+        return Err(Incomplete(format!("none of the {sent} messages reached a subscriber")).into());
+    }
+    if stats.unaccounted() > 0 {
+        return Err(Incomplete(format!(
+            "{} deliveries were still on their way when the linger ran out",
+            stats.unaccounted()
+        ))
+        .into());
+    }
     Ok(())
+}
+
+/// What `zfabric pub` says at the end: what it knows was delivered, what
+/// was dropped and why, and what it cannot know.
+fn publish_report(s: &zfabric::PublishStats) -> String {
+    let mut out = format!(
+        "  {} subscriber connection(s) at the end; deliveries owed {} (one per matching subscriber per message): \
+         written {}, dropped {} (slow subscriber {}, link down {}), unaccounted {}\n",
+        s.subscribers,
+        s.owed,
+        s.written,
+        s.dropped_slow + s.dropped_link,
+        s.dropped_slow,
+        s.dropped_link,
+        s.unaccounted()
+    );
+    if s.no_subscriber > 0 {
+        out.push_str(&format!(
+            "  {} published while no subscriber was subscribed: dropped (no_subscriber)\n",
+            s.no_subscriber
+        ));
+    }
+    out.push_str(
+        "  pub/sub is at-most-once without acknowledgements: \"written\" means handed to a \
+         subscriber's connection; whether its process read them is not known here\n",
+    );
+    out
 }
 
 /// `zfabric push`.
@@ -160,8 +220,25 @@ pub(crate) async fn push(args: Send) -> Result<(), BoxError> {
             async move { p.send(&v).await }
         })
         .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    eprintln!("pushed {sent} messages in {:.2?}", started.elapsed());
+    let elapsed = started.elapsed();
+    let linger = Duration::from_millis(args.linger);
+    let stats = p.close(linger).await;
+    eprintln!(
+        "pushed {sent} messages in {elapsed:.2?}: {} written to a puller's connection, {} not",
+        stats.written, stats.unsent
+    );
+    eprintln!(
+        "  push/pull has no acknowledgements: what a puller that dies holds unread \
+         (its queue, the socket buffers) is lost without a count here"
+    );
+    if stats.unsent > 0 {
+        return Err(Incomplete(format!(
+            "{} messages (estimated from bytes) had not left for a puller after the {linger:?} linger; \
+             they are lost when this process exits (is a puller listening?)",
+            stats.unsent
+        ))
+        .into());
+    }
     Ok(())
 }
 

@@ -40,16 +40,34 @@
 //!   topics it subscribed to by prefix).
 //!
 //! ### Full-queue policy
-//! A publisher never waits for a slow subscriber. Over inproc, a message
-//! for a subscriber whose queue (`SocketConfig::queue_capacity`) is full is
-//! dropped for that subscriber and counted (`subscriber_queue_full`); over
-//! ipc/tcp the `zeromq` PUB socket drops silently when its per-subscriber
-//! queue is full, and the subscriber's gap detection counts the loss. Use
+//! A publisher never waits long for a slow subscriber (its batching paces
+//! itself by what subscribers take, a millisecond at most per batch). Over
+//! inproc, a message for a subscriber whose queue
+//! (`SocketConfig::queue_capacity`) is full is dropped for that subscriber
+//! and counted (`subscriber_queue_full`). Over ipc/tcp each subscriber
+//! connection has its own send queue at the publisher
+//! (`queue_capacity` publications and `publisher_queue_bytes`, 8 MiB):
+//! what does not fit is dropped whole and counted (`slow_subscriber`), so
+//! a subscriber that stops reading costs its publisher that much memory
+//! and no more; the subscriber's gap detection counts the same loss. Use
 //! push/pull where loss is not acceptable.
+//!
+//! ### What a publisher knows
+//! [`Publisher::stats`](crate::Publisher::stats) says, per publication,
+//! how many subscriber connections it was owed to, how many deliveries
+//! were written or dropped (by reason), and how many are still unaccounted;
+//! a publication that matched nobody is counted `no_subscriber`.
+//! [`Publisher::flush`](crate::Publisher::flush) waits for the last ones,
+//! [`Publisher::wait_subscribers`](crate::Publisher::wait_subscribers) for
+//! subscribers before the first.
 //!
 //! ### Not guaranteed
 //! Messages published before a subscription reaches the publisher are not
-//! delivered (the "slow joiner" of every pub/sub system).
+//! delivered (the "slow joiner" of every pub/sub system): they are counted
+//! `no_subscriber` at the publisher when nobody was subscribed, and a late
+//! subscriber's first message simply has a later sequence number (not
+//! counted as lost). Nothing is acknowledged: *written* means handed to a
+//! subscriber's connection.
 //!
 //! ## Push/pull
 //!
@@ -69,9 +87,18 @@
 //! while its link is down and then waits, and a bind-only pusher with no
 //! puller connected yet fails with [`SendError::NoPeer`].
 //!
+//! ### What a pusher knows
+//! [`Pusher::flush`](crate::Pusher::flush) waits, bounded, until what was
+//! sent has left for a puller and says how many have not (`send`
+//! returning `Ok` means queued, not delivered);
+//! [`Pusher::close`](crate::Pusher::close) counts what never left as
+//! `linger_expired`.
+//!
 //! ### Not guaranteed
 //! Messages in flight on a connection that breaks are lost (counted as
-//! `link_down`). At-least-once delivery (ack + retry + dedup) is layered
+//! `link_down` where the break is seen mid-message; what a puller that
+//! dies held unread in its queue or the kernel's buffers is not known to
+//! the pusher). At-least-once delivery (ack + retry + dedup) is layered
 //! on top by the topology module.
 //!
 //! ## Request/reply

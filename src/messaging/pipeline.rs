@@ -6,6 +6,7 @@
 //! I/O of its own.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,9 +27,25 @@ use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind, Limits};
 pub struct Pusher<T> {
     out: Outbound<PushSocket>,
     ids: IdGen,
+    /// Inproc sends so far (ipc/tcp sends are counted by the batcher).
+    inproc_sent: AtomicU64,
     limits: Limits,
     endpoints: Vec<Endpoint>,
     _t: PhantomData<fn(&T)>,
+}
+
+/// What a [`Pusher`] knows of its messages after [`Pusher::flush`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushStats {
+    /// Messages sent (`send` returned `Ok`) in all.
+    pub sent: u64,
+    /// Of those, how many have left for a puller: written to a puller's
+    /// connection (ipc/tcp) or put in its queue (inproc).
+    pub written: u64,
+    /// Of those, how many have not (still queued in this process; lost if
+    /// it exits now). Over ipc/tcp this is estimated from bytes, since
+    /// the socket's queue is not visible message by message.
+    pub unsent: u64,
 }
 
 /// Receives typed messages from its pushers.
@@ -53,6 +70,7 @@ impl SocketBuilder {
         Ok(Pusher {
             out,
             ids: IdGen::new(),
+            inproc_sent: AtomicU64::new(0),
             limits: self.config.limits,
             endpoints,
             _t: PhantomData,
@@ -115,7 +133,10 @@ impl<T: Serialize> Pusher<T> {
         let env = Envelope { header, body };
         match self.out.inproc_engine() {
             Some(core) => match core.send_one(env).await {
-                RoundRobin::Sent => Ok(()),
+                RoundRobin::Sent => {
+                    self.inproc_sent.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
                 RoundRobin::NoPeer => Err(SendError::NoPeer),
             },
             None => self.out.send_one(env, None).await,
@@ -130,6 +151,41 @@ impl<T: Serialize> Pusher<T> {
     /// Waits until every connected endpoint's link is up.
     pub async fn wait_connected(&self) {
         self.out.wait_connected().await;
+    }
+
+    /// Waits, at most `limit`, until every message sent so far has left
+    /// this process for a puller, and says how many have not (a linger:
+    /// call it before dropping a pusher whose last messages matter).
+    ///
+    /// Push/pull has no acknowledgements: *written* means handed to a
+    /// puller's connection. What a puller that dies takes with it (its
+    /// unread queue, the kernel's socket buffers) is not known here; a
+    /// connection that breaks mid-message is counted `link_down`.
+    pub async fn flush(&self, limit: Duration) -> PushStats {
+        match self.out.flush(limit).await {
+            Some(f) => PushStats {
+                sent: f.sent,
+                written: f.sent - f.unsent,
+                unsent: f.unsent,
+            },
+            None => {
+                let sent = self.inproc_sent.load(Ordering::Relaxed);
+                PushStats {
+                    sent,
+                    written: sent,
+                    unsent: 0,
+                }
+            }
+        }
+    }
+
+    /// Closes the pusher after a [`flush`](Self::flush) of at most
+    /// `linger`; what is still unsent then is dropped and counted
+    /// (`linger_expired`).
+    pub async fn close(self, linger: Duration) -> PushStats {
+        let stats = self.flush(linger).await;
+        telemetry::dropped(telemetry::DropReason::LingerExpired, stats.unsent);
+        stats
     }
 }
 

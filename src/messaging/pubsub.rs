@@ -19,6 +19,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
 use crate::transport::batch::FanBatcher;
+use crate::transport::fanout::{Audience, PublishStats};
 use crate::transport::inproc::Family;
 use crate::transport::zmtp::SocketKind;
 use crate::transport::{open_socket, Inbound, LinkState, Outbound, ZmqSide};
@@ -41,7 +42,7 @@ pub struct Publisher<T> {
 /// one message once the relays fall behind).
 #[derive(Debug)]
 enum Out {
-    Inproc(Outbound<PubSocket>),
+    Inproc(Outbound<PubSocket>, Audience),
     Zmq {
         send: Arc<FanBatcher<PubSocket>>,
         side: ZmqSide,
@@ -54,7 +55,7 @@ impl SocketBuilder {
         let plan = self.plan()?;
         let (out, endpoints) = if plan.inproc {
             let (out, eps) = Outbound::inproc(&plan, Family::PubSub)?;
-            (Out::Inproc(out), eps)
+            (Out::Inproc(out, Audience::default()), eps)
         } else {
             let (sock, side, eps) = open_socket(&plan, SocketKind::Pub, &self.config).await?;
             let send = FanBatcher::new(sock, side.progress.clone(), self.config.queue_capacity);
@@ -156,9 +157,77 @@ impl<T: Serialize> Publisher<T> {
             header
         };
         match &self.out {
-            Out::Inproc(out) => out.fan_out(topic, body, &self.seqs, stamp).await,
+            Out::Inproc(out, audience) => {
+                out.fan_out(topic, body, &self.seqs, stamp, audience).await
+            }
             Out::Zmq { send, .. } => send.publish(topic, body, &self.seqs, stamp).await,
         }
+    }
+
+    fn audience(&self) -> &Audience {
+        match &self.out {
+            Out::Inproc(_, audience) => audience,
+            Out::Zmq { side, .. } => &side.progress.audience,
+        }
+    }
+
+    /// Where this publisher's publications went so far: made, owed to
+    /// subscribers, written to their connections, dropped (by reason), and
+    /// what is not known yet ([`PublishStats::unaccounted`]). Pub/sub has
+    /// no acknowledgements: *written* means handed to the subscriber's
+    /// connection (ipc/tcp) or queue (inproc), not processed.
+    pub fn stats(&self) -> PublishStats {
+        let mut stats = self.audience().stats();
+        if let Out::Inproc(out, _) = &self.out {
+            stats.subscribers = out.receivers();
+        }
+        stats
+    }
+
+    /// Subscriber connections subscribed to something now (inproc: the
+    /// subscribers attached).
+    pub fn subscribers(&self) -> usize {
+        self.stats().subscribers
+    }
+
+    /// Waits until at least `n` subscribers are subscribed: pub/sub
+    /// delivers only to subscriptions that exist when a message is
+    /// published, so a publisher that must not lose its first messages
+    /// waits here first (bound it with a timeout).
+    pub async fn wait_subscribers(&self, n: usize) {
+        match &self.out {
+            Out::Inproc(out, _) => out.wait_receivers(n).await,
+            Out::Zmq { side, .. } => {
+                side.progress
+                    .audience
+                    .wait_for(|s| s.subscribers >= n)
+                    .await
+            }
+        }
+    }
+
+    /// Sends what is queued for batching and waits, at most `limit`, until
+    /// every delivery owed so far is accounted for: written to its
+    /// subscriber's connection or dropped (counted). Returns the stats at
+    /// that point; [`PublishStats::unaccounted`] is what was still on its
+    /// way when `limit` ran out (lost if the process exits now). Call it
+    /// before dropping a publisher whose last messages matter.
+    pub async fn flush(&self, limit: Duration) -> PublishStats {
+        if let Out::Zmq { send, .. } = &self.out {
+            let _ = send.send_queued().await;
+        }
+        let settled = self.audience().wait_for(|s| s.unaccounted() == 0);
+        let _ = tokio::time::timeout(limit, settled).await;
+        self.stats()
+    }
+
+    /// Closes the publisher after a [`flush`](Self::flush) of at most
+    /// `linger`; deliveries still unaccounted then are counted as dropped
+    /// (`linger_expired`).
+    pub async fn close(self, linger: Duration) -> PublishStats {
+        let stats = self.flush(linger).await;
+        telemetry::dropped(telemetry::DropReason::LingerExpired, stats.unaccounted());
+        stats
     }
 
     /// The endpoints this publisher bound (ports resolved).
@@ -170,7 +239,7 @@ impl<T: Serialize> Publisher<T> {
     /// for bind-only and inproc publishers).
     pub async fn wait_connected(&self) {
         match &self.out {
-            Out::Inproc(out) => out.wait_connected().await,
+            Out::Inproc(out, _) => out.wait_connected().await,
             Out::Zmq { side, .. } => side.wait_connected().await,
         }
     }
@@ -178,7 +247,7 @@ impl<T: Serialize> Publisher<T> {
     /// The state of each outgoing link (empty for inproc).
     pub fn link_states(&self) -> Vec<(Endpoint, LinkState)> {
         match &self.out {
-            Out::Inproc(out) => out.link_states(),
+            Out::Inproc(out, _) => out.link_states(),
             Out::Zmq { side, .. } => side.link_states(),
         }
     }

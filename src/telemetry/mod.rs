@@ -100,11 +100,21 @@ pub enum DropReason {
     TooManyHops,
     /// A pub/sub forwarder could not pass a message on.
     ForwardFailed,
+    /// A publication that matched no subscriber connection when it was
+    /// made (pub/sub delivers only to those subscribed at the time).
+    NoSubscriber,
+    /// A subscriber connection's send queue at the publisher was full: the
+    /// subscriber reads slower than the publisher publishes (the queue
+    /// holds `queue_capacity` publications and 8 MiB).
+    SlowSubscriber,
+    /// Still unsent when a sender closed and its linger ran out (e.g. no
+    /// puller ever connected).
+    LingerExpired,
 }
 
 impl DropReason {
     /// Every reason, for registering counters and for docs.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Malformed,
         DropReason::HeaderTooLarge,
         DropReason::MessageTooLarge,
@@ -127,6 +137,9 @@ impl DropReason {
         DropReason::InboxFull,
         DropReason::TooManyHops,
         DropReason::ForwardFailed,
+        DropReason::NoSubscriber,
+        DropReason::SlowSubscriber,
+        DropReason::LingerExpired,
     ];
 
     /// The metric label.
@@ -154,6 +167,9 @@ impl DropReason {
             DropReason::InboxFull => "inbox_full",
             DropReason::TooManyHops => "too_many_hops",
             DropReason::ForwardFailed => "forward_failed",
+            DropReason::NoSubscriber => "no_subscriber",
+            DropReason::SlowSubscriber => "slow_subscriber",
+            DropReason::LingerExpired => "linger_expired",
         }
     }
 }

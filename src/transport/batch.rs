@@ -58,6 +58,8 @@ pub(crate) struct Progress {
     /// Relays that carry this socket's bytes to a peer (a PUB socket's
     /// bytes are relayed once per subscriber).
     peers: AtomicU64,
+    /// A PUB socket's subscribers and where its publications went.
+    pub(crate) audience: super::fanout::Audience,
 }
 
 /// One relay counted in [`Progress`] while it lives.
@@ -174,6 +176,21 @@ pub(crate) struct Batcher<S> {
     backlog: Backlog,
     space: Notify,
     hwm: usize,
+    /// Envelopes and their wire bytes handed to the socket in all (never
+    /// re-based, unlike the backlog estimate): what a flush waits for.
+    sent: AtomicU64,
+    sent_bytes: AtomicU64,
+}
+
+/// What a [`Batcher::linger`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flushed {
+    /// Envelopes sent in all.
+    pub(crate) sent: u64,
+    /// Of those, not yet taken off the socket by a relay (an estimate
+    /// from their bytes: envelopes of one sender are of any size), plus
+    /// any still queued for a batch.
+    pub(crate) unsent: u64,
 }
 
 impl<S> std::fmt::Debug for Batcher<S> {
@@ -207,7 +224,59 @@ impl<S: SocketSend + Send + 'static> Batcher<S> {
             backlog: Backlog::new(progress),
             space: Notify::new(),
             hwm: hwm.max(1),
+            sent: AtomicU64::new(0),
+            sent_bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Waits, at most `limit`, until every envelope sent so far has been
+    /// taken off the socket by a relay (written on to a peer, or read by a
+    /// link whose remote is up).
+    pub(crate) async fn linger(&self, limit: Duration) -> Flushed {
+        let drained = async {
+            loop {
+                let idle = self
+                    .pending
+                    .lock()
+                    .map_or(true, |p| !p.flusher && p.entries.is_empty());
+                if idle {
+                    break;
+                }
+                let space = self.space.notified();
+                tokio::pin!(space);
+                space.as_mut().enable();
+                // The flusher may have taken the last batch already.
+                if self
+                    .pending
+                    .lock()
+                    .map_or(true, |p| !p.flusher && p.entries.is_empty())
+                {
+                    break;
+                }
+                let _ = tokio::time::timeout(DRAIN_WAIT, space).await;
+            }
+            // Re-checked now and then: the batching path may clear the
+            // relays' wake-up flag meanwhile.
+            let target = self.sent_bytes.load(Ordering::Relaxed);
+            while self.backlog.progress.relayed.load(Ordering::Relaxed) < target {
+                let wait = self.backlog.progress.wait_relayed(target);
+                let _ = tokio::time::timeout(DRAIN_WAIT * 10, wait).await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, drained).await;
+        let queued = self.pending.lock().map_or(0, |p| p.entries.len() as u64);
+        let sent = self.sent.load(Ordering::Relaxed);
+        let bytes = self.sent_bytes.load(Ordering::Relaxed);
+        let behind = bytes.saturating_sub(self.backlog.progress.relayed.load(Ordering::Relaxed));
+        let unsent_sent = if bytes == 0 {
+            0
+        } else {
+            (behind as u128 * sent as u128).div_ceil(bytes as u128) as u64
+        };
+        Flushed {
+            sent: sent + queued,
+            unsent: (unsent_sent + queued).min(sent + queued),
+        }
     }
 
     /// Sends one envelope: at once when the socket keeps up, otherwise as
@@ -244,8 +313,10 @@ impl<S: SocketSend + Send + 'static> Batcher<S> {
         let Some((header, body)) = entry else {
             return Ok(());
         };
-        self.backlog
-            .hand(wire_len(header.len()) + wire_len(body.len()));
+        let wire = wire_len(header.len()) + wire_len(body.len());
+        self.backlog.hand(wire);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(wire, Ordering::Relaxed);
         let msg = ZmqMessage::try_from(vec![header, body]).map_err(|_| SendError::Closed)?;
         self.sock.lock().await.send(msg).await.map_err(send_error)
     }
@@ -292,6 +363,8 @@ impl<S: SocketSend + Send + 'static> Batcher<S> {
                 frames.push(b);
             }
             self.backlog.hand(wire);
+            self.sent.fetch_add(count, Ordering::Relaxed);
+            self.sent_bytes.fetch_add(wire, Ordering::Relaxed);
             let Ok(msg) = ZmqMessage::try_from(frames) else {
                 continue;
             };
@@ -432,6 +505,8 @@ impl<S: SocketSend + Send + 'static> FanBatcher<S> {
         order: &Mutex<G>,
         stamp: impl FnOnce(&mut G) -> Header,
     ) -> Result<(), SendError> {
+        // Owed to the subscribers whose prefixes match now.
+        self.backlog.progress.audience.publish(topic);
         let (send_now, turn) = {
             let mut p = self.pending.lock().map_err(|_| SendError::Closed)?;
             let header = {
@@ -486,7 +561,7 @@ impl<S: SocketSend + Send + 'static> FanBatcher<S> {
 
     /// Sends everything queued, in order, holding the socket. A failed
     /// send is counted (`no_peer`) and returned.
-    async fn send_queued(&self) -> Result<(), SendError> {
+    pub(crate) async fn send_queued(&self) -> Result<(), SendError> {
         let mut sock = self.sock.lock().await;
         let queued = {
             let mut p = self.pending.lock().map_err(|_| SendError::Closed)?;

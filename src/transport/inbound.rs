@@ -375,9 +375,15 @@ mod tests {
                 *n += 1;
                 env(*n).header
             };
-            out.fan_out(topic.as_bytes(), Bytes::new(), &order, stamp)
-                .await
-                .unwrap();
+            out.fan_out(
+                topic.as_bytes(),
+                Bytes::new(),
+                &order,
+                stamp,
+                &crate::transport::fanout::Audience::default(),
+            )
+            .await
+            .unwrap();
         }
         let first = rx.recv().await.unwrap();
         let second = rx.recv().await.unwrap();

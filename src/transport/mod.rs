@@ -21,6 +21,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod curve;
+pub(crate) mod fanout;
 pub(crate) mod guard;
 mod inbound;
 pub(crate) mod inproc;

@@ -27,12 +27,13 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use zeromq::SocketSend;
 
-use super::batch::Batcher;
+use super::batch::{Batcher, Flushed};
 use super::inproc::{self, Family, InMsg, Item, Registration, RoundRobin, SenderCore};
 use super::{open_inproc, InprocRole, LinkState, Plan, ZmqSide};
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, SendError};
 use crate::telemetry;
+use crate::transport::fanout::Audience;
 use crate::wire::{self, Envelope, Header};
 
 /// A socket's sending side over one transport.
@@ -108,6 +109,34 @@ impl<S> Outbound<S> {
         Ok((Outbound { path }, eps))
     }
 
+    /// Inproc receivers attached now (0 for `zeromq` sockets).
+    pub(crate) fn receivers(&self) -> usize {
+        match &self.path {
+            Path::Inproc { core, .. } => core
+                .links
+                .read()
+                .map_or(0, |l| l.iter().filter(|x| !x.tx.is_closed()).count()),
+            _ => 0,
+        }
+    }
+
+    /// Waits until at least `n` inproc receivers are attached (at once
+    /// for `zeromq` sockets).
+    pub(crate) async fn wait_receivers(&self, n: usize) {
+        let Path::Inproc { core, .. } = &self.path else {
+            return;
+        };
+        loop {
+            let attached = core.attached.notified();
+            tokio::pin!(attached);
+            attached.as_mut().enable();
+            if self.receivers() >= n {
+                return;
+            }
+            attached.await;
+        }
+    }
+
     /// Whether a request's reply path travels with the message (inproc)
     /// rather than back over the connection (ipc/tcp, matched by
     /// correlation id).
@@ -173,6 +202,16 @@ impl<S: SocketSend + Send + 'static> Outbound<S> {
         }
     }
 
+    /// Waits, at most `limit`, until what was sent has left the socket
+    /// (see [`Batcher::linger`]); `None` for inproc, where a send is in the
+    /// receiver's queue once it returns.
+    pub(crate) async fn flush(&self, limit: std::time::Duration) -> Option<Flushed> {
+        match &self.path {
+            Path::Inproc { .. } => None,
+            Path::Batched { send, .. } => Some(send.linger(limit).await),
+        }
+    }
+
     /// Sends one envelope to one peer (round-robin; waits for room, and
     /// over inproc for a peer to attach). `reply` is the inproc reply path
     /// of a request; it is dropped over ipc/tcp, where the reply comes back
@@ -210,6 +249,7 @@ impl<S: SocketSend + Send + 'static> Outbound<S> {
         body: Bytes,
         order: &Mutex<G>,
         stamp: impl FnOnce(&mut G) -> Header,
+        audience: &Audience,
     ) -> Result<(), SendError> {
         match &self.path {
             Path::Inproc { core, sent, .. } => {
@@ -221,24 +261,30 @@ impl<S: SocketSend + Send + 'static> Outbound<S> {
                     let topic = Bytes::copy_from_slice(topic);
                     let env = Envelope { header, body };
                     let mut closed = false;
+                    let (mut matched, mut written, mut full) = (0, 0, 0);
                     let links = core.links.read().map_err(|_| SendError::Closed)?;
                     for link in links.iter() {
                         if !link.matches(&topic) {
                             continue;
                         }
+                        matched += 1;
                         let msg = InMsg {
                             topic: topic.clone(),
                             env: env.clone(),
                             reply: None,
                         };
                         match link.tx.try_send(Item::One(msg)) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => {
-                                telemetry::dropped(telemetry::DropReason::SubscriberQueueFull, 1)
+                            Ok(()) => written += 1,
+                            Err(mpsc::error::TrySendError::Full(_)) => full += 1,
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                matched -= 1;
+                                closed = true
                             }
-                            Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
                         }
                     }
+                    audience.owe(matched);
+                    audience.written(written);
+                    audience.dropped(telemetry::DropReason::SubscriberQueueFull, full);
                     closed
                 };
                 if closed {

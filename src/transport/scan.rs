@@ -83,6 +83,22 @@ pub(crate) struct FrameScanner {
     capturing: Option<Vec<u8>>,
     captured: Vec<Vec<u8>>,
     messages: u64,
+    /// Frames so far in the unit being scanned.
+    frames: u32,
+    /// Whether [`count_units`](Self::count_units) is on.
+    count_units: bool,
+    /// With it: what each completed unit was, in the order of `ends`.
+    units: Vec<Unit>,
+}
+
+/// What one completed unit of a stream was (see
+/// [`FrameScanner::count_units`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unit {
+    /// Frames in it (1 for a command, 0 for the greeting).
+    pub(crate) frames: u32,
+    /// A data message (not the greeting, not a command).
+    pub(crate) data: bool,
 }
 
 impl FrameScanner {
@@ -97,6 +113,9 @@ impl FrameScanner {
             capturing: None,
             captured: Vec::new(),
             messages: 0,
+            frames: 0,
+            count_units: false,
+            units: Vec::new(),
         }
     }
 
@@ -115,7 +134,21 @@ impl FrameScanner {
         self
     }
 
-    /// Takes the captured small messages.
+    /// Also record what each completed unit was ([`take_units`](Self::take_units)).
+    pub(crate) fn count_units(mut self) -> Self {
+        self.count_units = true;
+        self
+    }
+
+    /// The units completed since the last call, in the order their ends
+    /// were pushed (empty unless [`count_units`](Self::count_units)).
+    pub(crate) fn take_units(&mut self) -> std::vec::Drain<'_, Unit> {
+        self.units.drain(..)
+    }
+
+    /// Takes the captured small messages. A ZMTP 3.1 `SUBSCRIBE` or
+    /// `CANCEL` command is handed out in the 3.0 form, as a message `1`
+    /// or `0` followed by the prefix; other commands are not captured.
     pub(crate) fn take_captured(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.captured)
     }
@@ -152,6 +185,12 @@ impl FrameScanner {
                     if off == 63 {
                         self.state = State::Flags;
                         ends.push(i);
+                        if self.count_units {
+                            self.units.push(Unit {
+                                frames: 0,
+                                data: false,
+                            });
+                        }
                     } else {
                         self.state = State::Greeting(off + 1);
                     }
@@ -184,7 +223,7 @@ impl FrameScanner {
                     }
                     self.check_len(flags, acc)?;
                     if self.capture_small
-                        && flags & (COMMAND | MORE) == 0
+                        && flags & MORE == 0
                         && self.first_frame
                         && acc <= CAPTURE_MAX
                     {
@@ -242,20 +281,49 @@ impl FrameScanner {
 
     fn end_frame(&mut self, flags: u8, at: usize, ends: &mut Vec<usize>) {
         self.state = State::Flags;
+        self.frames += 1;
         if flags & MORE != 0 {
             self.first_frame = false;
             return;
         }
-        if flags & COMMAND == 0 {
+        let data = flags & COMMAND == 0;
+        if data {
             self.messages += 1;
         }
+        if self.count_units {
+            self.units.push(Unit {
+                frames: self.frames,
+                data,
+            });
+        }
+        self.frames = 0;
         if let Some(c) = self.capturing.take() {
-            self.captured.push(c);
+            if data {
+                self.captured.push(c);
+            } else if let Some(m) = subscription_command(&c) {
+                self.captured.push(m);
+            }
         }
         self.first_frame = true;
         self.msg_size = 0;
         ends.push(at);
     }
+}
+
+/// A ZMTP 3.1 `SUBSCRIBE`/`CANCEL` command body (name length, name,
+/// prefix) in the 3.0 message form (`1`/`0`, prefix).
+fn subscription_command(body: &[u8]) -> Option<Vec<u8>> {
+    let (&n, rest) = body.split_first()?;
+    let name = rest.get(..n as usize)?;
+    let flag = match name {
+        b"SUBSCRIBE" => 1u8,
+        b"CANCEL" => 0u8,
+        _ => return None,
+    };
+    let mut m = Vec::with_capacity(1 + rest.len() - name.len());
+    m.push(flag);
+    m.extend_from_slice(&rest[n as usize..]);
+    Some(m)
 }
 
 /// Encodes one ZMTP frame header.
@@ -392,6 +460,45 @@ mod tests {
         s.extend(frame(2, false, false));
         sc.feed(&s, &mut Vec::new()).unwrap();
         assert_eq!(sc.take_captured(), vec![b"\x01abc".to_vec()]);
+    }
+
+    #[test]
+    fn zmtp31_subscribe_and_cancel_commands_are_captured_in_the_30_form() {
+        let mut sc = FrameScanner::after_handshake(LIMITS).capture_small();
+        let mut s = Vec::new();
+        for (name, prefix) in [
+            (&b"SUBSCRIBE"[..], &b"ab"[..]),
+            (b"PING", b"xx"),
+            (b"CANCEL", b"ab"),
+        ] {
+            frame_header(1 + name.len() + prefix.len(), false, true, &mut s);
+            s.push(name.len() as u8);
+            s.extend_from_slice(name);
+            s.extend_from_slice(prefix);
+        }
+        sc.feed(&s, &mut Vec::new()).unwrap();
+        assert_eq!(
+            sc.take_captured(),
+            vec![b"\x01ab".to_vec(), b"\x00ab".to_vec()]
+        );
+    }
+
+    #[test]
+    fn counted_units_say_how_many_frames_each_had() {
+        let mut sc = FrameScanner::new(LIMITS).count_units();
+        let mut s = greeting();
+        s.extend(frame(3, false, true));
+        s.extend(frame(1, true, false));
+        s.extend(frame(2, true, false));
+        s.extend(frame(2, false, false));
+        s.extend(frame(0, false, false));
+        let mut ends = Vec::new();
+        sc.feed(&s, &mut ends).unwrap();
+        let units: Vec<Unit> = sc.take_units().collect();
+        assert_eq!(ends.len(), units.len());
+        let shape: Vec<(u32, bool)> = units.iter().map(|u| (u.frames, u.data)).collect();
+        assert_eq!(shape, vec![(0, false), (1, false), (3, true), (1, true)]);
+        assert_eq!(sc.take_units().count(), 0);
     }
 
     proptest::proptest! {

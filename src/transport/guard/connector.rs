@@ -29,7 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
-use super::relay::{inbound, outbound};
+use super::pubq::PubQueue;
+use super::relay::{inbound, outbound, outbound_pub};
 use super::secure::{client_handshake, Refusal, RemoteReader, RemoteWriter};
 use super::stream::Stream;
 use super::{private_path, scan_limits, AbortOnDrop, PrivateIpc};
@@ -128,16 +129,37 @@ async fn link_task(
     let (fail_tx, mut fail_rx) = mpsc::channel(4);
     // The latest generation known dead: both pumps let go of its halves.
     let (dead_tx, dead_rx) = watch::channel(0u64);
-    let mut out_task = AbortOnDrop(tokio::spawn(outbound(
-        lr,
-        out_rx,
-        fail_tx.clone(),
-        dead_rx.clone(),
-        kind == SocketKind::Sub,
-        limits,
-        progress,
+    // A PUB socket's link is one subscriber connection, with its own
+    // bounded send queue for the life of the link.
+    let pubq = (kind == SocketKind::Pub).then(|| {
+        Arc::new(PubQueue::new(
+            progress.clone(),
+            cfg.queue_capacity,
+            cfg.publisher_queue_bytes,
+        ))
+    });
+    let mut out_task = AbortOnDrop(match &pubq {
+        Some(q) => tokio::spawn(outbound_pub(
+            lr,
+            out_rx,
+            fail_tx.clone(),
+            dead_rx.clone(),
+            limits,
+            q.clone(),
+        )),
+        None => tokio::spawn(outbound(
+            lr,
+            out_rx,
+            fail_tx.clone(),
+            dead_rx.clone(),
+            kind == SocketKind::Sub,
+            limits,
+            progress,
+        )),
+    });
+    let _in_task = AbortOnDrop(tokio::spawn(inbound(
+        lw, in_rx, fail_tx, dead_rx, limits, pubq,
     )));
-    let _in_task = AbortOnDrop(tokio::spawn(inbound(lw, in_rx, fail_tx, dead_rx, limits)));
 
     let mut generation = 0u64;
     let mut delay = cfg.reconnect_initial;

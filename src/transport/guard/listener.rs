@@ -31,6 +31,7 @@ use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
 use super::connector::curve_wire_limit;
+use super::pubq::PubQueue;
 use super::secure::{server_handshake, Refusal};
 use super::stream::{tune_tcp, Stream};
 use super::{grow_after, scan_limits, AbortOnDrop, PrivateIpc, FIRST_CHUNK};
@@ -40,6 +41,7 @@ use crate::error::BindError;
 use crate::telemetry;
 use crate::transport::batch::Progress;
 use crate::transport::curve::{CurveConfig, OpenStream, SealStream};
+use crate::transport::fanout::Splitter;
 use crate::transport::scan::{frame_header, FrameScanner, ScanLimits};
 use crate::transport::zmtp::{read_handshake, ready_command, Mechanism, SocketKind};
 
@@ -144,6 +146,7 @@ pub(crate) async fn bind_guarded(
         idle: cfg.idle_timeout,
         max_connections: cfg.max_connections.max(1),
         curve: cfg.curve.clone(),
+        queue: (cfg.queue_capacity, cfg.publisher_queue_bytes),
     });
     let task = tokio::spawn(accept_loop(listener, target, limits, progress, side));
     Ok(GuardedListener {
@@ -192,6 +195,8 @@ struct Side {
     max_connections: usize,
     /// CURVE settings; `None`: NULL.
     curve: Option<CurveConfig>,
+    /// A PUB socket's send queue per subscriber: publications, bytes.
+    queue: (usize, usize),
 }
 
 async fn accept_loop(
@@ -327,8 +332,14 @@ async fn relay_accepted(
     let activity = AtomicU64::new(0);
     // Set once the peer's greeting and READY have been checked.
     let shaken = AtomicBool::new(false);
+    // A PUB socket's subscriber: its own bounded send queue.
+    let pubq = (side.kind == SocketKind::Pub)
+        .then(|| PubQueue::new(progress.clone(), side.queue.0, side.queue.1));
     let inbound = async {
         let mut scanner = FrameScanner::new(limits);
+        if pubq.is_some() {
+            scanner = scanner.capture_small();
+        }
         let mut buf = vec![0u8; FIRST_CHUNK];
         let mut ends = Vec::new();
         // The peer's handshake, held back until checked.
@@ -346,6 +357,11 @@ async fn relay_accepted(
                 tracing::warn!(error = ?e, "disconnecting peer that broke the frame limits");
                 telemetry::disconnected(reason);
                 return;
+            }
+            if let Some(q) = &pubq {
+                for m in scanner.take_captured() {
+                    q.subscription(&m);
+                }
             }
             let mut chunk = &buf[..n];
             if !shaken.load(Ordering::Relaxed) {
@@ -380,6 +396,37 @@ async fn relay_accepted(
         }
     };
     let outbound = async {
+        if let Some(q) = &pubq {
+            let fill = q.fill(
+                &mut ir,
+                Splitter::new(limits, true),
+                || telemetry::DropReason::SlowSubscriber,
+                || {
+                    activity.fetch_add(1, Ordering::Relaxed);
+                },
+            );
+            let drain = async {
+                loop {
+                    let mut batch = q.next().await;
+                    while let Some(p) = batch.pop_front() {
+                        if pw.write_all(&p.bytes).await.is_err() {
+                            q.lost(&p);
+                            q.put_back(batch);
+                            return;
+                        }
+                        q.written(&p);
+                        activity.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            };
+            tokio::select! {
+                r = fill => if let Err(e) = r {
+                    tracing::error!(error = ?e, "PUB socket wrote a malformed stream");
+                },
+                _ = drain => {}
+            }
+            return;
+        }
         let mut buf = vec![0u8; FIRST_CHUNK];
         // The socket's own handshake (greeting, READY) is not counted: only
         // messages, which is what senders count as handed over.
@@ -491,10 +538,15 @@ async fn relay_curve(
         limits.max_message,
         side.kind == SocketKind::Sub,
     );
+    let pubq = (side.kind == SocketKind::Pub)
+        .then(|| PubQueue::new(progress.clone(), side.queue.0, side.queue.1));
     let inbound = async {
         // The scanner checks the decrypted frames against the message
         // limits before they are written on.
         let mut scanner = FrameScanner::after_handshake(limits);
+        if pubq.is_some() {
+            scanner = scanner.capture_small();
+        }
         let mut buf = vec![0u8; FIRST_CHUNK];
         let mut plain = Vec::new();
         let mut ends = Vec::new();
@@ -516,6 +568,11 @@ async fn relay_curve(
                 telemetry::disconnected(e.reason());
                 return;
             }
+            if let Some(q) = &pubq {
+                for m in scanner.take_captured() {
+                    q.subscription(&m);
+                }
+            }
             if !plain.is_empty() && iw.write_all(&plain).await.is_err() {
                 return;
             }
@@ -523,8 +580,46 @@ async fn relay_curve(
         }
     };
     let outbound = async {
-        let mut buf = vec![0u8; FIRST_CHUNK];
         let mut sealed = Vec::new();
+        if let Some(q) = &pubq {
+            // The socket's handshake was swallowed above.
+            let fill = q.fill(
+                &mut ir,
+                Splitter::new(limits, false),
+                || telemetry::DropReason::SlowSubscriber,
+                || {
+                    activity.fetch_add(1, Ordering::Relaxed);
+                },
+            );
+            let drain = async {
+                loop {
+                    let mut batch = q.next().await;
+                    while let Some(p) = batch.pop_front() {
+                        sealed.clear();
+                        if let Err(e) = seal.feed(&p.bytes, &mut sealed) {
+                            tracing::error!(error = %e, "socket wrote a frame CURVE cannot carry");
+                            q.lost(&p);
+                            return;
+                        }
+                        if pw.write_all(&sealed).await.is_err() {
+                            q.lost(&p);
+                            q.put_back(batch);
+                            return;
+                        }
+                        q.written(&p);
+                        activity.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            };
+            tokio::select! {
+                r = fill => if let Err(e) = r {
+                    tracing::error!(error = ?e, "PUB socket wrote a malformed stream");
+                },
+                _ = drain => {}
+            }
+            return;
+        }
+        let mut buf = vec![0u8; FIRST_CHUNK];
         loop {
             let n = match ir.read(&mut buf).await {
                 Ok(0) | Err(_) => return,

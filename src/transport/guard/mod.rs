@@ -52,6 +52,7 @@
 
 mod connector;
 mod listener;
+mod pubq;
 mod relay;
 mod secure;
 mod stream;

@@ -13,6 +13,7 @@
 //! The local socket is read only while a remote is attached: its own queue
 //! is what applies backpressure while the link is down.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -20,10 +21,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix;
 use tokio::sync::{mpsc, watch};
 
+use super::pubq::PubQueue;
 use super::secure::{RemoteReader, RemoteWriter};
 use super::{grow_after, CHUNK, FIRST_CHUNK};
 use crate::telemetry;
 use crate::transport::batch::Progress;
+use crate::transport::fanout::Splitter;
 use crate::transport::scan::{frame_header, FrameScanner, ScanLimits};
 
 /// What the local-to-remote pump does next.
@@ -133,6 +136,86 @@ pub(super) async fn outbound(
     }
 }
 
+/// Local PUB socket -> remote subscriber. The local socket is read all
+/// the time, into the link's bounded send queue, so it is never held up:
+/// while the remote is down what fits waits for the reconnect (as a
+/// libzmq PUB's pipe does) and what does not is dropped as `link_down`;
+/// while it is up, as `slow_subscriber`. Pieces are whole messages, so a
+/// broken connection loses the piece being written (counted) and the next
+/// connection starts on a boundary.
+pub(super) async fn outbound_pub(
+    local: unix::OwnedReadHalf,
+    mut remotes: mpsc::Receiver<(u64, RemoteWriter)>,
+    fail: mpsc::Sender<u64>,
+    mut dead: watch::Receiver<u64>,
+    limits: ScanLimits,
+    q: Arc<PubQueue>,
+) {
+    let attached = AtomicBool::new(false);
+    let fill = q.fill(
+        local,
+        Splitter::new(limits, false),
+        || {
+            if attached.load(Ordering::Relaxed) {
+                telemetry::DropReason::SlowSubscriber
+            } else {
+                telemetry::DropReason::LinkDown
+            }
+        },
+        || {},
+    );
+    let drain = async {
+        let mut remote: Option<(u64, RemoteWriter)> = None;
+        loop {
+            let Some((g, w)) = &mut remote else {
+                remote = remotes.recv().await;
+                if remote.is_none() {
+                    return;
+                }
+                attached.store(true, Ordering::Relaxed);
+                continue;
+            };
+            let g = *g;
+            let mut batch = tokio::select! {
+                b = q.next() => b,
+                _ = is_dead(&mut dead, g) => {
+                    remote = None;
+                    attached.store(false, Ordering::Relaxed);
+                    continue;
+                }
+                r = remotes.recv() => {
+                    if r.is_none() {
+                        return;
+                    }
+                    remote = r;
+                    continue;
+                }
+            };
+            while let Some(p) = batch.pop_front() {
+                let written = tokio::select! {
+                    r = w.write_plain(&p.bytes) => r.is_ok(),
+                    _ = is_dead(&mut dead, g) => false,
+                };
+                if !written {
+                    q.lost(&p);
+                    q.put_back(batch);
+                    let _ = fail.send(g).await;
+                    remote = None;
+                    attached.store(false, Ordering::Relaxed);
+                    break;
+                }
+                q.written(&p);
+            }
+        }
+    };
+    tokio::select! {
+        r = fill => if let Err(e) = r {
+            tracing::error!(error = ?e, "link: local PUB socket wrote a malformed stream");
+        },
+        _ = drain => {}
+    }
+}
+
 /// Resolves once generation `g` is known dead (or the coordinator is gone).
 async fn is_dead(dead: &mut watch::Receiver<u64>, g: u64) {
     let _ = dead.wait_for(|d| *d >= g).await;
@@ -168,10 +251,15 @@ pub(super) async fn inbound(
     fail: mpsc::Sender<u64>,
     mut dead: watch::Receiver<u64>,
     limits: ScanLimits,
+    pubq: Option<Arc<PubQueue>>,
 ) {
     let mut ends = Vec::new();
     while let Some((g, mut r)) = remotes.recv().await {
         let mut scanner = FrameScanner::after_handshake(limits);
+        if pubq.is_some() {
+            // A remote subscriber's subscriptions: what it is owed.
+            scanner = scanner.capture_small();
+        }
         let mut buf = BytesMut::with_capacity(FIRST_CHUNK);
         let mut want = FIRST_CHUNK;
         loop {
@@ -193,6 +281,11 @@ pub(super) async fn inbound(
                 tracing::warn!(error = ?e, "link: remote broke the frame limits; reconnecting");
                 telemetry::disconnected(e.reason());
                 break;
+            }
+            if let Some(q) = &pubq {
+                for m in scanner.take_captured() {
+                    q.subscription(&m);
+                }
             }
             if let Some(&last) = ends.last() {
                 let upto = before + last;
