@@ -40,6 +40,10 @@ pub(crate) struct PubArgs {
     /// The topic.
     #[arg(long)]
     topic: String,
+    /// Start a trace: every message goes out in it (W3C `traceparent`),
+    /// and its trace id is printed on stderr (`trace <32 hex digits>`).
+    #[arg(long)]
+    trace: bool,
     #[command(flatten)]
     send: Send,
 }
@@ -131,13 +135,17 @@ pub(crate) async fn publish(args: PubArgs) -> Result<(), BoxError> {
     }
     let started = Instant::now();
     let topic = args.topic.clone();
-    let sent = args
-        .send
-        .drive(|v| {
-            let (p, topic) = (&p, &topic);
-            async move { p.publish(topic, &v).await }
-        })
-        .await?;
+    let drive = args.send.drive(|v| {
+        let (p, topic) = (&p, &topic);
+        async move { p.publish(topic, &v).await }
+    });
+    let sent = if args.trace {
+        let cx = zfabric::trace::TraceContext::new_trace();
+        eprintln!("trace {}", cx.trace_id_hex());
+        zfabric::trace::with_context(cx, drive).await?
+    } else {
+        drive.await?
+    };
     // Linger: let the last messages leave before the process exits.
     tokio::time::sleep(Duration::from_millis(300)).await;
     eprintln!(

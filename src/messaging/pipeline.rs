@@ -6,6 +6,7 @@
 //! I/O of its own.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use super::{Delivery, SocketBuilder};
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
+use crate::trace;
 use crate::transport::inproc::{Family, RoundRobin};
 use crate::transport::zmtp::SocketKind;
 use crate::transport::{open_socket, Inbound, Outbound};
@@ -28,6 +30,8 @@ pub struct Pusher<T> {
     ids: IdGen,
     limits: Limits,
     endpoints: Vec<Endpoint>,
+    /// What its spans name as destination: the first endpoint given.
+    dest: Arc<str>,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -36,6 +40,8 @@ pub struct Pusher<T> {
 pub struct Puller<T> {
     inbound: Inbound<PullSocket>,
     endpoints: Vec<Endpoint>,
+    /// What its spans name as destination: the first endpoint given.
+    dest: Arc<str>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -43,6 +49,7 @@ impl SocketBuilder {
     /// Opens a pusher.
     pub async fn pusher<T: Serialize>(self) -> Result<Pusher<T>, OpenError> {
         let plan = self.plan()?;
+        let dest = plan.name();
         let (out, endpoints) = if plan.inproc {
             Outbound::inproc(&plan, Family::Pipeline)?
         } else {
@@ -55,6 +62,7 @@ impl SocketBuilder {
             ids: IdGen::new(),
             limits: self.config.limits,
             endpoints,
+            dest,
             _t: PhantomData,
         })
     }
@@ -62,6 +70,7 @@ impl SocketBuilder {
     /// Opens a puller.
     pub async fn puller<T>(self) -> Result<Puller<T>, OpenError> {
         let plan = self.plan()?;
+        let dest = plan.name();
         let (inbound, endpoints) = if plan.inproc {
             Inbound::inproc(&plan, Family::Pipeline, self.config.queue_capacity, None)?
         } else {
@@ -75,6 +84,7 @@ impl SocketBuilder {
         Ok(Puller {
             inbound,
             endpoints,
+            dest,
             _t: PhantomData,
         })
     }
@@ -106,6 +116,9 @@ impl<T: Serialize> Pusher<T> {
         let id = self.ids.next_id();
         let mut header = Header::new(Kind::Event, id, self.ids.source(), id.0 as u64);
         header.content_type = ct;
+        // Only a send made inside a trace is traced (it never starts one).
+        let op = trace::outgoing(trace::Op::Send, &self.dest, false);
+        op.stamp(&mut header);
         if body.len() + 64 > self.limits.max_message_size {
             return Err(SendError::TooLarge {
                 size: body.len() + 64,
@@ -161,7 +174,10 @@ impl<T> Puller<T> {
         // moved as few times as possible (measured under callgrind,
         // docs/BENCH.md).
         if let Some(rx) = self.inbound.inproc_queue() {
-            let m = rx.recv().await.ok_or(RecvError::Closed)?;
+            let mut m = rx.recv().await.ok_or(RecvError::Closed)?;
+            if m.env.header.traceparent.is_some() {
+                received(&self.dest, &mut m.env.header);
+            }
             return Ok(Delivery::new(Bytes::new(), m.env, 0));
         }
         self.recv_remote().await
@@ -171,8 +187,11 @@ impl<T> Puller<T> {
     /// which are dropped and counted.
     async fn recv_remote(&mut self) -> Result<Delivery<T>, RecvError> {
         loop {
-            let env = self.inbound.recv().await.ok_or(RecvError::Closed)?.env;
+            let mut env = self.inbound.recv().await.ok_or(RecvError::Closed)?.env;
             if env.header.kind == Kind::Event {
+                if env.header.traceparent.is_some() {
+                    received(&self.dest, &mut env.header);
+                }
                 return Ok(Delivery::new(Bytes::new(), env, 0));
             }
             telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
@@ -185,4 +204,11 @@ impl<T> Puller<T> {
             .await
             .map_err(|_| RecvError::Timeout(limit))?
     }
+}
+
+/// The receive span of a traced message; the delivery's header then names
+/// it, so that whoever continues the trace from the delivery is its child.
+#[inline(never)]
+fn received(dest: &Arc<str>, header: &mut Header) {
+    trace::incoming(trace::Op::Receive, dest, header).stamp(header);
 }

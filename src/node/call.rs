@@ -20,11 +20,12 @@ use super::error::{from_remote, CallError};
 use super::links::Failed;
 use super::membership::{PeerId, PeerState};
 use super::options::CallOptions;
-use super::protocol::Call;
+use super::protocol::{Call, TraceFields};
 use super::routing::Pick;
 use super::shared::Shared;
 use crate::resilience::deadline;
 use crate::telemetry::{RequestTimer, Side};
+use crate::trace;
 use crate::wire;
 use crate::RequestError;
 
@@ -43,6 +44,34 @@ async fn measured(
     r
 }
 
+/// The span a call to `service` makes: a call, or for the service of an
+/// event consumer group (`@ev/…`) the send of an event to it.
+fn call_op(service: &str) -> trace::Op {
+    if service.starts_with(crate::topology::events::EVENT_SERVICE_PREFIX) {
+        trace::Op::Send
+    } else {
+        trace::Op::Call
+    }
+}
+
+/// Runs a call in its client span (one for all its attempts), the span's
+/// context going into every attempt's header.
+async fn traced<F, Fut>(service: &str, work: F) -> Result<Bytes, CallError>
+where
+    F: FnOnce(TraceFields) -> Fut,
+    Fut: std::future::Future<Output = Result<Bytes, CallError>>,
+{
+    let op = trace::outgoing(call_op(service), &service, true);
+    if !op.is_traced() {
+        return work((None, None)).await;
+    }
+    let r = op.within(work(op.fields())).await;
+    if let Err(e) = &r {
+        op.failed(e.outcome());
+    }
+    r
+}
+
 /// Calls `service` on one member serving it, as `opts` say.
 pub(super) async fn anycast(
     s: &Shared,
@@ -50,7 +79,14 @@ pub(super) async fn anycast(
     body: Bytes,
     opts: CallOptions,
 ) -> Result<Bytes, CallError> {
-    measured(s, service, anycast_unmeasured(s, service, body, opts)).await
+    traced(service, |trace| {
+        measured(
+            s,
+            service,
+            anycast_unmeasured(s, service, body, opts, trace),
+        )
+    })
+    .await
 }
 
 async fn anycast_unmeasured(
@@ -58,6 +94,7 @@ async fn anycast_unmeasured(
     service: &str,
     body: Bytes,
     opts: CallOptions,
+    trace: TraceFields,
 ) -> Result<Bytes, CallError> {
     let timeout = deadline::budget(opts.timeout);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -95,6 +132,7 @@ async fn anycast_unmeasured(
             body: body.clone(),
             call_id,
             priority: opts.priority,
+            trace: trace.clone(),
         };
         match guarded(s, id, call, remaining).await {
             Err(e)
@@ -131,7 +169,14 @@ pub(super) async fn to_peer(
     body: Bytes,
     opts: CallOptions,
 ) -> Result<Bytes, CallError> {
-    measured(s, service, to_peer_unmeasured(s, peer, service, body, opts)).await
+    traced(service, |trace| {
+        measured(
+            s,
+            service,
+            to_peer_unmeasured(s, peer, service, body, opts, trace),
+        )
+    })
+    .await
 }
 
 async fn to_peer_unmeasured(
@@ -140,6 +185,7 @@ async fn to_peer_unmeasured(
     service: &str,
     body: Bytes,
     opts: CallOptions,
+    trace: TraceFields,
 ) -> Result<Bytes, CallError> {
     let timeout = deadline::budget(opts.timeout);
     if peer != s.view.me().id && !s.view.knows(peer) {
@@ -156,6 +202,7 @@ async fn to_peer_unmeasured(
         body,
         call_id: opts.call_id.unwrap_or_else(|| wire::random_u64() | 1),
         priority: opts.priority,
+        trace,
     };
     guarded(s, peer, call, timeout).await
 }
@@ -226,6 +273,7 @@ async fn local(s: &Shared, call: &Call, timeout: Duration) -> Result<Bytes, Call
     header.priority = call.priority;
     header.hops = hops;
     header.op = Some(wire::NodeOp::Call);
+    (header.traceparent, header.tracestate) = call.trace.clone();
     let work = svc.call(
         &call.service,
         call.call_id,
