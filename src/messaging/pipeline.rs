@@ -116,9 +116,13 @@ impl<T: Serialize> Pusher<T> {
         let id = self.ids.next_id();
         let mut header = Header::new(Kind::Event, id, self.ids.source(), id.0 as u64);
         header.content_type = ct;
-        // Only a send made inside a trace is traced (it never starts one).
-        let op = trace::outgoing(trace::Op::Send, &self.dest, false);
-        op.stamp(&mut header);
+        // Only a send made inside a trace is traced (it never starts one);
+        // its span ends once the send is done.
+        let _op = trace::in_trace().then(|| {
+            let op = trace::outgoing(trace::Op::Send, &self.dest, false);
+            op.stamp(&mut header);
+            Box::new(op)
+        });
         if body.len() + 64 > self.limits.max_message_size {
             return Err(SendError::TooLarge {
                 size: body.len() + 64,

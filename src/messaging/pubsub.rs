@@ -139,8 +139,25 @@ impl<T: Serialize> Publisher<T> {
             });
         }
         // Only a publish made inside a trace is traced (it never starts
-        // one): outside, this is one task-local look-up.
-        let op = trace::outgoing(trace::Op::Publish, &TopicName(topic), false);
+        // one): outside, this is one task-local look-up, and the traced
+        // path (boxed) adds nothing to this future.
+        if trace::in_trace() {
+            return Box::pin(async {
+                let op = trace::outgoing(trace::Op::Publish, &TopicName(topic), false);
+                self.send(topic, body, ct, Some(&op)).await
+            })
+            .await;
+        }
+        self.send(topic, body, ct, None).await
+    }
+
+    async fn send(
+        &self,
+        topic: &[u8],
+        body: Bytes,
+        ct: ContentType,
+        op: Option<&trace::Traced>,
+    ) -> Result<(), SendError> {
         // The sequence number is taken while the transport holds what
         // orders the sends, so concurrent publishers never put a topic's
         // numbers out of order.
@@ -157,7 +174,9 @@ impl<T: Serialize> Publisher<T> {
             };
             let mut header = Header::new(Kind::Event, self.ids.next_id(), self.ids.source(), seq);
             header.content_type = ct;
-            op.stamp(&mut header);
+            if let Some(op) = op {
+                op.stamp(&mut header);
+            }
             header
         };
         match &self.out {

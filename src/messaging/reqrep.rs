@@ -296,23 +296,28 @@ impl<Req, Rep> Client<Req, Rep> {
     /// error reply ends as [`RequestError::Remote`].
     pub async fn request_raw(
         &self,
-        mut fields: CallFields,
+        fields: CallFields,
         body: Bytes,
         timeout: Duration,
     ) -> Result<Envelope, RequestError> {
         // A plain request continues the task's trace (or starts one when
         // sampling); node operations carry the context their layer chose.
-        if fields.op.is_none() && fields.traceparent.is_none() {
+        // The traced path is boxed: untraced, this future is what it was.
+        if fields.op.is_none() && fields.traceparent.is_none() && trace::may_trace() {
             let op = trace::outgoing(trace::Op::Call, &self.dest, true);
             if op.is_traced() {
-                (fields.traceparent, fields.tracestate) = op.fields();
-                let r = op
-                    .within(self.request_untraced(fields, body, timeout))
-                    .await;
-                if let Err(e) = &r {
-                    op.failed(request_outcome(e));
-                }
-                return r;
+                return Box::pin(async move {
+                    let mut fields = fields;
+                    (fields.traceparent, fields.tracestate) = op.fields();
+                    let r = op
+                        .within(self.request_untraced(fields, body, timeout))
+                        .await;
+                    if let Err(e) = &r {
+                        op.failed(request_outcome(e));
+                    }
+                    r
+                })
+                .await;
             }
         }
         self.request_untraced(fields, body, timeout).await

@@ -61,15 +61,22 @@ where
     F: FnOnce(TraceFields) -> Fut,
     Fut: std::future::Future<Output = Result<Bytes, CallError>>,
 {
+    if !trace::may_trace() {
+        return work((None, None)).await;
+    }
     let op = trace::outgoing(call_op(service), &service, true);
     if !op.is_traced() {
         return work((None, None)).await;
     }
-    let r = op.within(work(op.fields())).await;
-    if let Err(e) = &r {
-        op.failed(e.outcome());
-    }
-    r
+    // Boxed: untraced, the call's future is what it was.
+    Box::pin(async move {
+        let r = op.within(work(op.fields())).await;
+        if let Err(e) = &r {
+            op.failed(e.outcome());
+        }
+        r
+    })
+    .await
 }
 
 /// Calls `service` on one member serving it, as `opts` say.

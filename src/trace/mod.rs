@@ -105,6 +105,18 @@ pub async fn with_context<F: Future>(cx: TraceContext, fut: F) -> F::Output {
     CURRENT.scope(cx, fut).await
 }
 
+/// Whether this task works in a trace (cheaper than [`current`]: no
+/// clone).
+pub(crate) fn in_trace() -> bool {
+    CURRENT.try_with(|_| ()).is_ok()
+}
+
+/// Whether an operation that may start a trace could be traced at all:
+/// inside a trace, or with sampling on.
+pub(crate) fn may_trace() -> bool {
+    sampling() || in_trace()
+}
+
 /// The trace context a header carries, if it carries a valid one.
 pub fn from_header(header: &Header) -> Option<TraceContext> {
     TraceContext::from_fields(header.traceparent.as_ref()?, header.tracestate.as_ref())
