@@ -54,29 +54,44 @@ fn call_op(service: &str) -> trace::Op {
     }
 }
 
+/// A call's future, boxed.
+type Boxed<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, CallError>> + Send + 'a>>;
+
 /// Runs a call in its client span (one for all its attempts), the span's
 /// context going into every attempt's header.
-async fn traced<F, Fut>(service: &str, work: F) -> Result<Bytes, CallError>
-where
-    F: FnOnce(TraceFields) -> Fut,
-    Fut: std::future::Future<Output = Result<Bytes, CallError>>,
-{
-    if !trace::may_trace() {
-        return work((None, None)).await;
+async fn traced(
+    op: trace::Traced,
+    work: impl std::future::Future<Output = Result<Bytes, CallError>>,
+) -> Result<Bytes, CallError> {
+    let r = op.within(work).await;
+    if let Err(e) = &r {
+        op.failed(e.outcome());
     }
-    let op = trace::outgoing(call_op(service), &service, true);
-    if !op.is_traced() {
-        return work((None, None)).await;
-    }
-    // Boxed: untraced, the call's future is what it was.
-    Box::pin(async move {
-        let r = op.within(work(op.fields())).await;
-        if let Err(e) = &r {
-            op.failed(e.outcome());
-        }
-        r
-    })
-    .await
+    r
+}
+
+/// The traced path, made and boxed out of line: the untraced call's
+/// future and stack frames stay what they were (a call to this node's own
+/// service nests in its caller's task, and a forwarding loop nests up to
+/// the hop limit).
+#[inline(never)]
+fn anycast_traced<'a>(
+    s: &'a Shared,
+    service: &'a str,
+    body: Bytes,
+    opts: CallOptions,
+    op: trace::Traced,
+) -> Boxed<'a> {
+    let fields = op.fields();
+    Box::pin(traced(
+        op,
+        measured(
+            s,
+            service,
+            anycast_unmeasured(s, service, body, opts, fields),
+        ),
+    ))
 }
 
 /// Calls `service` on one member serving it, as `opts` say.
@@ -86,13 +101,17 @@ pub(super) async fn anycast(
     body: Bytes,
     opts: CallOptions,
 ) -> Result<Bytes, CallError> {
-    traced(service, |trace| {
-        measured(
-            s,
-            service,
-            anycast_unmeasured(s, service, body, opts, trace),
-        )
-    })
+    if trace::may_trace() {
+        let op = trace::outgoing(call_op(service), &service, true);
+        if op.is_traced() {
+            return anycast_traced(s, service, body, opts, op).await;
+        }
+    }
+    measured(
+        s,
+        service,
+        anycast_unmeasured(s, service, body, opts, (None, None)),
+    )
     .await
 }
 
@@ -176,14 +195,39 @@ pub(super) async fn to_peer(
     body: Bytes,
     opts: CallOptions,
 ) -> Result<Bytes, CallError> {
-    traced(service, |trace| {
+    if trace::may_trace() {
+        let op = trace::outgoing(call_op(service), &service, true);
+        if op.is_traced() {
+            return to_peer_traced(s, peer, service, body, opts, op).await;
+        }
+    }
+    measured(
+        s,
+        service,
+        to_peer_unmeasured(s, peer, service, body, opts, (None, None)),
+    )
+    .await
+}
+
+/// [`anycast_traced`] for a call to a named peer.
+#[inline(never)]
+fn to_peer_traced<'a>(
+    s: &'a Shared,
+    peer: PeerId,
+    service: &'a str,
+    body: Bytes,
+    opts: CallOptions,
+    op: trace::Traced,
+) -> Boxed<'a> {
+    let fields = op.fields();
+    Box::pin(traced(
+        op,
         measured(
             s,
             service,
-            to_peer_unmeasured(s, peer, service, body, opts, trace),
-        )
-    })
-    .await
+            to_peer_unmeasured(s, peer, service, body, opts, fields),
+        ),
+    ))
 }
 
 async fn to_peer_unmeasured(

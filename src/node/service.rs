@@ -43,6 +43,8 @@ pub const MAX_HOPS: u8 = 32;
 
 /// The future a handler returns: the reply's encoded body.
 pub(super) type BoxFut = Pin<Box<dyn Future<Output = Result<Bytes, RemoteError>> + Send>>;
+/// A service call's future, boxed.
+type BoxCall<'a> = Pin<Box<dyn Future<Output = Result<Bytes, RemoteError>> + Send + 'a>>;
 /// A handler on encoded bodies, as services and groups run it: the
 /// request's header and body as they arrived.
 pub(super) type Handler = Arc<dyn Fn(Request<Bytes>) -> BoxFut + Send + Sync>;
@@ -263,15 +265,61 @@ impl Service {
         body: Bytes,
         header: Header,
     ) -> Result<Bytes, RemoteError> {
-        // Serving-side request metrics: in flight from here, one outcome.
+        if header.traceparent.is_some() {
+            return self
+                .call_traced(name, call, priority, hops, body, header)
+                .await;
+        }
+        // Untraced: metrics and the run inline, as before tracing.
         let timer = RequestTimer::start(name.clone(), Side::Server);
-        // The server span, when the call carries a trace: its handler
-        // runs in it, so that its own calls continue the trace.
-        let op = trace::incoming(serve_op(name), &name, &header);
-        op.hop(hops);
+        let untraced = trace::Traced::none();
         let r = self
-            .run(name, call, priority, hops, body, header, &op)
+            .run(name, call, priority, hops, body, header, &untraced)
             .await;
+        timer.finish(match &r {
+            Ok(_) => "ok",
+            Err(e) => remote_outcome(&e.code),
+        });
+        r
+    }
+
+    /// A call that carries a trace: in its server span, whose context its
+    /// handler runs in (so that its own calls continue the trace). Made
+    /// and boxed out of line, so that an untraced call's future and stack
+    /// frames stay what they were (calls to a node's own service nest).
+    #[inline(never)]
+    fn call_traced<'a>(
+        &'a self,
+        name: &'a Arc<str>,
+        call: u64,
+        priority: u8,
+        hops: u8,
+        body: Bytes,
+        header: Header,
+    ) -> BoxCall<'a> {
+        Box::pin(async move {
+            let op = trace::incoming(serve_op(name), &name, &header);
+            op.hop(hops);
+            self.measured(name, call, priority, hops, body, header, &op)
+                .await
+        })
+    }
+
+    /// Serving-side request metrics around a call: in flight from here,
+    /// one outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn measured(
+        &self,
+        name: &Arc<str>,
+        call: u64,
+        priority: u8,
+        hops: u8,
+        body: Bytes,
+        header: Header,
+        op: &trace::Traced,
+    ) -> Result<Bytes, RemoteError> {
+        let timer = RequestTimer::start(name.clone(), Side::Server);
+        let r = self.run(name, call, priority, hops, body, header, op).await;
         let outcome = match &r {
             Ok(_) => "ok",
             Err(e) => remote_outcome(&e.code),
