@@ -33,6 +33,9 @@
 //! - [`telemetry`]: metric names; [`telemetry::DropReason`] and
 //!   [`telemetry::DisconnectReason`], the lists every drop and disconnect is
 //!   counted under.
+//! - [`trace`]: the W3C trace context in headers and task-locals, and a
+//!   `tracing` span per operation after OpenTelemetry's messaging
+//!   conventions (no I/O, no exporter).
 //! - `endpoint`, `config`, `error`: typed endpoints, socket settings, the
 //!   error of each operation.
 //! - `transport`: the one seam patterns send and receive through
@@ -133,6 +136,7 @@ pub mod node;
 pub mod resilience;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 mod transport;
 pub mod wire;
 

@@ -47,8 +47,8 @@ enum Command {
 }
 
 fn main() {
-    app::logs::init();
     let cli = Cli::parse();
+    let telemetry = app::logs::init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -57,6 +57,7 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("zfabric: cannot start the runtime: {e}");
+            telemetry.shutdown();
             std::process::exit(1);
         }
     };
@@ -75,6 +76,10 @@ fn main() {
             Command::Bench(args) => bench::run(args).await,
         }
     });
+    // The runtime goes first (its tasks end), then the spans still
+    // queued are exported.
+    drop(rt);
+    telemetry.shutdown();
     if let Err(e) = result {
         eprintln!("zfabric: {e}");
         std::process::exit(app::exit_code(&e));

@@ -423,7 +423,17 @@ per_transport!(
 );
 
 /// What a raw handler saw of a request's header fields.
-type SeenFields = (String, u64, u8, u8, Option<u8>, u32, Option<String>, bool);
+type SeenFields = (
+    String,
+    u64,
+    u8,
+    u8,
+    Option<u8>,
+    u32,
+    Option<String>,
+    Option<String>,
+    bool,
+);
 
 async fn a_raw_call_carries_every_header_field_and_its_body_unchanged(tp: Tp) {
     use bytes::Bytes;
@@ -444,6 +454,7 @@ async fn a_raw_call_carries_every_header_field_and_its_body_unchanged(tp: Tp) {
             h.op.map(|o| o as u8),
             h.attempt,
             h.traceparent.as_deref().map(str::to_string),
+            h.tracestate.as_deref().map(str::to_string),
             h.content_type == ContentType::Raw,
         );
         Ok(zfabric::wire::encode_body(&seen).unwrap())
@@ -460,6 +471,7 @@ async fn a_raw_call_carries_every_header_field_and_its_body_unchanged(tp: Tp) {
         op: Some(NodeOp::Call),
         attempt: 2,
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        tracestate: Some("congo=t61rcWkgMzE".into()),
         content_type: ContentType::Raw,
     };
     let reply = client
@@ -482,6 +494,7 @@ async fn a_raw_call_carries_every_header_field_and_its_body_unchanged(tp: Tp) {
             Some(NodeOp::Call as u8),
             2,
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
+            Some("congo=t61rcWkgMzE".to_string()),
             true,
         )
     );

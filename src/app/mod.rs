@@ -1,6 +1,6 @@
 //! The application-level vocabulary every `zfabric` command shares: the
 //! error type and its exit codes, the latency histogram, the `--metrics`
-//! endpoint.
+//! endpoint, logs and trace export.
 //!
 //! Guarantees: the commands (`cli`, `run`, `bench`, `tour`) depend on this
 //! module and never on each other for these; a usage error always exits
@@ -12,5 +12,6 @@ pub(crate) mod health;
 pub(crate) mod histogram;
 pub(crate) mod logs;
 pub(crate) mod metrics;
+pub(crate) mod traces;
 
 pub(crate) use error::{exit_code, BoxError, Incomplete, UsageError};

@@ -53,6 +53,10 @@ pub(crate) struct PubArgs {
     /// How long to wait for --subscribers, in milliseconds.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     wait_ms: u64,
+    /// Start a trace: every message goes out in it (W3C `traceparent`),
+    /// and its trace id is printed on stderr (`trace <32 hex digits>`).
+    #[arg(long)]
+    trace: bool,
     #[command(flatten)]
     send: Send,
 }
@@ -154,13 +158,17 @@ pub(crate) async fn publish(args: PubArgs) -> Result<(), BoxError> {
     }
     let started = Instant::now();
     let topic = args.topic.clone();
-    let sent = args
-        .send
-        .drive(|v| {
-            let (p, topic) = (&p, &topic);
-            async move { p.publish(topic, &v).await }
-        })
-        .await?;
+    let drive = args.send.drive(|v| {
+        let (p, topic) = (&p, &topic);
+        async move { p.publish(topic, &v).await }
+    });
+    let sent = if args.trace {
+        let cx = zfabric::trace::TraceContext::new_trace();
+        eprintln!("trace {}", cx.trace_id_hex());
+        zfabric::trace::with_context(cx, drive).await?
+    } else {
+        drive.await?
+    };
     let elapsed = started.elapsed();
     let stats = p.close(Duration::from_millis(args.send.linger)).await;
     eprintln!(

@@ -58,6 +58,11 @@ pub(crate) struct ReqArgs {
     /// Deadline of each request, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout: u64,
+    /// Start a trace: every request goes out in it (W3C `traceparent`),
+    /// and its trace id is printed on stderr (`trace <32 hex digits>`) to
+    /// look it up in the trace back end.
+    #[arg(long)]
+    trace: bool,
     #[command(flatten)]
     curve: CurveArgs,
 }
@@ -195,24 +200,35 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (mut ok, mut failed) = (0u64, 0u64);
-    for _ in 0..args.count {
-        let t = Instant::now();
-        match node
-            .request::<_, Value>(&args.service, &body, timeout)
-            .await
-        {
-            Ok(v) => {
-                ok += 1;
-                println!("{v}");
+    let calls = async {
+        let (mut ok, mut failed) = (0u64, 0u64);
+        for _ in 0..args.count {
+            let t = Instant::now();
+            match node
+                .request::<_, Value>(&args.service, &body, timeout)
+                .await
+            {
+                Ok(v) => {
+                    ok += 1;
+                    println!("{v}");
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("error: {e}");
+                }
             }
-            Err(e) => {
-                failed += 1;
-                println!("error: {e}");
-            }
+            tracing::debug!(took = ?t.elapsed(), "request done");
         }
-        tracing::debug!(took = ?t.elapsed(), "request done");
-    }
+        (ok, failed)
+    };
+    let (ok, failed) = match args.trace {
+        true => {
+            let cx = zfabric::trace::TraceContext::new_trace();
+            eprintln!("trace {}", cx.trace_id_hex());
+            zfabric::trace::with_context(cx, calls).await
+        }
+        false => calls.await,
+    };
     node.shutdown(Duration::from_millis(500)).await;
     eprintln!("{ok} replies, {failed} errors");
     if failed > 0 {

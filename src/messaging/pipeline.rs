@@ -7,6 +7,7 @@
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use super::{Delivery, SocketBuilder};
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
+use crate::trace;
 use crate::transport::inproc::{Family, RoundRobin};
 use crate::transport::zmtp::SocketKind;
 use crate::transport::{open_socket, Inbound, Outbound};
@@ -31,6 +33,8 @@ pub struct Pusher<T> {
     inproc_sent: AtomicU64,
     limits: Limits,
     endpoints: Vec<Endpoint>,
+    /// What its spans name as destination: the first endpoint given.
+    dest: Arc<str>,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -53,6 +57,8 @@ pub struct PushStats {
 pub struct Puller<T> {
     inbound: Inbound<PullSocket>,
     endpoints: Vec<Endpoint>,
+    /// What its spans name as destination: the first endpoint given.
+    dest: Arc<str>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -60,6 +66,7 @@ impl SocketBuilder {
     /// Opens a pusher.
     pub async fn pusher<T: Serialize>(self) -> Result<Pusher<T>, OpenError> {
         let plan = self.plan()?;
+        let dest = plan.name();
         let (out, endpoints) = if plan.inproc {
             Outbound::inproc(&plan, Family::Pipeline)?
         } else {
@@ -73,6 +80,7 @@ impl SocketBuilder {
             inproc_sent: AtomicU64::new(0),
             limits: self.config.limits,
             endpoints,
+            dest,
             _t: PhantomData,
         })
     }
@@ -80,6 +88,7 @@ impl SocketBuilder {
     /// Opens a puller.
     pub async fn puller<T>(self) -> Result<Puller<T>, OpenError> {
         let plan = self.plan()?;
+        let dest = plan.name();
         let (inbound, endpoints) = if plan.inproc {
             Inbound::inproc(&plan, Family::Pipeline, self.config.queue_capacity, None)?
         } else {
@@ -93,6 +102,7 @@ impl SocketBuilder {
         Ok(Puller {
             inbound,
             endpoints,
+            dest,
             _t: PhantomData,
         })
     }
@@ -124,6 +134,13 @@ impl<T: Serialize> Pusher<T> {
         let id = self.ids.next_id();
         let mut header = Header::new(Kind::Event, id, self.ids.source(), id.0 as u64);
         header.content_type = ct;
+        // Only a send made inside a trace is traced (it never starts one);
+        // its span ends once the send is done.
+        let _op = trace::in_trace().then(|| {
+            let op = trace::outgoing(trace::Op::Send, &self.dest, false);
+            op.stamp(&mut header);
+            Box::new(op)
+        });
         if body.len() + 64 > self.limits.max_message_size {
             return Err(SendError::TooLarge {
                 size: body.len() + 64,
@@ -217,7 +234,10 @@ impl<T> Puller<T> {
         // moved as few times as possible (measured under callgrind,
         // docs/BENCH.md).
         if let Some(rx) = self.inbound.inproc_queue() {
-            let m = rx.recv().await.ok_or(RecvError::Closed)?;
+            let mut m = rx.recv().await.ok_or(RecvError::Closed)?;
+            if m.env.header.traceparent.is_some() {
+                received(&self.dest, &mut m.env.header);
+            }
             return Ok(Delivery::new(Bytes::new(), m.env, 0));
         }
         self.recv_remote().await
@@ -227,8 +247,11 @@ impl<T> Puller<T> {
     /// which are dropped and counted.
     async fn recv_remote(&mut self) -> Result<Delivery<T>, RecvError> {
         loop {
-            let env = self.inbound.recv().await.ok_or(RecvError::Closed)?.env;
+            let mut env = self.inbound.recv().await.ok_or(RecvError::Closed)?.env;
             if env.header.kind == Kind::Event {
+                if env.header.traceparent.is_some() {
+                    received(&self.dest, &mut env.header);
+                }
                 return Ok(Delivery::new(Bytes::new(), env, 0));
             }
             telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
@@ -241,4 +264,11 @@ impl<T> Puller<T> {
             .await
             .map_err(|_| RecvError::Timeout(limit))?
     }
+}
+
+/// The receive span of a traced message; the delivery's header then names
+/// it, so that whoever continues the trace from the delivery is its child.
+#[inline(never)]
+fn received(dest: &Arc<str>, header: &mut Header) {
+    trace::incoming(trace::Op::Receive, dest, header).stamp(header);
 }

@@ -18,6 +18,7 @@ use super::{Delivery, GapTracker, SocketBuilder};
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::telemetry;
+use crate::trace;
 use crate::transport::batch::FanBatcher;
 use crate::transport::fanout::{Audience, PublishStats};
 use crate::transport::inproc::Family;
@@ -138,6 +139,26 @@ impl<T: Serialize> Publisher<T> {
                 limit: self.limits.max_message_size,
             });
         }
+        // Only a publish made inside a trace is traced (it never starts
+        // one): outside, this is one task-local look-up, and the traced
+        // path (boxed) adds nothing to this future.
+        if trace::in_trace() {
+            return Box::pin(async {
+                let op = trace::outgoing(trace::Op::Publish, &TopicName(topic), false);
+                self.send(topic, body, ct, Some(&op)).await
+            })
+            .await;
+        }
+        self.send(topic, body, ct, None).await
+    }
+
+    async fn send(
+        &self,
+        topic: &[u8],
+        body: Bytes,
+        ct: ContentType,
+        op: Option<&trace::Traced>,
+    ) -> Result<(), SendError> {
         // The sequence number is taken while the transport holds what
         // orders the sends, so concurrent publishers never put a topic's
         // numbers out of order.
@@ -154,6 +175,9 @@ impl<T: Serialize> Publisher<T> {
             };
             let mut header = Header::new(Kind::Event, self.ids.next_id(), self.ids.source(), seq);
             header.content_type = ct;
+            if let Some(op) = op {
+                op.stamp(&mut header);
+            }
             header
         };
         match &self.out {
@@ -349,6 +373,26 @@ impl<T> Subscriber<T> {
             self.lost += gap;
             telemetry::lost(gap);
         }
+        let mut env = env;
+        if env.header.traceparent.is_some() {
+            received(&topic, &mut env.header);
+        }
         Some(Delivery::new(topic, env, gap))
+    }
+}
+
+/// The receive span of a traced message; the delivery's header then names
+/// it, so that whoever continues the trace from the delivery is its child.
+#[inline(never)]
+fn received(topic: &[u8], header: &mut Header) {
+    trace::incoming(trace::Op::Receive, &TopicName(topic), header).stamp(header);
+}
+
+/// A topic as a span names it.
+struct TopicName<'a>(&'a [u8]);
+
+impl std::fmt::Display for TopicName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.0))
     }
 }

@@ -25,6 +25,7 @@ use super::SocketBuilder;
 use crate::endpoint::Endpoint;
 use crate::error::{OpenError, RequestError, SendError};
 use crate::telemetry;
+use crate::trace;
 use crate::transport::guard::AbortOnDrop;
 use crate::transport::inproc::Family;
 use crate::transport::zmtp::SocketKind;
@@ -65,8 +66,13 @@ pub struct CallFields {
     pub op: Option<NodeOp>,
     /// Delivery attempt, 0 for the first ([`Header::attempt`]).
     pub attempt: u32,
-    /// W3C trace context ([`Header::traceparent`]).
+    /// W3C trace context ([`Header::traceparent`]). Left empty, a plain
+    /// request (no `op`) carries the trace of the task it is made in
+    /// ([`trace`](crate::trace)); set, it is sent as given.
     pub traceparent: Option<Arc<str>>,
+    /// W3C vendor trace state ([`Header::tracestate`]), sent with
+    /// `traceparent`.
+    pub tracestate: Option<Arc<str>>,
     /// How the body is encoded ([`Header::content_type`]).
     pub content_type: ContentType,
 }
@@ -81,6 +87,7 @@ impl CallFields {
         header.op = self.op;
         header.attempt = self.attempt;
         header.traceparent = self.traceparent;
+        header.tracestate = self.tracestate;
         header.content_type = self.content_type;
     }
 }
@@ -101,6 +108,8 @@ pub struct Client<Req, Rep> {
     limits: Limits,
     timeout: Duration,
     endpoints: Vec<Endpoint>,
+    /// What its spans name as destination: the first endpoint given.
+    dest: Arc<str>,
     _recv: Option<AbortOnDrop>,
     _t: PhantomData<fn(&Req) -> Rep>,
 }
@@ -120,6 +129,12 @@ impl<Req> Request<Req> {
     /// none was set).
     pub fn remaining(&self) -> Option<Duration> {
         self.header.deadline.and_then(|d| d.remaining())
+    }
+
+    /// The trace the request came in, if it carries one. The handler
+    /// already runs in it: calls it makes continue it by themselves.
+    pub fn trace_context(&self) -> Option<trace::TraceContext> {
+        trace::from_header(&self.header)
     }
 }
 
@@ -141,12 +156,15 @@ struct ServerCore {
     rx: Inbound<RouterRecvHalf>,
     tx: Arc<ReplySender<RouterSendHalf>>,
     max_in_flight: usize,
+    /// What its spans name as destination: the first endpoint given.
+    dest: Arc<str>,
 }
 
 impl SocketBuilder {
     /// Opens a request client.
     pub async fn client<Req, Rep>(self) -> Result<Client<Req, Rep>, OpenError> {
         let plan = self.plan()?;
+        let dest = plan.name();
         let pending: Pending = Arc::new(DashMap::new());
         let limits = self.config.limits;
         let (out, endpoints, recv_task) = if plan.inproc {
@@ -177,6 +195,7 @@ impl SocketBuilder {
             limits,
             timeout: DEFAULT_REQUEST_TIMEOUT,
             endpoints,
+            dest,
             _recv: recv_task,
             _t: PhantomData,
         })
@@ -186,6 +205,7 @@ impl SocketBuilder {
     /// [`Server::run_raw`] or [`Server::spawn_raw`] (raw) to serve.
     pub async fn server<Req, Rep>(self) -> Result<Server<Req, Rep>, OpenError> {
         let plan = self.plan()?;
+        let dest = plan.name();
         let (rx, tx, endpoints) = if plan.inproc {
             let cap = self.config.queue_capacity;
             let (rx, eps) = Inbound::inproc(&plan, Family::ReqRep, cap, None)?;
@@ -203,6 +223,7 @@ impl SocketBuilder {
             rx,
             tx: Arc::new(tx),
             max_in_flight: self.config.queue_capacity,
+            dest,
         };
         Ok(Server {
             core,
@@ -274,6 +295,35 @@ impl<Req, Rep> Client<Req, Rep> {
     /// received. Neither body is decoded, re-encoded or copied. A remote
     /// error reply ends as [`RequestError::Remote`].
     pub async fn request_raw(
+        &self,
+        fields: CallFields,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Envelope, RequestError> {
+        // A plain request continues the task's trace (or starts one when
+        // sampling); node operations carry the context their layer chose.
+        // The traced path is boxed: untraced, this future is what it was.
+        if fields.op.is_none() && fields.traceparent.is_none() && trace::may_trace() {
+            let op = trace::outgoing(trace::Op::Call, &self.dest, true);
+            if op.is_traced() {
+                return Box::pin(async move {
+                    let mut fields = fields;
+                    (fields.traceparent, fields.tracestate) = op.fields();
+                    let r = op
+                        .within(self.request_untraced(fields, body, timeout))
+                        .await;
+                    if let Err(e) = &r {
+                        op.failed(request_outcome(e));
+                    }
+                    r
+                })
+                .await;
+            }
+        }
+        self.request_untraced(fields, body, timeout).await
+    }
+
+    async fn request_untraced(
         &self,
         fields: CallFields,
         body: Bytes,
@@ -361,6 +411,16 @@ impl<Req, Rep> Client<Req, Rep> {
     /// The endpoints this client bound.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
+    }
+}
+
+/// A request's failure, as a span's `error.type`.
+fn request_outcome(e: &RequestError) -> &'static str {
+    match e {
+        RequestError::Timeout(_) => "timeout",
+        RequestError::PeerGone => "peer_gone",
+        RequestError::Remote(_) => "remote_error",
+        _ => "error",
     }
 }
 
@@ -524,8 +584,15 @@ impl ServerCore {
                     continue;
                 }
                 let (handler, tx) = (handler.clone(), self.tx.clone());
+                let dest = &self.dest;
+                // Only plain requests get a server span here; node
+                // operations get theirs where the node dispatches them.
+                let op = match env.header.op {
+                    None => trace::incoming(trace::Op::Serve, dest, &env.header),
+                    Some(_) => trace::Traced::none(),
+                };
                 let mut fut = Box::pin(async move {
-                    let (reply, outcome) = serve_one(&*handler, env).await;
+                    let (reply, outcome) = serve_one(&*handler, env, op).await;
                     send_reply(&tx, to, reply, outcome).await;
                 });
                 // Most handlers finish without waiting: poll once here and
@@ -587,10 +654,15 @@ struct ReplyHeader {
     id: MessageId,
     seq: u64,
     traceparent: Option<Arc<str>>,
+    tracestate: Option<Arc<str>>,
 }
 
 /// Runs one request through a raw handler, unless its deadline has passed.
-async fn serve_one<H, Fut>(handler: &H, env: Envelope) -> (ReplyHeader, Result<Bytes, RemoteError>)
+async fn serve_one<H, Fut>(
+    handler: &H,
+    env: Envelope,
+    op: trace::Traced,
+) -> (ReplyHeader, Result<Bytes, RemoteError>)
 where
     H: Fn(Request<Bytes>) -> Fut,
     Fut: Future<Output = Result<Bytes, RemoteError>>,
@@ -600,10 +672,12 @@ where
         id: header.id,
         seq: header.seq,
         traceparent: header.traceparent.clone(),
+        tracestate: header.tracestate.clone(),
     };
     let deadline = header.deadline;
     if deadline.is_some_and(|d| d.is_expired()) {
         telemetry::dropped(telemetry::DropReason::DeadlineExpired, 1);
+        op.failed("deadline_expired");
         let e = RemoteError::new(
             RemoteCode::DeadlineExpired,
             "deadline passed before work started",
@@ -611,7 +685,17 @@ where
         return (reply, Err(e));
     }
     let call = handler(Request { body, header });
-    let outcome = crate::resilience::deadline::with_deadline(deadline, call).await;
+    let outcome = if op.is_traced() {
+        let o = op
+            .bind(crate::resilience::deadline::with_deadline(deadline, call))
+            .await;
+        if let Err(e) = &o {
+            op.failed(&e.code);
+        }
+        o
+    } else {
+        crate::resilience::deadline::with_deadline(deadline, call).await
+    };
     (reply, outcome)
 }
 
@@ -633,6 +717,7 @@ async fn send_reply(
     let mut header = Header::new(kind, MessageId(req.id.0 ^ (1 << 127)), 0, req.seq);
     header.correlation = Some(req.id);
     header.traceparent = req.traceparent;
+    header.tracestate = req.tracestate;
     tx.send(to, Envelope { header, body }).await;
 }
 /// A running server; dropping it stops serving and closes the socket.

@@ -96,6 +96,13 @@ impl<T> Delivery<T> {
         &self.envelope.body
     }
 
+    /// The trace the message came in (its receive span, when this process
+    /// records spans), if it carries one: continue it with
+    /// [`trace::with_context`](crate::trace::with_context).
+    pub fn trace_context(&self) -> Option<crate::trace::TraceContext> {
+        crate::trace::from_header(&self.envelope.header)
+    }
+
     /// The topic as UTF-8, if it is.
     pub fn topic_str(&self) -> Option<&str> {
         std::str::from_utf8(&self.topic).ok()

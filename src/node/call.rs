@@ -20,11 +20,12 @@ use super::error::{from_remote, CallError};
 use super::links::Failed;
 use super::membership::{PeerId, PeerState};
 use super::options::CallOptions;
-use super::protocol::Call;
+use super::protocol::{Call, TraceFields};
 use super::routing::Pick;
 use super::shared::Shared;
 use crate::resilience::deadline;
 use crate::telemetry::{RequestTimer, Side};
+use crate::trace;
 use crate::wire;
 use crate::RequestError;
 
@@ -43,6 +44,56 @@ async fn measured(
     r
 }
 
+/// The span a call to `service` makes: a call, or for the service of an
+/// event consumer group (`@ev/…`) the send of an event to it.
+fn call_op(service: &str) -> trace::Op {
+    if service.starts_with(crate::topology::events::EVENT_SERVICE_PREFIX) {
+        trace::Op::Send
+    } else {
+        trace::Op::Call
+    }
+}
+
+/// A call's future, boxed.
+type Boxed<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, CallError>> + Send + 'a>>;
+
+/// Runs a call in its client span (one for all its attempts), the span's
+/// context going into every attempt's header.
+async fn traced(
+    op: trace::Traced,
+    work: impl std::future::Future<Output = Result<Bytes, CallError>>,
+) -> Result<Bytes, CallError> {
+    let r = op.within(work).await;
+    if let Err(e) = &r {
+        op.failed(e.outcome());
+    }
+    r
+}
+
+/// The traced path, made and boxed out of line: the untraced call's
+/// future and stack frames stay what they were (a call to this node's own
+/// service nests in its caller's task, and a forwarding loop nests up to
+/// the hop limit).
+#[inline(never)]
+fn anycast_traced<'a>(
+    s: &'a Shared,
+    service: &'a str,
+    body: Bytes,
+    opts: CallOptions,
+    op: trace::Traced,
+) -> Boxed<'a> {
+    let fields = op.fields();
+    Box::pin(traced(
+        op,
+        measured(
+            s,
+            service,
+            anycast_unmeasured(s, service, body, opts, fields),
+        ),
+    ))
+}
+
 /// Calls `service` on one member serving it, as `opts` say.
 pub(super) async fn anycast(
     s: &Shared,
@@ -50,7 +101,18 @@ pub(super) async fn anycast(
     body: Bytes,
     opts: CallOptions,
 ) -> Result<Bytes, CallError> {
-    measured(s, service, anycast_unmeasured(s, service, body, opts)).await
+    if trace::may_trace() {
+        let op = trace::outgoing(call_op(service), &service, true);
+        if op.is_traced() {
+            return anycast_traced(s, service, body, opts, op).await;
+        }
+    }
+    measured(
+        s,
+        service,
+        anycast_unmeasured(s, service, body, opts, (None, None)),
+    )
+    .await
 }
 
 async fn anycast_unmeasured(
@@ -58,6 +120,7 @@ async fn anycast_unmeasured(
     service: &str,
     body: Bytes,
     opts: CallOptions,
+    trace: TraceFields,
 ) -> Result<Bytes, CallError> {
     let timeout = deadline::budget(opts.timeout);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -95,6 +158,7 @@ async fn anycast_unmeasured(
             body: body.clone(),
             call_id,
             priority: opts.priority,
+            trace: trace.clone(),
         };
         match guarded(s, id, call, remaining).await {
             Err(e)
@@ -131,7 +195,39 @@ pub(super) async fn to_peer(
     body: Bytes,
     opts: CallOptions,
 ) -> Result<Bytes, CallError> {
-    measured(s, service, to_peer_unmeasured(s, peer, service, body, opts)).await
+    if trace::may_trace() {
+        let op = trace::outgoing(call_op(service), &service, true);
+        if op.is_traced() {
+            return to_peer_traced(s, peer, service, body, opts, op).await;
+        }
+    }
+    measured(
+        s,
+        service,
+        to_peer_unmeasured(s, peer, service, body, opts, (None, None)),
+    )
+    .await
+}
+
+/// [`anycast_traced`] for a call to a named peer.
+#[inline(never)]
+fn to_peer_traced<'a>(
+    s: &'a Shared,
+    peer: PeerId,
+    service: &'a str,
+    body: Bytes,
+    opts: CallOptions,
+    op: trace::Traced,
+) -> Boxed<'a> {
+    let fields = op.fields();
+    Box::pin(traced(
+        op,
+        measured(
+            s,
+            service,
+            to_peer_unmeasured(s, peer, service, body, opts, fields),
+        ),
+    ))
 }
 
 async fn to_peer_unmeasured(
@@ -140,6 +236,7 @@ async fn to_peer_unmeasured(
     service: &str,
     body: Bytes,
     opts: CallOptions,
+    trace: TraceFields,
 ) -> Result<Bytes, CallError> {
     let timeout = deadline::budget(opts.timeout);
     if peer != s.view.me().id && !s.view.knows(peer) {
@@ -156,6 +253,7 @@ async fn to_peer_unmeasured(
         body,
         call_id: opts.call_id.unwrap_or_else(|| wire::random_u64() | 1),
         priority: opts.priority,
+        trace,
     };
     guarded(s, peer, call, timeout).await
 }
@@ -226,6 +324,7 @@ async fn local(s: &Shared, call: &Call, timeout: Duration) -> Result<Bytes, Call
     header.priority = call.priority;
     header.hops = hops;
     header.op = Some(wire::NodeOp::Call);
+    (header.traceparent, header.tracestate) = call.trace.clone();
     let work = svc.call(
         &call.service,
         call.call_id,

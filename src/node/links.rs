@@ -22,7 +22,7 @@ use super::error::CallError;
 use super::membership::PeerId;
 use super::protocol::{
     call_fields, deliver_fields, hello_request, is_ack, leave_request, publish_fields,
-    read_delivered, read_hello_reply, unicast_fields, Call, Hello, Leave,
+    read_delivered, read_hello_reply, unicast_fields, Call, Hello, Leave, TraceFields,
 };
 use crate::endpoint::Endpoint;
 use crate::messaging::reqrep::{CallFields, Client};
@@ -106,8 +106,13 @@ impl Link {
     }
 
     /// Sends a message to the peer's inbox; `Ok` once it took it.
-    pub(super) async fn unicast(&self, body: Bytes, timeout: Duration) -> Result<(), Failed> {
-        let reply = self.ask(unicast_fields(), body, timeout).await?;
+    pub(super) async fn unicast(
+        &self,
+        body: Bytes,
+        timeout: Duration,
+        trace: TraceFields,
+    ) -> Result<(), Failed> {
+        let reply = self.ask(unicast_fields(trace), body, timeout).await?;
         is_ack(&reply).then_some(()).ok_or(Failed::BadReply)
     }
 
@@ -117,8 +122,11 @@ impl Link {
         group: Arc<str>,
         body: Bytes,
         timeout: Duration,
+        trace: TraceFields,
     ) -> Result<(), Failed> {
-        let reply = self.ask(deliver_fields(group), body, timeout).await?;
+        let reply = self
+            .ask(deliver_fields(group, trace), body, timeout)
+            .await?;
         is_ack(&reply).then_some(()).ok_or(Failed::BadReply)
     }
 
@@ -128,8 +136,11 @@ impl Link {
         topic: Arc<str>,
         body: Bytes,
         timeout: Duration,
+        trace: TraceFields,
     ) -> Result<u32, Failed> {
-        let reply = self.ask(publish_fields(topic), body, timeout).await?;
+        let reply = self
+            .ask(publish_fields(topic, trace), body, timeout)
+            .await?;
         read_delivered(&reply).ok_or(Failed::BadReply)
     }
 

@@ -36,6 +36,12 @@ impl Published {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, crate::wire::DecodeError> {
         wire::decode_body(&self.body)
     }
+
+    /// The trace it came in (its receive span, when this process records
+    /// spans): continue it with [`trace::with_context`](crate::trace::with_context).
+    pub fn trace_context(&self) -> Option<crate::trace::TraceContext> {
+        crate::trace::from_header(&self.header)
+    }
 }
 
 /// A message sent to this node alone ([`Node::unicast`](super::Node::unicast)).
@@ -53,6 +59,12 @@ impl Direct {
     /// Decodes the body as `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, crate::wire::DecodeError> {
         wire::decode_body(&self.body)
+    }
+
+    /// The trace it came in (its receive span, when this process records
+    /// spans): continue it with [`trace::with_context`](crate::trace::with_context).
+    pub fn trace_context(&self) -> Option<crate::trace::TraceContext> {
+        crate::trace::from_header(&self.header)
     }
 }
 

@@ -26,6 +26,7 @@ use super::service::typed_handler;
 use super::shared::Shared;
 use crate::endpoint::Endpoint;
 use crate::messaging::reqrep::{Request, ServerHandle};
+use crate::trace;
 use crate::transport::guard::AbortOnDrop;
 use crate::wire::{self, RemoteError};
 use crate::RequestError;
@@ -246,12 +247,20 @@ impl Node {
     ) -> Result<(), CallError> {
         let body = encode(msg)?;
         let s = &self.shared;
+        let op = trace::outgoing(trace::Op::Send, &format_args!("{:016x}", peer.0), true);
         let link = s
             .links
             .to_member(peer, || s.view.endpoints(peer))
             .await
             .ok_or(CallError::UnknownPeer(peer))?;
-        link.unicast(body, timeout).await.map_err(|f| f.at(peer))
+        let r = link
+            .unicast(body, timeout, op.fields())
+            .await
+            .map_err(|f| f.at(peer));
+        if let Err(e) = &r {
+            op.failed(e.outcome());
+        }
+        r
     }
 
     /// Subscribes to topics starting with `prefix`, published by any node
@@ -280,12 +289,17 @@ impl Node {
             .filter(|m| m.topics.iter().any(|p| topic.starts_with(p.as_str())))
             .collect();
         let s = &self.shared;
+        let op = trace::outgoing(trace::Op::Publish, &topic, true);
+        let trace = &op.fields();
         // One name and one body, shared by every send (no copies).
         let (name, body): (Arc<str>, _) = (Arc::from(topic), &body);
         let name = &name;
         let sends = targets.into_iter().map(|m| async move {
             let link = s.links.to_member(m.id, || s.view.endpoints(m.id)).await?;
-            match link.publish(name.clone(), body.clone(), timeout).await {
+            match link
+                .publish(name.clone(), body.clone(), timeout, trace.clone())
+                .await
+            {
                 Ok(n) => Some(n),
                 Err(_) => {
                     crate::telemetry::dropped(crate::telemetry::DropReason::LinkDown, 1);
@@ -328,6 +342,8 @@ impl Node {
         let s = &self.shared;
         let members = s.view.in_group(group);
         let body = encode(msg)?;
+        let op = trace::outgoing(trace::Op::Send, &group, true);
+        let trace = &op.fields();
         // One name and one body, shared by every send (no copies).
         let (name, body): (Arc<str>, _) = (Arc::from(group), &body);
         let name = &name;
@@ -341,7 +357,7 @@ impl Node {
             }
             (
                 id,
-                link.deliver(name.clone(), body.clone(), timeout)
+                link.deliver(name.clone(), body.clone(), timeout, trace.clone())
                     .await
                     .map_err(|f| f.at(id)),
             )

@@ -156,6 +156,9 @@ impl WirePeer {
     }
 }
 
+/// The W3C `traceparent` and `tracestate` a node message carries.
+pub(super) type TraceFields = (Option<Arc<str>>, Option<Arc<str>>);
+
 /// One service call, as the caller gives it.
 #[derive(Debug, Clone)]
 pub(super) struct Call {
@@ -164,6 +167,8 @@ pub(super) struct Call {
     pub(super) body: Bytes,
     pub(super) call_id: u64,
     pub(super) priority: u8,
+    /// The trace context of the call's span.
+    pub(super) trace: TraceFields,
 }
 
 /// The header fields of a call `hops` deep.
@@ -174,32 +179,38 @@ pub(super) fn call_fields(call: &Call, hops: u8) -> CallFields {
         priority: call.priority,
         hops,
         op: Some(NodeOp::Call),
+        traceparent: call.trace.0.clone(),
+        tracestate: call.trace.1.clone(),
         ..CallFields::default()
     }
 }
 
 /// The header fields of a delivery to `group`.
-pub(super) fn deliver_fields(group: Arc<str>) -> CallFields {
-    addressed(NodeOp::Deliver, group)
+pub(super) fn deliver_fields(group: Arc<str>, trace: TraceFields) -> CallFields {
+    addressed(NodeOp::Deliver, group, trace)
 }
 
 /// The header fields of a publish on `topic`.
-pub(super) fn publish_fields(topic: Arc<str>) -> CallFields {
-    addressed(NodeOp::Publish, topic)
+pub(super) fn publish_fields(topic: Arc<str>, trace: TraceFields) -> CallFields {
+    addressed(NodeOp::Publish, topic, trace)
 }
 
 /// The header fields of a unicast message.
-pub(super) fn unicast_fields() -> CallFields {
+pub(super) fn unicast_fields(trace: TraceFields) -> CallFields {
     CallFields {
         op: Some(NodeOp::Unicast),
+        traceparent: trace.0,
+        tracestate: trace.1,
         ..CallFields::default()
     }
 }
 
-fn addressed(op: NodeOp, name: Arc<str>) -> CallFields {
+fn addressed(op: NodeOp, name: Arc<str>, trace: TraceFields) -> CallFields {
     CallFields {
         service: Some(name),
         op: Some(op),
+        traceparent: trace.0,
+        tracestate: trace.1,
         ..CallFields::default()
     }
 }
@@ -312,6 +323,7 @@ mod tests {
             body: Bytes::from_static(b"\x01\x02"),
             call_id: 9,
             priority: 3,
+            trace: (None, None),
         };
         let mut h = header(None, None);
         let fields = call_fields(&call, 2);

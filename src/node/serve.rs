@@ -24,6 +24,7 @@ use super::protocol::{ack, delivered_reply, hello_reply, Leave, NodeMsg};
 use super::service::Services;
 use crate::endpoint::Endpoint;
 use crate::messaging::reqrep::{Request, Server, ServerHandle};
+use crate::trace;
 use crate::wire::{Header, RemoteCode, RemoteError};
 use crate::{OpenError, SocketBuilder, SocketConfig};
 
@@ -110,7 +111,10 @@ impl Dispatch {
         }
     }
 
-    fn unicast(&self, body: Bytes, header: Header) -> Result<Bytes, RemoteError> {
+    fn unicast(&self, body: Bytes, mut header: Header) -> Result<Bytes, RemoteError> {
+        // The receive span; the inbox's reader continues from it.
+        let op = trace::incoming(trace::Op::Receive, &"inbox", &header);
+        op.stamp(&mut header);
         self.local.deliver_direct(Direct {
             from: PeerId(header.source),
             body,
@@ -119,7 +123,10 @@ impl Dispatch {
         Ok(ack())
     }
 
-    fn publish(&self, topic: &str, body: Bytes, header: Header) -> Bytes {
+    fn publish(&self, topic: &str, body: Bytes, mut header: Header) -> Bytes {
+        // The receive span; subscribers continue from it.
+        let op = trace::incoming(trace::Op::Receive, &topic, &header);
+        op.stamp(&mut header);
         let n = self.local.deliver_published(Published {
             topic: topic.to_owned(),
             body,
@@ -138,7 +145,12 @@ impl Dispatch {
             .local
             .group(group)
             .ok_or_else(|| RemoteError::new(RemoteCode::NotInGroup, group))?;
-        handler(Request { body, header }).await?;
+        // The group handler runs in the delivery's trace.
+        let op = trace::incoming(trace::Op::Process, &group, &header);
+        if let Err(e) = op.bind(handler(Request { body, header })).await {
+            op.failed(&e.code);
+            return Err(e);
+        }
         Ok(ack())
     }
 }

@@ -23,6 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::future::Either;
 use tracing::Instrument;
 
 use bytes::Bytes;
@@ -33,6 +34,7 @@ use super::membership::PeerId;
 use crate::messaging::reqrep::Request;
 use crate::resilience::{Bulkhead, DedupConfig, DedupKey, IdempotentConsumer, Rejected};
 use crate::telemetry::{remote_outcome, RequestTimer, Side};
+use crate::trace;
 use crate::wire::{self, Header, RemoteError};
 
 /// Calls deeper than this many service hops are refused (`too_many_hops`):
@@ -41,6 +43,8 @@ pub const MAX_HOPS: u8 = 32;
 
 /// The future a handler returns: the reply's encoded body.
 pub(super) type BoxFut = Pin<Box<dyn Future<Output = Result<Bytes, RemoteError>> + Send>>;
+/// A service call's future, boxed.
+type BoxCall<'a> = Pin<Box<dyn Future<Output = Result<Bytes, RemoteError>> + Send + 'a>>;
 /// A handler on encoded bodies, as services and groups run it: the
 /// request's header and body as they arrived.
 pub(super) type Handler = Arc<dyn Fn(Request<Bytes>) -> BoxFut + Send + Sync>;
@@ -79,6 +83,16 @@ where
     Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
 {
     Arc::new(move |req: Request<Bytes>| Box::pin(handler(req)) as BoxFut)
+}
+
+/// The span serving `service` makes: a server span, or for the service of
+/// an event consumer group (`@ev/…`) the processing of the event.
+fn serve_op(service: &str) -> trace::Op {
+    if service.starts_with(crate::topology::events::EVENT_SERVICE_PREFIX) {
+        trace::Op::Process
+    } else {
+        trace::Op::Serve
+    }
 }
 
 /// The refusal of a call deeper than [`MAX_HOPS`], counted.
@@ -251,9 +265,17 @@ impl Service {
         body: Bytes,
         header: Header,
     ) -> Result<Bytes, RemoteError> {
-        // Serving-side request metrics: in flight from here, one outcome.
+        if header.traceparent.is_some() {
+            return self
+                .call_traced(name, call, priority, hops, body, header)
+                .await;
+        }
+        // Untraced: metrics and the run inline, as before tracing.
         let timer = RequestTimer::start(name.clone(), Side::Server);
-        let r = self.run(name, call, priority, hops, body, header).await;
+        let untraced = trace::Traced::none();
+        let r = self
+            .run(name, call, priority, hops, body, header, &untraced)
+            .await;
         timer.finish(match &r {
             Ok(_) => "ok",
             Err(e) => remote_outcome(&e.code),
@@ -261,6 +283,56 @@ impl Service {
         r
     }
 
+    /// A call that carries a trace: in its server span, whose context its
+    /// handler runs in (so that its own calls continue the trace). Made
+    /// and boxed out of line, so that an untraced call's future and stack
+    /// frames stay what they were (calls to a node's own service nest).
+    #[inline(never)]
+    fn call_traced<'a>(
+        &'a self,
+        name: &'a Arc<str>,
+        call: u64,
+        priority: u8,
+        hops: u8,
+        body: Bytes,
+        header: Header,
+    ) -> BoxCall<'a> {
+        Box::pin(async move {
+            let op = trace::incoming(serve_op(name), &name, &header);
+            op.hop(hops);
+            self.measured(name, call, priority, hops, body, header, &op)
+                .await
+        })
+    }
+
+    /// Serving-side request metrics around a call: in flight from here,
+    /// one outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn measured(
+        &self,
+        name: &Arc<str>,
+        call: u64,
+        priority: u8,
+        hops: u8,
+        body: Bytes,
+        header: Header,
+        op: &trace::Traced,
+    ) -> Result<Bytes, RemoteError> {
+        let timer = RequestTimer::start(name.clone(), Side::Server);
+        let r = self.run(name, call, priority, hops, body, header, op).await;
+        let outcome = match &r {
+            Ok(_) => "ok",
+            Err(e) => remote_outcome(&e.code),
+        };
+        if r.is_err() {
+            op.failed(outcome);
+        }
+        timer.finish(outcome);
+        r
+    }
+
+    // The call's parts, as the dispatcher and the local path hand them over.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         name: &str,
@@ -269,6 +341,7 @@ impl Service {
         hops: u8,
         body: Bytes,
         header: Header,
+        op: &trace::Traced,
     ) -> Result<Bytes, RemoteError> {
         check_hops(hops)?;
         let info = CallInfo {
@@ -286,8 +359,13 @@ impl Service {
             deadline,
             hops,
             (self.handler)(Request { body, header }),
-        )
-        .instrument(tracing::debug_span!("serve", service = name, hop = hops));
+        );
+        // No box either way: untraced, the call costs what it did.
+        let fut = if op.is_traced() {
+            Either::Left(op.bind(fut))
+        } else {
+            Either::Right(fut.instrument(tracing::debug_span!("serve", service = name, hop = hops)))
+        };
         let run = async move {
             match bulkhead {
                 Some(b) => b.run(deadline, fut).await.map_err(rejected_to_remote)?,

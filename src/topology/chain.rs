@@ -3,8 +3,10 @@
 //! A chain A → B → C is services whose handlers call the next one. Each
 //! hop inherits what is left of the caller's deadline (so the budget
 //! shrinks along the chain) and carries the hop count, visible as the
-//! `hop` field of the `serve` tracing span and through
-//! [`current_hops`](crate::resilience::deadline::current_hops). A call
+//! `hop` field of the debug `serve` span (`zfabric.hop` of a traced one)
+//! and through [`current_hops`](crate::resilience::deadline::current_hops).
+//! A traced call continues its trace along the chain: each hop's call is a
+//! child of the server span of the hop before ([`trace`](crate::trace)). A call
 //! more than [`MAX_HOPS`](crate::node::MAX_HOPS) deep is refused, so a
 //! forwarding loop ends at once.
 //!

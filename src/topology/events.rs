@@ -205,27 +205,37 @@ pub async fn emit<T: Serialize>(
         body: &wire::encode_body(event)?,
         id,
     })?;
-    let mut services: Vec<String> = node
-        .members()
-        .iter()
-        .flat_map(|m| m.services.iter())
-        .filter(|s| parse_service(s).is_some_and(|(_, p)| topic.starts_with(p)))
-        .cloned()
-        .collect();
-    services.sort();
-    services.dedup();
-    let deliveries = services
-        .iter()
-        .map(|svc| deliver(node, svc, body.clone(), id, delivery));
-    let plain = async {
-        match delivery {
-            EventDelivery::AtMostOnce { timeout } => node.publish(topic, event, timeout).await,
-            EventDelivery::AtLeastOnce { ack_timeout, .. } => {
-                node.publish(topic, event, ack_timeout).await
-            }
-        }
-    };
-    let (outcomes, subscribers) = tokio::join!(futures_util::future::join_all(deliveries), plain);
+    // The emit span: every delivery and publish below continues it.
+    let op = crate::trace::outgoing(crate::trace::Op::Emit, &topic, true);
+    let (outcomes, subscribers, services) = op
+        .bind(async {
+            let mut services: Vec<String> = node
+                .members()
+                .iter()
+                .flat_map(|m| m.services.iter())
+                .filter(|s| parse_service(s).is_some_and(|(_, p)| topic.starts_with(p)))
+                .cloned()
+                .collect();
+            services.sort();
+            services.dedup();
+            let deliveries = services
+                .iter()
+                .map(|svc| deliver(node, svc, body.clone(), id, delivery));
+            let plain = async {
+                match delivery {
+                    EventDelivery::AtMostOnce { timeout } => {
+                        node.publish(topic, event, timeout).await
+                    }
+                    EventDelivery::AtLeastOnce { ack_timeout, .. } => {
+                        node.publish(topic, event, ack_timeout).await
+                    }
+                }
+            };
+            let (outcomes, subscribers) =
+                tokio::join!(futures_util::future::join_all(deliveries), plain);
+            (outcomes, subscribers, services)
+        })
+        .await;
     let mut report = EmitReport {
         subscribers: subscribers.unwrap_or(0),
         ..EmitReport::default()

@@ -123,6 +123,18 @@ pub(crate) struct Plan {
     pub(crate) inproc: bool,
 }
 
+impl Plan {
+    /// The socket's name in its trace spans: the first endpoint it
+    /// connects to, else the first it binds.
+    pub(crate) fn name(&self) -> std::sync::Arc<str> {
+        self.connects
+            .first()
+            .or(self.binds.first())
+            .map(|e| std::sync::Arc::from(e.to_string()))
+            .unwrap_or_else(|| std::sync::Arc::from(""))
+    }
+}
+
 pub(crate) fn plan(binds: &[String], connects: &[String]) -> Result<Plan, OpenError> {
     let binds = binds
         .iter()

@@ -35,6 +35,7 @@ mod key {
     pub(super) const PRIORITY: u8 = 13;
     pub(super) const HOPS: u8 = 14;
     pub(super) const OP: u8 = 15;
+    pub(super) const TRACESTATE: u8 = 16;
 }
 
 /// How deep an unknown value may nest before the header is rejected.
@@ -203,8 +204,13 @@ pub struct Header {
     pub deadline: Option<Deadline>,
     /// Delivery attempt, 0 for the first.
     pub attempt: u32,
-    /// W3C trace context (`traceparent` header value).
+    /// W3C trace context (`traceparent` header value). Read with
+    /// [`trace::from_header`](crate::trace::from_header): a value that is
+    /// not a valid `traceparent` is ignored there, not refused here.
     pub traceparent: Option<Arc<str>>,
+    /// W3C vendor trace state (`tracestate` header value), passed on with
+    /// [`traceparent`](Self::traceparent).
+    pub tracestate: Option<Arc<str>>,
     /// How the body is encoded.
     pub content_type: ContentType,
     /// The service, group or topic a node-level message addresses. Shared,
@@ -235,6 +241,7 @@ impl Header {
             deadline: None,
             attempt: 0,
             traceparent: None,
+            tracestate: None,
             content_type: ContentType::MsgPack,
             service: None,
             call_id: 0,
@@ -258,6 +265,7 @@ impl Header {
         fields += (self.priority != 0) as u32;
         fields += (self.hops != 0) as u32;
         fields += self.op.is_some() as u32;
+        fields += self.tracestate.is_some() as u32;
         let mut out = buf.writer();
         // Writing into memory cannot fail; the results are infallible.
         let _ = rmp::encode::write_map_len(&mut out, fields);
@@ -298,6 +306,9 @@ impl Header {
         }
         if let Some(op) = self.op {
             put_uint(&mut out, key::OP, op as u64);
+        }
+        if let Some(t) = &self.tracestate {
+            put_str(&mut out, key::TRACESTATE, t);
         }
     }
 
@@ -355,6 +366,9 @@ impl Header {
                 k if k == key::HOPS as u64 => h.hops = read_u8(&mut rd, "hops")?,
                 k if k == key::OP as u64 => {
                     h.op = Some(NodeOp::from_wire(read_uint(&mut rd, "op")?)?)
+                }
+                k if k == key::TRACESTATE as u64 => {
+                    h.tracestate = Some(Arc::from(read_str_slice(&mut rd, "tracestate")?))
                 }
                 _ => skip_value(&mut rd, 0)?,
             }
@@ -562,6 +576,7 @@ mod tests {
             deadline: Some(Deadline(1_700_000_000_000_000)),
             attempt: 3,
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            tracestate: Some("congo=t61rcWkgMzE".into()),
             content_type: ContentType::Raw,
             service: Some("pricing".into()),
             call_id: u64::MAX,

@@ -25,6 +25,12 @@
 //! - Errors of the internal call come back as typed remote errors
 //!   (`upstream`, `rejected`, `circuit_open`, `no_such_service`, `timeout`).
 //!
+//! - Traces go through: a request that carries a trace context is served
+//!   in a server span whose trace the internal call continues (with
+//!   sampling on, the internal call of an untraced one starts a trace);
+//!   the forwarder republishes a traced message in its trace
+//!   ([`trace`](crate::trace)).
+//!
 //! # Not guaranteed
 //! The gateway does not encrypt: put it behind TLS termination if clients
 //! are outside a trusted network. The forwarder is at most once, like
@@ -288,11 +294,13 @@ impl Forwarder {
         let task = tokio::spawn(async move {
             while let Ok(d) = sub.recv().await {
                 let topic = d.topic_str().unwrap_or("").to_owned();
-                if publisher
-                    .publish_bytes(topic.as_bytes(), d.body().clone())
-                    .await
-                    .is_err()
-                {
+                // A traced message is republished in its trace.
+                let publish = publisher.publish_bytes(topic.as_bytes(), d.body().clone());
+                let sent = match d.trace_context() {
+                    Some(cx) => crate::trace::with_context(cx, publish).await,
+                    None => publish.await,
+                };
+                if sent.is_err() {
                     crate::telemetry::dropped(crate::telemetry::DropReason::ForwardFailed, 1);
                     continue;
                 }
