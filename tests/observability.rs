@@ -172,9 +172,9 @@ fn a_scrape_of_a_serving_process_describes_itself_and_passes_promtool() {
     assert_eq!(status, 200);
     for needle in [
         "# HELP zfabric_requests_total",
-        "zfabric_requests_total{service=\"echo\",side=\"server\",outcome=\"ok\"} 3",
+        "zfabric_requests_total{node=\"serve-echo\",service=\"echo\",side=\"server\",outcome=\"ok\"} 3",
         "# TYPE zfabric_request_duration_seconds histogram",
-        "zfabric_request_duration_seconds_bucket{service=\"echo\",side=\"server\",le=\"0.00001\"}",
+        "zfabric_request_duration_seconds_bucket{node=\"serve-echo\",service=\"echo\",side=\"server\",le=\"0.00001\"}",
         "zfabric_messages_dropped_total{reason=\"link_down\"} 0",
         "zfabric_build_info{version=",
         "process_resident_memory_bytes",
