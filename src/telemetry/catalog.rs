@@ -186,7 +186,7 @@ pub const DURATION_BUCKETS: &[f64] = &[
 
 /// Describes every family to the installed recorder and registers the
 /// counters whose labels are known (every drop, disconnect and gossip
-/// reason) at zero.
+/// reason, reconnects per transport) at zero.
 pub fn describe() {
     for fam in CATALOGUE {
         match fam.kind {
@@ -205,6 +205,9 @@ pub fn describe() {
         metrics::counter!(GOSSIP_IGNORED, "reason" => r.as_str()).absolute(0);
     }
     metrics::counter!(MESSAGES_LOST).absolute(0);
+    for transport in ["ipc", "tcp"] {
+        metrics::counter!(RECONNECTS, "transport" => transport).absolute(0);
+    }
 }
 
 #[cfg(test)]
