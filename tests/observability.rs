@@ -561,3 +561,60 @@ dedup = true
     drop(pricing1);
     drop(front);
 }
+
+/// `zfabric run` runs several nodes in one process: each has its own
+/// series under its `node` label (members seen, requests served), none
+/// overwriting another's.
+#[test]
+fn each_node_of_a_run_has_its_own_series() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zfabric"))
+        .arg("run")
+        .arg(root.join("patterns/anycast.toml"))
+        .args(["--duration", "30", "--json", "--metrics", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines_of(child.stderr.take().unwrap());
+    let _child = Killed(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let metrics = first_line(&err, deadline, "the metrics address", |l| {
+        l.strip_prefix("metrics on http://")
+            .map(|r| r.trim_end_matches("/metrics").to_string())
+    });
+    let workers = ["worker-1", "worker-2", "worker-3"];
+    loop {
+        let (_, scrape) = get(&metrics, "/metrics");
+        let each = workers.iter().all(|w| {
+            // Every worker sees the two others and has served calls.
+            scrape.contains(&format!(
+                "zfabric_node_members{{node=\"{w}\",state=\"alive\"}} "
+            )) && scrape.lines().any(|l| {
+                l.starts_with(&format!(
+                    "zfabric_requests_total{{node=\"{w}\",service=\"echo\",side=\"server\",outcome=\"ok\"}} "
+                )) && !l.ends_with(" 0")
+            })
+        });
+        if each {
+            for w in workers {
+                let seen = scrape
+                    .lines()
+                    .find(|l| {
+                        l.starts_with(&format!(
+                            "zfabric_node_members{{node=\"{w}\",state=\"alive\"}}"
+                        ))
+                    })
+                    .unwrap();
+                assert!(seen.ends_with(" 2") || seen.ends_with(" 3"), "{seen}");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every worker has its own series:\n{scrape}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
