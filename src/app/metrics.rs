@@ -77,7 +77,10 @@ async fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
             zfabric::telemetry::catalog::DURATION_BUCKETS,
         )
         .map_err(|e| format!("cannot set the histogram buckets: {e}"))?
-        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+        .idle_timeout(
+            metrics_util_exporter::MetricKindMask::GAUGE,
+            Some(GAUGE_IDLE),
+        )
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     // Every family described (HELP, unit), known counters at zero, the
