@@ -117,11 +117,25 @@ fn get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (status, if chunked { dechunk(body) } else { body.into() })
+}
+
+/// A chunked HTTP/1.1 body put back together.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 #[test]
@@ -172,9 +186,9 @@ fn a_scrape_of_a_serving_process_describes_itself_and_passes_promtool() {
     assert_eq!(status, 200);
     for needle in [
         "# HELP zfabric_requests_total",
-        "zfabric_requests_total{service=\"echo\",side=\"server\",outcome=\"ok\"} 3",
+        "zfabric_requests_total{node=\"serve-echo\",service=\"echo\",side=\"server\",outcome=\"ok\"} 3",
         "# TYPE zfabric_request_duration_seconds histogram",
-        "zfabric_request_duration_seconds_bucket{service=\"echo\",side=\"server\",le=\"0.00001\"}",
+        "zfabric_request_duration_seconds_bucket{node=\"serve-echo\",service=\"echo\",side=\"server\",le=\"0.00001\"}",
         "zfabric_messages_dropped_total{reason=\"link_down\"} 0",
         "zfabric_build_info{version=",
         "process_resident_memory_bytes",
@@ -208,4 +222,399 @@ fn a_scrape_of_a_serving_process_describes_itself_and_passes_promtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The lines a child writes on one pipe, read on a thread of their own
+/// (so that a chatty child never blocks on a full pipe).
+fn lines_of(pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line (from `rx`, until `deadline`) for which `pick` gives
+/// something.
+fn first_line<T>(
+    rx: &std::sync::mpsc::Receiver<String>,
+    deadline: std::time::Instant,
+    what: &str,
+    mut pick: impl FnMut(&str) -> Option<T>,
+) -> T {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(t) = pick(&line) {
+                    return t;
+                }
+            }
+            Err(e) => panic!("no line with {what} before the deadline ({e})"),
+        }
+    }
+}
+
+/// One `zfabric node` of the test fabric: its endpoint, its metrics
+/// address, and the process (killed when dropped).
+struct FabricNode {
+    endpoint: String,
+    metrics: String,
+    _child: Killed,
+    // Kept so the reader threads keep draining the pipes.
+    _out: std::sync::mpsc::Receiver<String>,
+    _err: std::sync::mpsc::Receiver<String>,
+}
+
+fn start_node(dir: &Path, name: &str, config: &str) -> FabricNode {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zfabric"))
+        .args(["node", "--config"])
+        .arg(&path)
+        .args(["--metrics", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    let child = Killed(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // "metrics on http://ADDR/metrics" on stderr, then "node … listening on EP".
+    let metrics = first_line(&err, deadline, "the metrics address", |l| {
+        l.strip_prefix("metrics on http://")
+            .map(|r| r.trim_end_matches("/metrics").to_string())
+    });
+    let endpoint = first_line(&out, deadline, "the endpoint", |l| {
+        let at = l.find("listening on tcp://")?;
+        Some(
+            l[at + "listening on ".len()..]
+                .split_whitespace()
+                .next()?
+                .to_string(),
+        )
+    });
+    FabricNode {
+        endpoint,
+        metrics,
+        _child: child,
+        _out: out,
+        _err: err,
+    }
+}
+
+/// `s` percent-encoded for a query string.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query through Prometheus's HTTP API: the result vector.
+fn query(prometheus: &str, expr: &str) -> Vec<serde_json::Value> {
+    let (status, body) = get(
+        prometheus,
+        &format!("/api/v1/query?query={}", urlencode(expr)),
+    );
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("{expr}: not JSON ({e}), status {status}: {body}"));
+    assert_eq!(v["status"], "success", "{expr}: {body}");
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// An alert condition without its threshold: `EXPR > 0.25`, `EXPR == 2`
+/// become `EXPR`, which returns data whenever the fabric is measured at
+/// all, healthy or not. Only a comparison with a number at the very end
+/// is taken off (what every alert in rules.yml has); anything else is
+/// left as it is.
+fn without_threshold(expr: &str) -> String {
+    let e = expr.trim();
+    for op in ["==", "!=", ">=", "<=", ">", "<"] {
+        if let Some((lhs, rhs)) = e.rsplit_once(op) {
+            if rhs.trim().parse::<f64>().is_ok() && !lhs.trim().is_empty() {
+                return lhs.trim().to_string();
+            }
+        }
+    }
+    e.to_string()
+}
+
+/// A real Prometheus (Debian's `prometheus`) scrapes three `zfabric node`
+/// processes (a front service forwarding to two members of another, one
+/// of them failing a share of its calls) and evaluates rules.yml; under
+/// traffic from `zfabric req`, every expression on the dashboard and
+/// every rule's expression returns data through `/api/v1/query`. The
+/// dashboard's expressions are read from zfabric.json with the template
+/// variables at their "All" value (`.*`); the rules' expressions are the
+/// ones Prometheus itself loaded from rules.yml (`/api/v1/rules`, checked
+/// against the rules the file declares), alert conditions with their
+/// threshold taken off ([`without_threshold`]): healthy, an alert's
+/// condition is rightly empty, while the measured expression under it
+/// must not be. Then a member is killed: its breaker series leave the
+/// front node's scrape and Prometheus's answer, while the other member's
+/// stay.
+#[test]
+fn a_real_prometheus_gets_data_for_every_dashboard_and_rule_expression() {
+    if !common::tool_available("prometheus", "--version") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let front = start_node(
+        dir.path(),
+        "front",
+        r#"
+name = "front"
+bind = ["tcp://127.0.0.1:0"]
+[[bulkhead]]
+name = "pool"
+concurrent = 4
+queued = 4
+[[service]]
+name = "quote"
+handler = "forward"
+to = "pricing"
+bulkhead = "pool"
+dedup = true
+"#,
+    );
+    let member = |name: &str, fail: f64| {
+        start_node(
+            dir.path(),
+            name,
+            &format!(
+                "name = \"{name}\"\nbind = [\"tcp://127.0.0.1:0\"]\nseeds = [\"{}\"]\n\
+                 [[service]]\nname = \"pricing\"\nhandler = \"fail\"\nfail_rate = {fail}\n",
+                front.endpoint
+            ),
+        )
+    };
+    let pricing1 = member("pricing-1", 0.0);
+    let pricing2 = member("pricing-2", 0.2);
+
+    // Prometheus on a free loopback port, scraping the three every
+    // second and evaluating the rules as often.
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {}\n\
+         scrape_configs:\n  - job_name: zfabric\n    static_configs:\n      - targets: [\"{}\", \"{}\", \"{}\"]\n",
+        root.join("deploy/prometheus/rules.yml").display(),
+        front.metrics,
+        pricing1.metrics,
+        pricing2.metrics
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let mut child = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap();
+    let prom_log = lines_of(child.stderr.take().unwrap());
+    let _prometheus = Killed(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // `msg="Listening on" address=127.0.0.1:PORT`: the port it got.
+    let prometheus = first_line(&prom_log, deadline, "Prometheus's address", |l| {
+        let at = l.find("msg=\"Listening on\" address=")?;
+        Some(l[at..].split_once("address=")?.1.trim().to_string())
+    });
+
+    // The expressions: the dashboard's, with its variables at "All".
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/zfabric.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let e = t["expr"].as_str().unwrap();
+            let e = e
+                .replace("${node}", ".*")
+                .replace("$node", ".*")
+                .replace("${service}", ".*")
+                .replace("$service", ".*");
+            assert!(!e.contains('$'), "a template variable left in {e}");
+            exprs.push((format!("dashboard: {}", p["title"]), e));
+        }
+    }
+    assert!(exprs.len() >= 15, "{exprs:?}");
+
+    // The rules, as Prometheus loaded them from rules.yml.
+    let file = std::fs::read_to_string(root.join("deploy/prometheus/rules.yml")).unwrap();
+    let declared = file
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.starts_with("- record:") || l.starts_with("- alert:")
+        })
+        .count();
+    let rules = loop {
+        let (_, body) = get(&prometheus, "/api/v1/rules");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let rules: Vec<serde_json::Value> = v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        if rules.len() == declared {
+            break rules;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus loaded {} of the {declared} rules: {body}",
+            rules.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for r in &rules {
+        let q = r["query"].as_str().unwrap();
+        let e = if r["type"] == "alerting" {
+            without_threshold(q)
+        } else {
+            q.to_string()
+        };
+        exprs.push((format!("rule {}", r["name"]), e));
+    }
+    assert!(declared >= 7);
+    assert_eq!(without_threshold("a > 0.25"), "a");
+    assert_eq!(without_threshold("x - y > 0"), "x - y");
+    assert_eq!(without_threshold("rate(a[5m]) > b"), "rate(a[5m]) > b");
+
+    // Traffic until every expression answers (or the deadline).
+    let traffic = || {
+        Command::new(env!("CARGO_BIN_EXE_zfabric"))
+            .args(["req", "--connect", &front.endpoint, "--service", "quote"])
+            .args(["--data", "{\"n\":1}", "--count", "40", "--timeout", "2000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut empty: Vec<&(String, String)> = exprs.iter().collect();
+    while !empty.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no data before the deadline for:\n{}",
+            empty
+                .iter()
+                .map(|(w, e)| format!("  {w}: {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        traffic();
+        empty.retain(|(_, e)| query(&prometheus, e).is_empty());
+    }
+    // Every rule evaluated without error.
+    let (_, body) = get(&prometheus, "/api/v1/rules");
+    assert!(!body.contains("\"health\":\"err\""), "{body}");
+    // Every target up.
+    let (_, body) = get(&prometheus, "/api/v1/targets");
+    assert_eq!(body.matches("\"health\":\"up\"").count(), 3, "{body}");
+
+    // The front node keeps a breaker per member, by name.
+    let breaker = |peer: &str| format!("zfabric_breaker_state{{node=\"front\", peer=\"{peer}\"}}");
+    assert!(!query(&prometheus, &breaker("pricing-1")).is_empty());
+    assert!(!query(&prometheus, &breaker("pricing-2")).is_empty());
+    // A member killed: gone within `gone_after`, its series leave the
+    // front's scrape and so Prometheus's answer (a stale series); the
+    // other member's stay.
+    drop(pricing2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, scrape) = get(&front.metrics, "/metrics");
+        let gone_from_scrape = !scrape.contains("peer=\"pricing-2\"");
+        if gone_from_scrape && query(&prometheus, &breaker("pricing-2")).is_empty() {
+            assert!(scrape.contains("peer=\"pricing-1\""), "{scrape}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed member's breaker series stayed:\n{scrape}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(!query(&prometheus, &breaker("pricing-1")).is_empty());
+    drop(pricing1);
+    drop(front);
+}
+
+/// `zfabric run` runs several nodes in one process: each has its own
+/// series under its `node` label (members seen, requests served), none
+/// overwriting another's.
+#[test]
+fn each_node_of_a_run_has_its_own_series() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zfabric"))
+        .arg("run")
+        .arg(root.join("patterns/anycast.toml"))
+        .args(["--duration", "30", "--json", "--metrics", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines_of(child.stderr.take().unwrap());
+    let _child = Killed(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let metrics = first_line(&err, deadline, "the metrics address", |l| {
+        l.strip_prefix("metrics on http://")
+            .map(|r| r.trim_end_matches("/metrics").to_string())
+    });
+    let workers = ["worker-1", "worker-2", "worker-3"];
+    loop {
+        let (_, scrape) = get(&metrics, "/metrics");
+        let each = workers.iter().all(|w| {
+            // Every worker sees the two others and has served calls.
+            scrape.contains(&format!(
+                "zfabric_node_members{{node=\"{w}\",state=\"alive\"}} "
+            )) && scrape.lines().any(|l| {
+                l.starts_with(&format!(
+                    "zfabric_requests_total{{node=\"{w}\",service=\"echo\",side=\"server\",outcome=\"ok\"}} "
+                )) && !l.ends_with(" 0")
+            })
+        });
+        if each {
+            for w in workers {
+                let seen = scrape
+                    .lines()
+                    .find(|l| {
+                        l.starts_with(&format!(
+                            "zfabric_node_members{{node=\"{w}\",state=\"alive\"}}"
+                        ))
+                    })
+                    .unwrap();
+                assert!(seen.ends_with(" 2") || seen.ends_with(" 3"), "{seen}");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every worker has its own series:\n{scrape}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

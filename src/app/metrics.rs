@@ -4,8 +4,12 @@
 //! Guarantees: the recorder is installed before the command starts (once:
 //! a second install is an error); the listener (axum over hyper) answers
 //! `GET /metrics` with the Prometheus text format, `GET /healthz` and
-//! `GET /readyz` as [`health`] says, and anything else with 404. Does
-//! not: record anything itself (the library does).
+//! `GET /readyz` as [`health`] says, and anything else with 404. Each
+//! scrape first sets every gauge from what is alive now (the library's
+//! [`zfabric::telemetry::collect`], the build, the process); a gauge not
+//! set since the previous scrape is removed (an idle timeout on gauges
+//! only), so the series of a dropped node or a departed member leave.
+//! Does not: record anything else itself (the library does).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +18,13 @@ use super::{health, BoxError, UsageError};
 
 /// Gauge: the build serving the metrics (value 1), by `version`.
 const BUILD_INFO: &str = "zfabric_build_info";
+
+/// A gauge not set since the previous scrape for this long is removed
+/// from the next one. Every gauge is set right before each scrape
+/// (`zfabric::telemetry::collect`, the build, the process), so only the
+/// series of things that are gone (a dropped node, a member out of the
+/// fabric) go; the second only keeps two scrapes in a row from racing.
+const GAUGE_IDLE: Duration = Duration::from_secs(1);
 
 /// Options every long-running command shares.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,6 +77,10 @@ async fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
             zfabric::telemetry::catalog::DURATION_BUCKETS,
         )
         .map_err(|e| format!("cannot set the histogram buckets: {e}"))?
+        .idle_timeout(
+            metrics_util_exporter::MetricKindMask::GAUGE,
+            Some(GAUGE_IDLE),
+        )
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     // Every family described (HELP, unit), known counters at zero, the
@@ -75,7 +90,6 @@ async fn serve_metrics(addr: SocketAddr) -> Result<SocketAddr, BoxError> {
         BUILD_INFO,
         "The zfabric build serving these metrics (value 1), by version."
     );
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let process = metrics_process::Collector::default();
     process.describe();
     process.collect();
@@ -111,7 +125,10 @@ fn router(
         .route(
             "/metrics",
             get(move || {
+                // Every gauge set now, from what is alive now.
+                metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
                 process.collect();
+                zfabric::telemetry::collect();
                 let body = handle.render();
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
             }),

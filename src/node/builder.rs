@@ -164,7 +164,7 @@ impl NodeBuilder {
         Fut: Future<Output = Result<Rep, RemoteError>> + Send + 'static,
     {
         let name = service.into();
-        let svc = Service::new(&name, typed_handler(handler), opts);
+        let svc = Service::new(&self.name, &name, typed_handler(handler), opts);
         self.services.insert(name, svc);
         self
     }
@@ -182,7 +182,7 @@ impl NodeBuilder {
         Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
     {
         let name = service.into();
-        let svc = Service::new(&name, raw_handler(handler), opts);
+        let svc = Service::new(&self.name, &name, raw_handler(handler), opts);
         self.services.insert(name, svc);
         self
     }
@@ -197,6 +197,7 @@ impl NodeBuilder {
         let endpoints = bound.endpoints();
         let seeds = seeds(&self.seeds)?;
         let id = PeerId(wire::random_u64());
+        let info_name = self.name.clone();
         let info = PeerInfo {
             id,
             name: self.name,
@@ -225,7 +226,12 @@ impl NodeBuilder {
             view,
             links: Arc::new(Links::new(id, membership.heartbeat_interval, security)),
             local: Arc::new(Local::new(self.groups)),
-            routing: Routing::new(id, self.config.breaker, self.config.retry_budget),
+            routing: Arc::new(Routing::new(
+                id,
+                Arc::from(info_name.as_str()),
+                self.config.breaker,
+                self.config.retry_budget,
+            )),
             services: Arc::new(self.services),
             config: self.config,
         });
@@ -248,6 +254,9 @@ impl NodeBuilder {
             _ => Vec::new(),
         };
         let _ = self.handle.0.set(Arc::downgrade(&shared));
+        // Its gauges are read at scrape time, until it is dropped.
+        let owner: std::sync::Weak<Shared> = Arc::downgrade(&shared);
+        crate::telemetry::register(owner);
         Ok(Node {
             shared,
             running: Some(Running {

@@ -24,7 +24,7 @@ use super::protocol::{Call, TraceFields};
 use super::routing::Pick;
 use super::shared::Shared;
 use crate::resilience::deadline;
-use crate::telemetry::{RequestTimer, Side};
+use crate::telemetry::RequestTimer;
 use crate::trace;
 use crate::wire;
 use crate::RequestError;
@@ -35,7 +35,7 @@ async fn measured(
     service: &str,
     work: impl std::future::Future<Output = Result<Bytes, CallError>>,
 ) -> Result<Bytes, CallError> {
-    let timer = RequestTimer::start(s.routing.name(service), Side::Client);
+    let timer = RequestTimer::start(s.routing.client_metrics(service));
     let r = work.await;
     timer.finish(match &r {
         Ok(_) => "ok",
@@ -172,11 +172,14 @@ async fn anycast_unmeasured(
                     return Err(e);
                 }
                 if !s.routing.withdraw(service) {
-                    metrics::counter!(crate::resilience::RETRY_BUDGET_EXHAUSTED, "service" => service.to_owned()).increment(1);
+                    metrics::counter!(crate::resilience::RETRY_BUDGET_EXHAUSTED,
+                        "node" => s.routing.node_label().clone(), "service" => service.to_owned())
+                    .increment(1);
                     return Err(e);
                 }
-                metrics::counter!(crate::resilience::RETRIES, "service" => service.to_owned())
-                    .increment(1);
+                metrics::counter!(crate::resilience::RETRIES,
+                    "node" => s.routing.node_label().clone(), "service" => service.to_owned())
+                .increment(1);
                 tracing::debug!(peer = ?id, error = %e, attempt, "retrying an idempotent request");
                 tried.push(id);
                 tokio::time::sleep(backoff).await;

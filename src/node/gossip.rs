@@ -34,6 +34,7 @@ use super::membership::{
 };
 use super::options::GossipLimits;
 use super::protocol::{Hello, WirePeer};
+use super::routing::Routing;
 use crate::endpoint::Endpoint;
 use crate::telemetry::{self, GossipIgnored};
 
@@ -192,23 +193,32 @@ impl Gossip {
     /// Applies the passage of time and publishes the changes; `gone` runs
     /// for every peer now gone, before its event is published.
     pub(super) fn expire(&self, now: Instant, mut gone: impl FnMut(PeerId)) {
-        let (events, alive, suspect) = {
-            let mut m = self.membership.lock();
-            let events = m.tick(now);
-            let members = m.members();
-            let alive = members
-                .iter()
-                .filter(|p| m.state(p.id) == Some(PeerState::Alive))
-                .count();
-            (events, alive, members.len() - alive)
-        };
-        metrics::gauge!(crate::telemetry::NODE_MEMBERS, "state" => "alive").set(alive as f64);
-        metrics::gauge!(crate::telemetry::NODE_MEMBERS, "state" => "suspect").set(suspect as f64);
+        let events = self.membership.lock().tick(now);
         for ev in events {
             if let MembershipEvent::Gone(id) = ev {
                 gone(id);
             }
             let _ = self.events.send(ev);
+        }
+    }
+
+    /// The members by state now: `(alive, suspect)`.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        let m = self.membership.lock();
+        let members = m.members();
+        let alive = members
+            .iter()
+            .filter(|p| m.state(p.id) == Some(PeerState::Alive))
+            .count();
+        (alive, members.len() - alive)
+    }
+
+    /// A member's name (alive or suspect members only).
+    pub(super) fn member_name(&self, id: PeerId) -> Option<String> {
+        let m = self.membership.lock();
+        match m.state(id)? {
+            PeerState::Alive | PeerState::Suspect => Some(m.get(id)?.name.clone()),
+            PeerState::Gone => None,
         }
     }
 
@@ -270,6 +280,7 @@ pub(super) struct Gossiper {
     pub(super) view: Arc<Gossip>,
     pub(super) links: Arc<Links>,
     pub(super) local: Arc<Local>,
+    pub(super) routing: Arc<Routing>,
 }
 
 impl Gossiper {
@@ -289,7 +300,7 @@ impl Gossiper {
     /// A peer says it leaves: out at once, its link dropped.
     pub(super) fn left(&self, id: PeerId, incarnation: u64) {
         self.view
-            .leave(id, incarnation, now(), |id| self.links.remove(id));
+            .leave(id, incarnation, now(), |id| self.drop_member(id));
     }
 
     /// Says hello over `link` and greets the peers the answer names that
@@ -326,7 +337,13 @@ impl Gossiper {
     }
 
     fn expire(&self) {
-        self.view.expire(now(), |id| self.links.remove(id));
+        self.view.expire(now(), |id| self.drop_member(id));
+    }
+
+    /// A member is gone: its link and its breakers go too.
+    fn drop_member(&self, id: PeerId) {
+        self.links.remove(id);
+        self.routing.forget(id);
     }
 
     /// Says hello every heartbeat interval to every member and seed, and

@@ -25,6 +25,7 @@ use super::options::Balance;
 use crate::resilience::{
     BreakerConfig, BreakerState, BudgetConfig, CircuitBreaker, Outcome, RetryBudget, Transition,
 };
+use crate::telemetry::{RequestMetrics, Side};
 
 /// What [`pick`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,16 @@ pub(super) fn pick(
     Pick::AllOpen(soonest.unwrap_or_default())
 }
 
+/// The `zfabric_breaker_state` value of a state: 0 closed, 1 half-open,
+/// 2 open.
+fn breaker_level(state: BreakerState) -> f64 {
+    match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    }
+}
+
 /// A breaker transition, as kept in [`Node::breaker_log`](super::Node::breaker_log).
 #[derive(Debug, Clone)]
 pub struct BreakerEvent {
@@ -105,12 +116,14 @@ const INTERNED: usize = 4096;
 pub(super) struct Routing {
     /// This node: its own services have no breaker.
     me: PeerId,
+    /// This node's `node` label.
+    node: Arc<str>,
     breaker: Option<BreakerConfig>,
     budget: BudgetConfig,
     /// The names of the services this node calls, interned: a call
     /// shares its service's name (header field, breaker key) without
-    /// allocating it.
-    names: DashMap<Arc<str>, ()>,
+    /// allocating it; with each, its calling-side request metrics.
+    names: DashMap<Arc<str>, Arc<RequestMetrics>>,
     /// Breakers of the destinations this node calls: (member, service).
     breakers: DashMap<(PeerId, Arc<str>), CircuitBreaker>,
     /// Retry budgets of the services this node calls.
@@ -122,9 +135,15 @@ pub(super) struct Routing {
 }
 
 impl Routing {
-    pub(super) fn new(me: PeerId, breaker: Option<BreakerConfig>, budget: BudgetConfig) -> Self {
+    pub(super) fn new(
+        me: PeerId,
+        node: Arc<str>,
+        breaker: Option<BreakerConfig>,
+        budget: BudgetConfig,
+    ) -> Self {
         Routing {
             me,
+            node,
             breaker,
             budget,
             names: DashMap::new(),
@@ -137,14 +156,80 @@ impl Routing {
 
     /// The interned name of `service`: allocated the first time only.
     pub(super) fn name(&self, service: &str) -> Arc<str> {
+        self.interned(service).0
+    }
+
+    /// The calling-side request metrics of `service` (registered the
+    /// first time it is called).
+    pub(super) fn client_metrics(&self, service: &str) -> Arc<RequestMetrics> {
+        self.interned(service).1
+    }
+
+    fn interned(&self, service: &str) -> (Arc<str>, Arc<RequestMetrics>) {
         if let Some(n) = self.names.get(service) {
-            return n.key().clone();
+            return (n.key().clone(), n.value().clone());
         }
         let name: Arc<str> = Arc::from(service);
+        let m = RequestMetrics::new(self.node.clone(), name.clone(), Side::Client);
+        self.register_at_zero(&name);
         if self.names.len() < INTERNED {
-            self.names.insert(name.clone(), ());
+            let e = self.names.entry(name).or_insert(m);
+            return (e.key().clone(), e.value().clone());
         }
-        name
+        (name, m)
+    }
+
+    /// The counters of calling `service` start at zero, so that the first
+    /// retry or transition shows in `rate()`.
+    fn register_at_zero(&self, service: &Arc<str>) {
+        use crate::resilience::{BREAKER_TRANSITIONS, RETRIES, RETRY_BUDGET_EXHAUSTED};
+        for name in [RETRIES, RETRY_BUDGET_EXHAUSTED] {
+            metrics::counter!(name, "node" => self.node.clone(), "service" => service.clone())
+                .absolute(0);
+        }
+        if self.breaker.is_some() {
+            for to in ["closed", "half_open", "open"] {
+                metrics::counter!(BREAKER_TRANSITIONS, "node" => self.node.clone(),
+                    "service" => service.clone(), "to" => to)
+                .absolute(0);
+            }
+        }
+    }
+
+    /// This node's `node` label.
+    pub(super) fn node_label(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    /// Forgets what this node kept about a member that is gone: its
+    /// breakers (and so their series at the next scrape).
+    pub(super) fn forget(&self, peer: PeerId) {
+        self.breakers.retain(|(p, _), _| *p != peer);
+    }
+
+    /// Sets the scrape-time gauges of what this node calls: requests in
+    /// flight per service, and breaker state per service and peer name
+    /// (`name` of a member; the worst state when names repeat; breakers
+    /// of peers without a name, i.e. not members any more, are skipped).
+    pub(super) fn collect(&self, name: impl Fn(PeerId) -> Option<String>) {
+        for e in self.names.iter() {
+            e.value().collect();
+        }
+        let mut worst: std::collections::BTreeMap<(Arc<str>, String), f64> = Default::default();
+        for e in self.breakers.iter() {
+            let (peer, service) = e.key();
+            let Some(peer_name) = name(*peer) else {
+                continue;
+            };
+            let level = breaker_level(e.value().state());
+            let w = worst.entry((service.clone(), peer_name)).or_insert(level);
+            *w = w.max(level);
+        }
+        for ((service, peer), level) in worst {
+            metrics::gauge!(crate::resilience::BREAKER_STATE, "node" => self.node.clone(),
+                "service" => service, "peer" => peer)
+            .set(level);
+        }
     }
 
     /// [`pick`] with this node's cursor and breakers.
@@ -239,15 +324,15 @@ impl Routing {
                 transition: t,
             });
         }
-        let (to, level) = match t.to {
-            BreakerState::Closed => ("closed", 0.0),
-            BreakerState::HalfOpen => ("half_open", 1.0),
-            BreakerState::Open => ("open", 2.0),
+        let to = match t.to {
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Open => "open",
         };
-        metrics::counter!(crate::resilience::BREAKER_TRANSITIONS, "service" => service.to_owned(), "to" => to)
-            .increment(1);
-        metrics::gauge!(crate::resilience::BREAKER_STATE, "service" => service.to_owned(), "peer" => format!("{:016x}", peer.0))
-            .set(level);
+        // The state gauge is read at scrape time (`collect`).
+        metrics::counter!(crate::resilience::BREAKER_TRANSITIONS, "node" => self.node.clone(),
+            "service" => service.to_owned(), "to" => to)
+        .increment(1);
         tracing::info!(?peer, service, from = ?t.from, to = ?t.to, "circuit breaker moved");
     }
 }
@@ -385,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_service_name_is_allocated_once() {
-        let routing = Routing::new(PeerId(0), None, BudgetConfig::default());
+        let routing = Routing::new(PeerId(0), Arc::from("me"), None, BudgetConfig::default());
         let first = routing.name("svc");
         assert!(Arc::ptr_eq(&first, &routing.name("svc")));
         assert!(!Arc::ptr_eq(&first, &routing.name("other")));
@@ -399,7 +484,12 @@ mod tests {
             failure_rate: 0.5,
             ..BreakerConfig::default()
         };
-        let routing = Routing::new(PeerId(0), Some(cfg), BudgetConfig::default());
+        let routing = Routing::new(
+            PeerId(0),
+            Arc::from("me"),
+            Some(cfg),
+            BudgetConfig::default(),
+        );
         assert!(
             routing.admit(PeerId(0), "svc").is_ok(),
             "own services have no breaker"
@@ -414,5 +504,76 @@ mod tests {
         ok.success();
         drop(ok);
         assert!(!routing.withdraw("never-deposited"));
+    }
+
+    #[test]
+    fn breaker_series_are_named_by_peer_worst_state_first_and_leave_with_the_peer() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let cfg = BreakerConfig {
+            window: 1,
+            minimum_calls: 1,
+            failure_rate: 0.5,
+            ..BreakerConfig::default()
+        };
+        let rec = DebuggingRecorder::new();
+        let snap = rec.snapshotter();
+        metrics::with_local_recorder(&rec, || {
+            let routing = Routing::new(
+                PeerId(0),
+                Arc::from("me"),
+                Some(cfg),
+                BudgetConfig::default(),
+            );
+            // A opens; B (same name "pricing-1") and C stay closed.
+            for id in [A, B, C] {
+                assert!(routing.admit(id, "svc").is_ok());
+                let mut j = routing.judge(id, "svc");
+                if id != A {
+                    j.success();
+                }
+            }
+            let names = |id: PeerId| match id {
+                A | B => Some("pricing-1".to_string()),
+                C => Some("pricing-2".to_string()),
+                _ => None,
+            };
+            let states = |snap: &metrics_util::debugging::Snapshotter| {
+                let mut v: Vec<(String, String, f64)> = snap
+                    .snapshot()
+                    .into_vec()
+                    .into_iter()
+                    .filter(|(k, _, _, _)| k.key().name() == crate::resilience::BREAKER_STATE)
+                    .map(|(k, _, _, val)| {
+                        let label = |n: &str| {
+                            k.key()
+                                .labels()
+                                .find(|l| l.key() == n)
+                                .map(|l| l.value().to_string())
+                                .unwrap_or_default()
+                        };
+                        let DebugValue::Gauge(g) = val else {
+                            panic!("a gauge")
+                        };
+                        (label("node"), label("peer"), g.into_inner())
+                    })
+                    .collect();
+                v.sort_by(|a, b| a.1.cmp(&b.1));
+                v
+            };
+            routing.collect(names);
+            assert_eq!(
+                states(&snap),
+                vec![
+                    ("me".into(), "pricing-1".into(), 2.0),
+                    ("me".into(), "pricing-2".into(), 0.0)
+                ]
+            );
+            // A member that is gone takes its breakers along: only B
+            // remains under its name, closed.
+            routing.forget(A);
+            assert_eq!(routing.breakers.len(), 2);
+            routing.collect(names);
+            assert_eq!(states(&snap)[0], ("me".into(), "pricing-1".into(), 0.0));
+        });
     }
 }

@@ -33,7 +33,7 @@ use serde::Serialize;
 use super::membership::PeerId;
 use crate::messaging::reqrep::Request;
 use crate::resilience::{Bulkhead, DedupConfig, DedupKey, IdempotentConsumer, Rejected};
-use crate::telemetry::{remote_outcome, RequestTimer, Side};
+use crate::telemetry::{remote_outcome, RequestMetrics, RequestTimer, Side};
 use crate::trace;
 use crate::wire::{self, Header, RemoteError};
 
@@ -218,6 +218,8 @@ impl ServeOptions {
 /// A service as the node runs it.
 pub(super) struct Service {
     handler: Handler,
+    /// Its serving-side request metrics.
+    metrics: Arc<RequestMetrics>,
     bulkheads: Vec<Bulkhead>,
     partition: Option<PartitionFn>,
     dedup: Option<(IdempotentConsumer<Bytes>, KeyFn)>,
@@ -236,9 +238,11 @@ pub(super) fn rejected_to_remote(r: Rejected) -> RemoteError {
 }
 
 impl Service {
-    pub(super) fn new(name: &str, handler: Handler, opts: ServeOptions) -> Self {
+    /// `name` served by the node called `node` (its `node` label).
+    pub(super) fn new(node: &str, name: &str, handler: Handler, opts: ServeOptions) -> Self {
         Service {
             handler,
+            metrics: RequestMetrics::new(Arc::from(node), Arc::from(name), Side::Server),
             bulkheads: opts.bulkheads,
             partition: opts.partition,
             dedup: opts
@@ -271,7 +275,7 @@ impl Service {
                 .await;
         }
         // Untraced: metrics and the run inline, as before tracing.
-        let timer = RequestTimer::start(name.clone(), Side::Server);
+        let timer = RequestTimer::start(self.metrics.clone());
         let untraced = trace::Traced::none();
         let r = self
             .run(name, call, priority, hops, body, header, &untraced)
@@ -318,7 +322,7 @@ impl Service {
         header: Header,
         op: &trace::Traced,
     ) -> Result<Bytes, RemoteError> {
-        let timer = RequestTimer::start(name.clone(), Side::Server);
+        let timer = RequestTimer::start(self.metrics.clone());
         let r = self.run(name, call, priority, hops, body, header, op).await;
         let outcome = match &r {
             Ok(_) => "ok",
@@ -398,6 +402,13 @@ impl Services {
 
     pub(super) fn names(&self) -> Vec<String> {
         self.0.keys().cloned().collect()
+    }
+
+    /// Sets the serving-side in-flight gauges (scrape time).
+    pub(super) fn collect(&self) {
+        for s in self.0.values() {
+            s.metrics.collect();
+        }
     }
 }
 

@@ -3,8 +3,11 @@
 //! Guarantees: each part owns one kind of state ([`Gossip`]: who is on the
 //! fabric; [`Links`]: connections; [`Local`]: local receivers;
 //! [`Routing`]: breakers, budgets, cursor; [`Services`]: what this node
-//! serves) and nothing here adds state of its own. Does not: run tasks or
-//! hold logic beyond handing the parts out.
+//! serves) and nothing here adds state of its own. The node's
+//! scrape-time gauges are read from the parts here (members by state,
+//! breaker state per service and peer name, requests in flight), all
+//! labelled with the node's name (`node`). Does not: run tasks or hold
+//! logic beyond handing the parts out.
 
 use std::sync::Arc;
 
@@ -20,7 +23,7 @@ pub(super) struct Shared {
     pub(super) view: Arc<Gossip>,
     pub(super) links: Arc<Links>,
     pub(super) local: Arc<Local>,
-    pub(super) routing: Routing,
+    pub(super) routing: Arc<Routing>,
     pub(super) services: Arc<Services>,
     pub(super) config: NodeConfig,
 }
@@ -32,6 +35,20 @@ impl Shared {
             view: self.view.clone(),
             links: self.links.clone(),
             local: self.local.clone(),
+            routing: self.routing.clone(),
         }
+    }
+}
+
+impl crate::telemetry::Collector for Shared {
+    fn collect(&self) {
+        let node = self.routing.node_label();
+        let (alive, suspect) = self.view.counts();
+        for (state, n) in [("alive", alive), ("suspect", suspect)] {
+            metrics::gauge!(crate::telemetry::NODE_MEMBERS, "node" => node.clone(), "state" => state)
+                .set(n as f64);
+        }
+        self.routing.collect(|id| self.view.member_name(id));
+        self.services.collect();
     }
 }

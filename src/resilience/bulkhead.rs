@@ -167,8 +167,16 @@ struct Inner {
     in_flight: AtomicUsize,
     rejected: AtomicU64,
     runtime: Option<Dedicated>,
-    g_in_flight: metrics::Gauge,
-    g_queued: metrics::Gauge,
+}
+
+/// Its gauges are read at scrape time ([`crate::telemetry::collect`]).
+impl crate::telemetry::Collector for Inner {
+    fn collect(&self) {
+        metrics::gauge!(BULKHEAD_IN_FLIGHT, "bulkhead" => self.name.clone())
+            .set(self.in_flight.load(Ordering::Relaxed) as f64);
+        metrics::gauge!(BULKHEAD_QUEUED, "bulkhead" => self.name.clone())
+            .set(self.queued.load(Ordering::Relaxed) as f64);
+    }
 }
 
 /// A named bulkhead. Clones share the same slots and queue.
@@ -201,7 +209,6 @@ impl Drop for Permit {
             .inner
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
-        self.bulkhead.inner.g_in_flight.decrement(1.0);
     }
 }
 
@@ -211,7 +218,6 @@ struct Queued<'a>(&'a Inner);
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.0.queued.fetch_sub(1, Ordering::AcqRel);
-        self.0.g_queued.decrement(1.0);
     }
 }
 
@@ -238,10 +244,12 @@ impl Bulkhead {
                     .expect("start a bulkhead's threads"),
             ))),
         };
-        Bulkhead {
+        for reason in ["full", "expired", "closed"] {
+            metrics::counter!(BULKHEAD_REJECTED, "bulkhead" => name.clone(), "reason" => reason)
+                .absolute(0);
+        }
+        let b = Bulkhead {
             inner: Arc::new(Inner {
-                g_in_flight: metrics::gauge!(BULKHEAD_IN_FLIGHT, "bulkhead" => name.clone()),
-                g_queued: metrics::gauge!(BULKHEAD_QUEUED, "bulkhead" => name.clone()),
                 slots: Arc::new(Semaphore::new(config.max_concurrent)),
                 queued: AtomicUsize::new(0),
                 in_flight: AtomicUsize::new(0),
@@ -250,7 +258,10 @@ impl Bulkhead {
                 config,
                 runtime,
             }),
-        }
+        };
+        let owner: std::sync::Weak<Inner> = Arc::downgrade(&b.inner);
+        crate::telemetry::register(owner);
+        b
     }
 
     /// The bulkhead's name.
@@ -301,7 +312,6 @@ impl Bulkhead {
 
     fn admitted(&self, permit: OwnedSemaphorePermit) -> Permit {
         self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.inner.g_in_flight.increment(1.0);
         Permit {
             _permit: permit,
             bulkhead: self.clone(),
@@ -331,7 +341,6 @@ impl Bulkhead {
         {
             return Err(self.full());
         }
-        self.inner.g_queued.increment(1.0);
         let _queued = Queued(&self.inner);
         let wait = self.inner.slots.clone().acquire_owned();
         let permit = match deadline.map(|d| d.remaining().unwrap_or(Duration::ZERO)) {

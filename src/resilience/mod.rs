@@ -14,14 +14,18 @@
 //! # Metrics
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `zfabric_bulkhead_in_flight` | gauge | `bulkhead` |
-//! | `zfabric_bulkhead_queued` | gauge | `bulkhead` |
-//! | `zfabric_bulkhead_rejected_total` | counter | `bulkhead`, `reason` (`full`, `expired`, `closed`) |
-//! | `zfabric_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `service`, `peer` |
-//! | `zfabric_breaker_transitions_total` | counter | `service`, `to` |
-//! | `zfabric_retries_total` | counter | `service` |
-//! | `zfabric_retry_budget_exhausted_total` | counter | `service` |
+//! | `zfabric_bulkhead_in_flight` | gauge (scrape time) | `bulkhead` |
+//! | `zfabric_bulkhead_queued` | gauge (scrape time) | `bulkhead` |
+//! | `zfabric_bulkhead_rejected_total` | counter (at zero from the start) | `bulkhead`, `reason` (`full`, `expired`, `closed`) |
+//! | `zfabric_breaker_state` | gauge (scrape time; 0 closed, 1 half-open, 2 open) | `node`, `service`, `peer` (the member's name) |
+//! | `zfabric_breaker_transitions_total` | counter | `node`, `service`, `to` |
+//! | `zfabric_retries_total` | counter | `node`, `service` |
+//! | `zfabric_retry_budget_exhausted_total` | counter | `node`, `service` |
 //! | `zfabric_dedup_hits_total` | counter | `consumer` |
+//!
+//! Gauges marked "scrape time" are read from the live bulkhead or node by
+//! [`crate::telemetry::collect`]: a dropped bulkhead, or a member that is
+//! gone (its breakers dropped with it), leaves the scrape.
 
 //!
 //! Every type is reached by one path, `zfabric::resilience::Name`; only

@@ -64,19 +64,19 @@ pub const CATALOGUE: &[Family] = &[
         REQUESTS,
         Kind::Counter,
         Unit::Count,
-        "Node requests finished, by service, side (client, server) and outcome.",
+        "Node requests finished, by node, service, side (client, server) and outcome.",
     ),
     f(
         REQUEST_DURATION,
         Kind::Histogram,
         Unit::Seconds,
-        "Node request duration in seconds, by service and side.",
+        "Node request duration in seconds, by node, service and side.",
     ),
     f(
         REQUESTS_IN_FLIGHT,
         Kind::Gauge,
         Unit::Count,
-        "Node requests started and not finished, by service and side.",
+        "Node requests started and not finished, by node, service and side.",
     ),
     f(
         MESSAGES_DROPPED,
@@ -106,7 +106,7 @@ pub const CATALOGUE: &[Family] = &[
         NODE_MEMBERS,
         Kind::Gauge,
         Unit::Count,
-        "Peers a node sees, by state (alive, suspect).",
+        "Peers a node sees, by node and state (alive, suspect).",
     ),
     f(
         GOSSIP_IGNORED,
@@ -142,25 +142,25 @@ pub const CATALOGUE: &[Family] = &[
         BREAKER_STATE,
         Kind::Gauge,
         Unit::Count,
-        "Circuit breaker state per service and peer: 0 closed, 1 half-open, 2 open.",
+        "Circuit breaker state per node, service and peer name: 0 closed, 1 half-open, 2 open.",
     ),
     f(
         BREAKER_TRANSITIONS,
         Kind::Counter,
         Unit::Count,
-        "Circuit breaker transitions, by service and target state.",
+        "Circuit breaker transitions, by node, service and target state.",
     ),
     f(
         RETRIES,
         Kind::Counter,
         Unit::Count,
-        "Retries of idempotent requests, by service.",
+        "Retries of idempotent requests, by node and service.",
     ),
     f(
         RETRY_BUDGET_EXHAUSTED,
         Kind::Counter,
         Unit::Count,
-        "Retries refused because the service's retry budget was spent, by service.",
+        "Retries refused because the service's retry budget was spent, by node and service.",
     ),
     f(
         EVENTS_REDELIVERED,
@@ -186,7 +186,7 @@ pub const DURATION_BUCKETS: &[f64] = &[
 
 /// Describes every family to the installed recorder and registers the
 /// counters whose labels are known (every drop, disconnect and gossip
-/// reason) at zero.
+/// reason, reconnects per transport) at zero.
 pub fn describe() {
     for fam in CATALOGUE {
         match fam.kind {
@@ -205,6 +205,9 @@ pub fn describe() {
         metrics::counter!(GOSSIP_IGNORED, "reason" => r.as_str()).absolute(0);
     }
     metrics::counter!(MESSAGES_LOST).absolute(0);
+    for transport in ["ipc", "tcp"] {
+        metrics::counter!(RECONNECTS, "transport" => transport).absolute(0);
+    }
 }
 
 #[cfg(test)]

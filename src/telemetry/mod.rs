@@ -12,8 +12,16 @@
 //! | `zfabric_messages_lost_total` | counter | — | gaps seen in a publisher's sequence numbers at a subscriber |
 //! | `zfabric_peers_disconnected_total` | counter | `reason` | connections zfabric closed or lost |
 //! | `zfabric_reconnects_total` | counter | `transport` | successful reconnections of an outgoing link |
-//! | `zfabric_node_members` | gauge | `state` (`alive`, `suspect`) | peers a node sees, set twice per heartbeat |
+//! | `zfabric_node_members` | gauge (scrape time) | `node`, `state` (`alive`, `suspect`) | peers a node sees |
 //! | `zfabric_gossip_peers_ignored_total` | counter | `reason` (`members_full`, `greet_limit`) | peers named by gossip that the [`GossipLimits`](crate::node::GossipLimits) kept a node from greeting or admitting |
+//!
+//! Families measured by a node carry a `node` label, its name, so that
+//! several nodes in one process (`zfabric run`) keep apart: requests,
+//! members, breakers, retries. The others (drops, disconnects,
+//! reconnects, gossip refusals) are counted per process. Gauges are read
+//! from their owners at scrape time ([`collect`]), so the series of a
+//! dropped node or bulkhead, or of a member that is gone, leave the
+//! scrape.
 //!
 //! Resilience metrics (bulkheads, breakers, retries, dedup) are listed in
 //! [`crate::resilience`]; topology metrics (event redeliveries, gateway
@@ -30,9 +38,12 @@
 //! `tests/vocabulary.rs`).
 
 pub mod catalog;
+mod collect;
 mod request;
 
-pub(crate) use request::{remote_outcome, RequestTimer, Side};
+pub use collect::collect;
+pub(crate) use collect::{register, Collector};
+pub(crate) use request::{remote_outcome, RequestMetrics, RequestTimer, Side};
 pub use request::{REQUESTS, REQUESTS_IN_FLIGHT, REQUEST_DURATION};
 
 /// Counter: messages discarded, by `reason`.
@@ -41,7 +52,7 @@ pub const MESSAGES_DROPPED: &str = "zfabric_messages_dropped_total";
 pub const MESSAGES_LOST: &str = "zfabric_messages_lost_total";
 /// Counter: connections closed or lost, by `reason`.
 pub const PEERS_DISCONNECTED: &str = "zfabric_peers_disconnected_total";
-/// Gauge: peers a node sees, by `state`.
+/// Gauge: peers a node sees, by `node` and `state` (set at scrape time).
 pub const NODE_MEMBERS: &str = "zfabric_node_members";
 /// Counter: successful reconnections of an outgoing link.
 pub const RECONNECTS: &str = "zfabric_reconnects_total";

@@ -3,30 +3,34 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `zfabric_requests_total` | counter | `service`, `side` (`client`, `server`), `outcome` |
-//! | `zfabric_request_duration_seconds` | histogram | `service`, `side` |
-//! | `zfabric_requests_in_flight` | gauge | `service`, `side` |
+//! | `zfabric_requests_total` | counter | `node`, `service`, `side` (`client`, `server`), `outcome` |
+//! | `zfabric_request_duration_seconds` | histogram | `node`, `service`, `side` |
+//! | `zfabric_requests_in_flight` | gauge | `node`, `service`, `side` |
 //!
 //! `outcome` is `ok`, a [`RemoteCode`](crate::wire::RemoteCode) label
 //! (`rejected`, `deadline_expired`, `no_such_service`, …), or one of
 //! `error` (a handler's own error code), `timeout`, `peer_gone`,
 //! `circuit_open`, `no_member`, `failed` (any other failure of the call),
 //! `cancelled` (the caller stopped waiting). The label sets are bounded by
-//! the services a fabric has.
+//! the services a fabric has; `node` is the measuring node's name.
 //!
 //! Guarantees: a [`RequestTimer`] counts its request in flight from
 //! [`start`](RequestTimer::start) until it is finished or dropped, and
 //! records exactly one outcome and one duration. Does not: record
-//! anything when no recorder is installed (a few nanoseconds each).
+//! anything when no recorder is installed (a few nanoseconds each), or
+//! into a recorder installed after the [`RequestMetrics`] were made
+//! (install it before building nodes).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Counter: requests finished, by `service`, `side` and `outcome`.
+/// Counter: requests finished, by `node`, `service`, `side` and `outcome`.
 pub const REQUESTS: &str = "zfabric_requests_total";
-/// Histogram: request duration in seconds, by `service` and `side`.
+/// Histogram: request duration in seconds, by `node`, `service` and `side`.
 pub const REQUEST_DURATION: &str = "zfabric_request_duration_seconds";
-/// Gauge: requests started and not finished, by `service` and `side`.
+/// Gauge: requests started and not finished, by `node`, `service` and
+/// `side` (set at scrape time).
 pub const REQUESTS_IN_FLIGHT: &str = "zfabric_requests_in_flight";
 
 /// Which end of a call is measured.
@@ -47,22 +51,67 @@ impl Side {
     }
 }
 
-/// One request being measured.
-pub(crate) struct RequestTimer {
+/// The request metrics of one service on one side of one node: the
+/// `ok` counter and the duration histogram registered once, the number
+/// in flight as an atomic that [`collect`](RequestMetrics::collect) sets
+/// the gauge from at scrape time. A request costs an atomic increment
+/// and decrement, one histogram record and one counter increment, with
+/// no label set built (other outcomes than `ok` look their counter up).
+pub(crate) struct RequestMetrics {
+    node: Arc<str>,
     service: Arc<str>,
     side: Side,
+    in_flight: AtomicI64,
+    duration: metrics::Histogram,
+    ok: metrics::Counter,
+}
+
+impl RequestMetrics {
+    /// Registers `service`'s metrics on `side` of `node` (its `ok`
+    /// requests at zero).
+    pub(crate) fn new(node: Arc<str>, service: Arc<str>, side: Side) -> Arc<Self> {
+        let s = side.as_str();
+        let duration = metrics::histogram!(REQUEST_DURATION,
+            "node" => node.clone(), "service" => service.clone(), "side" => s);
+        let ok = metrics::counter!(REQUESTS,
+            "node" => node.clone(), "service" => service.clone(), "side" => s, "outcome" => "ok");
+        ok.absolute(0);
+        Arc::new(RequestMetrics {
+            node,
+            service,
+            side,
+            in_flight: AtomicI64::new(0),
+            duration,
+            ok,
+        })
+    }
+
+    /// Requests in flight now.
+    pub(crate) fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Sets the in-flight gauge (scrape time).
+    pub(crate) fn collect(&self) {
+        metrics::gauge!(REQUESTS_IN_FLIGHT, "node" => self.node.clone(),
+            "service" => self.service.clone(), "side" => self.side.as_str())
+        .set(self.in_flight() as f64);
+    }
+}
+
+/// One request being measured.
+pub(crate) struct RequestTimer {
+    metrics: Arc<RequestMetrics>,
     started: Instant,
     done: bool,
 }
 
 impl RequestTimer {
-    /// Starts measuring a request to `service`: in flight from now.
-    pub(crate) fn start(service: Arc<str>, side: Side) -> Self {
-        metrics::gauge!(REQUESTS_IN_FLIGHT, "service" => service.clone(), "side" => side.as_str())
-            .increment(1.0);
+    /// Starts measuring a request: in flight from now.
+    pub(crate) fn start(metrics: Arc<RequestMetrics>) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         RequestTimer {
-            service,
-            side,
+            metrics,
             started: Instant::now(),
             done: false,
         }
@@ -79,14 +128,17 @@ impl RequestTimer {
             return;
         }
         self.done = true;
-        // Labels share the interned name (a count bump, no allocation).
-        let (service, side) = (self.service.clone(), self.side.as_str());
-        metrics::gauge!(REQUESTS_IN_FLIGHT, "service" => service.clone(), "side" => side)
-            .decrement(1.0);
-        metrics::histogram!(REQUEST_DURATION, "service" => service.clone(), "side" => side)
-            .record(self.started.elapsed().as_secs_f64());
-        metrics::counter!(REQUESTS, "service" => service, "side" => side, "outcome" => outcome)
+        let m = &self.metrics;
+        m.in_flight.fetch_sub(1, Ordering::Relaxed);
+        m.duration.record(self.started.elapsed().as_secs_f64());
+        if outcome == "ok" {
+            m.ok.increment(1);
+        } else {
+            // Labels share the interned names (count bumps).
+            metrics::counter!(REQUESTS, "node" => m.node.clone(), "service" => m.service.clone(),
+                "side" => m.side.as_str(), "outcome" => outcome)
             .increment(1);
+        }
     }
 }
 
@@ -113,16 +165,30 @@ mod tests {
         let rec = DebuggingRecorder::new();
         let snap = rec.snapshotter();
         metrics::with_local_recorder(&rec, || {
-            let t = RequestTimer::start(Arc::from("quote"), Side::Server);
-            let gauge = |snap: &metrics_util::debugging::Snapshotter| {
+            let m = RequestMetrics::new(Arc::from("n1"), Arc::from("quote"), Side::Server);
+            let find = |snap: &metrics_util::debugging::Snapshotter, name: &str| {
                 snap.snapshot()
                     .into_vec()
                     .into_iter()
-                    .find(|(k, _, _, _)| k.key().name() == REQUESTS_IN_FLIGHT)
-                    .map(|(_, _, _, v)| v)
+                    .filter(|(k, _, _, _)| k.key().name() == name)
+                    .collect::<Vec<_>>()
             };
-            assert_eq!(gauge(&snap), Some(DebugValue::Gauge(1.0.into())));
+            // Registered at zero, before any request.
+            let ok = find(&snap, REQUESTS);
+            assert_eq!(ok.len(), 1);
+            assert!(matches!(ok[0].3, DebugValue::Counter(0)));
+            let t = RequestTimer::start(m.clone());
+            m.collect();
+            let g = find(&snap, REQUESTS_IN_FLIGHT);
+            assert_eq!(g[0].3, DebugValue::Gauge(1.0.into()));
+            assert!(g[0]
+                .0
+                .key()
+                .labels()
+                .any(|l| l.key() == "node" && l.value() == "n1"));
             t.finish("ok");
+            assert_eq!(m.in_flight(), 0);
+            // One snapshot: a snapshot drains histogram samples.
             let all = snap.snapshot().into_vec();
             let count: Vec<_> = all
                 .iter()
@@ -136,16 +202,13 @@ mod tests {
                 .any(|(k, _, _, v)| k.key().name() == REQUEST_DURATION
                     && matches!(v, DebugValue::Histogram(h) if h.len() == 1)));
             // Dropped without an outcome: cancelled, once.
-            drop(RequestTimer::start(Arc::from("quote"), Side::Client));
-            let cancelled = snap
-                .snapshot()
-                .into_vec()
+            drop(RequestTimer::start(m.clone()));
+            let cancelled = find(&snap, REQUESTS)
                 .into_iter()
-                .filter(|(k, _, _, _)| {
-                    k.key().name() == REQUESTS && k.key().labels().any(|l| l.value() == "cancelled")
-                })
+                .filter(|(k, _, _, _)| k.key().labels().any(|l| l.value() == "cancelled"))
                 .count();
             assert_eq!(cancelled, 1);
+            assert_eq!(m.in_flight(), 0);
         });
         assert_eq!(remote_outcome("rejected"), "rejected");
         assert_eq!(remote_outcome("my_handler_code"), "error");
