@@ -87,12 +87,21 @@ impl PublishStats {
     }
 }
 
+/// One subscriber connection as its publisher sees it.
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    prefixes: Vec<Bytes>,
+    /// Deliveries owed to it so far.
+    owed: AtomicU64,
+}
+
 /// The subscriptions and delivery counts of one PUB socket.
 #[derive(Debug, Default)]
 pub(crate) struct Audience {
     next_id: AtomicU64,
-    /// Subscriber connections with at least one prefix.
-    subs: RwLock<Vec<(u64, Vec<Bytes>)>>,
+    /// Subscriber connections (with or without prefixes).
+    subs: RwLock<Vec<Conn>>,
     published: AtomicU64,
     no_subscriber: AtomicU64,
     owed: AtomicU64,
@@ -105,7 +114,15 @@ pub(crate) struct Audience {
 impl Audience {
     /// A new subscriber connection's id.
     pub(crate) fn join(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut subs) = self.subs.write() {
+            subs.push(Conn {
+                id,
+                prefixes: Vec::new(),
+                owed: AtomicU64::new(0),
+            });
+        }
+        id
     }
 
     /// Applies a subscription message (`1` or `0`, then the prefix) from
@@ -117,21 +134,16 @@ impl Audience {
         let Ok(mut subs) = self.subs.write() else {
             return;
         };
-        let at = subs.iter().position(|(i, _)| *i == id);
-        match (op, at) {
-            (1, Some(at)) => {
-                if subs[at].1.len() < MAX_PREFIXES {
-                    subs[at].1.push(Bytes::copy_from_slice(prefix));
-                }
+        let Some(conn) = subs.iter_mut().find(|c| c.id == id) else {
+            return;
+        };
+        match op {
+            1 if conn.prefixes.len() < MAX_PREFIXES => {
+                conn.prefixes.push(Bytes::copy_from_slice(prefix))
             }
-            (1, None) => subs.push((id, vec![Bytes::copy_from_slice(prefix)])),
-            (0, Some(at)) => {
-                let list = &mut subs[at].1;
-                if let Some(p) = list.iter().position(|p| p[..] == *prefix) {
-                    list.remove(p);
-                }
-                if list.is_empty() {
-                    subs.remove(at);
+            0 => {
+                if let Some(p) = conn.prefixes.iter().position(|p| p[..] == *prefix) {
+                    conn.prefixes.remove(p);
                 }
             }
             _ => return,
@@ -140,11 +152,18 @@ impl Audience {
         self.changed.notify_waiters();
     }
 
-    /// Connection `id` is gone: it is owed nothing more.
-    pub(crate) fn leave(&self, id: u64) {
-        if let Ok(mut subs) = self.subs.write() {
-            subs.retain(|(i, _)| *i != id);
-        }
+    /// Connection `id` is gone after `settled` of its deliveries were
+    /// written or dropped: it is owed nothing more, and what it was owed
+    /// beyond that is lost with it (counted `link_down`).
+    pub(crate) fn leave(&self, id: u64, settled: u64) {
+        let owed = self.subs.write().ok().and_then(|mut subs| {
+            let at = subs.iter().position(|c| c.id == id)?;
+            Some(subs.remove(at).owed.load(Ordering::Relaxed))
+        });
+        self.dropped(
+            DropReason::LinkDown,
+            owed.unwrap_or(0).saturating_sub(settled),
+        );
         self.changed.notify_waiters();
     }
 
@@ -152,9 +171,14 @@ impl Audience {
     /// connection whose prefixes match it.
     pub(crate) fn publish(&self, topic: &[u8]) {
         let matched = self.subs.read().map_or(0, |subs| {
-            subs.iter()
-                .filter(|(_, prefixes)| prefixes.iter().any(|p| topic.starts_with(p)))
-                .count() as u64
+            let mut n = 0;
+            for c in subs.iter() {
+                if c.prefixes.iter().any(|p| topic.starts_with(p)) {
+                    c.owed.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+            }
+            n
         });
         self.owe(matched);
     }
@@ -195,7 +219,9 @@ impl Audience {
 
     /// Subscriber connections subscribed to something now.
     pub(crate) fn subscribers(&self) -> usize {
-        self.subs.read().map_or(0, |s| s.len())
+        self.subs
+            .read()
+            .map_or(0, |s| s.iter().filter(|c| !c.prefixes.is_empty()).count())
     }
 
     /// What is known so far.
@@ -549,12 +575,15 @@ mod tests {
         a.publish(b"prices.eur");
         a.subscription(y, b"\x00");
         a.publish(b"orders.old");
-        a.leave(x);
+        // x was owed 2 and settled 1: the other is lost with it.
+        a.written(1);
+        a.leave(x, 1);
+        assert_eq!(a.stats().dropped_link, 1);
         a.publish(b"orders.new");
         let s = a.stats();
         assert_eq!((s.published, s.no_subscriber, s.owed), (5, 2, 4));
         assert_eq!(s.subscribers, 1);
-        a.written(3);
+        a.written(1);
         a.dropped(DropReason::SlowSubscriber, 1);
         assert_eq!(a.stats().unaccounted(), 0);
     }

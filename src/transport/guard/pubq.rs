@@ -13,6 +13,7 @@
 //! is still queued when the relay ends is counted `link_down`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -31,6 +32,8 @@ pub(super) struct PubQueue {
     progress: Arc<Progress>,
     /// Its id in the socket's audience.
     id: u64,
+    /// Its deliveries written or dropped so far.
+    settled: AtomicU64,
 }
 
 impl PubQueue {
@@ -43,6 +46,7 @@ impl PubQueue {
             ready: Notify::new(),
             progress,
             id,
+            settled: AtomicU64::new(0),
         }
     }
 
@@ -101,14 +105,20 @@ impl PubQueue {
     /// `piece` was written to the subscriber's connection.
     pub(super) fn written(&self, piece: &Piece) {
         self.progress.relayed(piece.data_bytes as usize);
+        self.settle(piece.publications);
         self.progress.audience.written(piece.publications);
     }
 
     /// `piece` cannot be written (the connection broke).
     pub(super) fn lost(&self, piece: &Piece) {
+        self.settle(piece.publications);
         self.progress
             .audience
             .dropped(DropReason::LinkDown, piece.publications);
+    }
+
+    fn settle(&self, n: u64) {
+        self.settled.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Puts pieces taken but not written back at the front of the queue.
@@ -130,6 +140,7 @@ impl Drop for PubQueue {
         for p in &rest {
             self.lost(p);
         }
-        self.progress.audience.leave(self.id);
+        let settled = self.settled.load(Ordering::Relaxed);
+        self.progress.audience.leave(self.id, settled);
     }
 }
