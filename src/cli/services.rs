@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
-use zfabric::node::{MembershipEvent, Node};
+use zfabric::node::{CallOptions, MembershipEvent, Node};
 use zfabric::{RemoteError, Request};
 
 use super::security::{CurveArgs, SecurityFile};
@@ -196,10 +196,14 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (mut ok, mut failed) = (0u64, 0u64);
+    // Each request waits, within its deadline, for a member that can take
+    // it (a restarted server, a breaker's trial): the loop does not burn
+    // its count on instant failures while the fabric heals.
+    let opts = CallOptions::default().timeout(timeout).wait_for_member();
     for _ in 0..args.count {
         let t = Instant::now();
         match node
-            .request::<_, Value>(&args.service, &body, timeout)
+            .request_with::<_, Value>(&args.service, &body, opts)
             .await
         {
             Ok(v) => {
