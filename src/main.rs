@@ -10,7 +10,14 @@ use clap::{Parser, Subcommand};
 
 /// zfabric: a brokerless messaging fabric over ZeroMQ sockets.
 #[derive(Debug, Parser)]
-#[command(name = "zfabric", version, about)]
+#[command(
+    name = "zfabric",
+    version,
+    about,
+    after_help = "Exit codes: 0 done; 1 a failure while running (a request or send that \
+                  failed, a peer that went away); 2 bad usage, a bad endpoint, JSON body or \
+                  config file, or an endpoint that cannot be bound (address in use)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -177,3 +177,31 @@ fn a_caller_reaches_a_server_that_was_killed_and_restarted_on_the_same_endpoint(
     );
     assert_eq!(status.code(), Some(1), "some requests failed: exit 1");
 }
+
+/// Finding 5b of issue 14: binding an endpoint that another process holds
+/// exited 1 (a run-time failure) instead of 2 (bad usage/config), for
+/// every command that binds.
+#[test]
+fn binding_an_address_in_use_exits_2_for_every_command() {
+    let (_holder, ep, _err) = serve("tcp://127.0.0.1:0");
+    for args in [
+        &["serve", "--bind", &ep, "--service", "other"][..],
+        &["pull", "--bind", &ep],
+        &["sub", "--bind", &ep, "--topic", "t"],
+        &["pub", "--bind", &ep, "--topic", "t", "--data", "1"],
+    ] {
+        let mut child = Reap(
+            zfabric()
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let err = Lines::of(child.0.stderr.take().unwrap());
+        let line = err.find("zfabric:", WATCHDOG);
+        let status = child.0.wait().unwrap();
+        assert!(line.contains("address in use"), "{args:?}: {line}");
+        assert_eq!(status.code(), Some(2), "{args:?}: {line}");
+    }
+}
