@@ -205,3 +205,55 @@ fn binding_an_address_in_use_exits_2_for_every_command() {
         assert_eq!(status.code(), Some(2), "{args:?}: {line}");
     }
 }
+
+/// Writes a `zfabric node` config file.
+fn node_config(dir: &std::path::Path, name: &str, seeds: &[&str]) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\nbind = [\"tcp://127.0.0.1:0\"]\nseeds = [{}]\n\
+             [[service]]\nname = \"{name}-svc\"\nhandler = \"echo\"\n",
+            seeds.join(", ")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `zfabric node --config`; its endpoint and stdout.
+fn node(config: &std::path::Path) -> (Reap, String, Lines) {
+    let mut child = Reap(
+        zfabric()
+            .args(["node", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = Lines::of(child.0.stdout.take().unwrap());
+    let first = out.find("listening on", WATCHDOG);
+    assert!(!first.contains("PeerId("), "{first}");
+    let ep = first.split_whitespace().last().unwrap().to_owned();
+    (child, ep, out)
+}
+
+/// Finding 5d of issue 14: membership lines and errors printed
+/// `PeerId(5494358391498376780)`; a member is named (its id in hex only
+/// to tell members of one name apart), also once it is gone.
+#[test]
+fn membership_lines_name_members_even_once_they_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_pricing, ep, out) = node(&node_config(dir.path(), "pricing", &[]));
+    let (mut ledger, _, _ledger_out) = node(&node_config(dir.path(), "ledger", &[&ep]));
+    let joined = out.find("joined", WATCHDOG);
+    ledger.0.kill().unwrap(); // SIGKILL: it is found gone by silence
+    ledger.0.wait().unwrap();
+    let gone = out.find("gone", WATCHDOG);
+    for line in [&joined, &gone] {
+        assert!(line.contains("ledger"), "{line}");
+        assert!(!line.contains("PeerId("), "{line}");
+    }
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
-use zfabric::node::{CallOptions, MembershipEvent, Node};
+use zfabric::node::{CallError, CallOptions, MembershipEvent, Node, PeerId};
 use zfabric::{RemoteError, Request};
 
 use super::security::{CurveArgs, SecurityFile};
@@ -212,7 +212,7 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
             }
             Err(e) => {
                 failed += 1;
-                println!("error: {e}");
+                println!("error: {}", explain(&e, &node));
             }
         }
         tracing::debug!(took = ?t.elapsed(), "request done");
@@ -223,6 +223,23 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
         return Err(format!("{failed} of {} requests failed", args.count).into());
     }
     Ok(())
+}
+
+/// A call error as the user reads it: members by name (and id), not as
+/// a bare id.
+fn explain(e: &CallError, node: &Node) -> String {
+    let who = |id: PeerId| match node.members().into_iter().find(|m| m.id == id) {
+        Some(m) => format!("{} (id {id})", m.name),
+        None => format!("peer {id}"),
+    };
+    match e {
+        CallError::UnknownPeer(id) => format!("{} is not a member", who(*id)),
+        CallError::BadReply(id) => format!("unexpected reply from {}", who(*id)),
+        CallError::Rejected { peer, reason } => {
+            format!("{} refused the call: {reason}", who(*peer))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The `zfabric node` configuration file.
@@ -375,7 +392,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         .map(|e| e.to_string())
         .collect();
     println!(
-        "node {:?} ({:?}) listening on {}",
+        "node {:?} (id {}) listening on {}",
         cfg.name,
         local.node.id(),
         eps.join(" ")
@@ -388,6 +405,8 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     let stop = stop_signal();
     tokio::pin!(stop);
     let started = Instant::now();
+    // Names of the members seen, so that a gone one is still named.
+    let mut names: std::collections::HashMap<PeerId, String> = Default::default();
     loop {
         tokio::select! {
             e = events.recv() => match e {
@@ -401,8 +420,14 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
                     };
                     let info = local.node.members().into_iter().find(|m| m.id == id);
                     match info {
-                        Some(i) => println!("{what}: {} {:?} services {:?}", i.name, id, i.services),
-                        None => println!("{what}: {id:?}"),
+                        Some(i) => {
+                            println!("{what}: {} (id {id}) services {:?}", i.name, i.services);
+                            names.insert(id, i.name);
+                        }
+                        None => match names.remove(&id) {
+                            Some(name) => println!("{what}: {name} (id {id})"),
+                            None => println!("{what}: peer {id}"),
+                        },
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("({n} membership events skipped)"),

@@ -125,7 +125,7 @@ async fn anycast_unmeasured(
                 }
                 metrics::counter!(crate::resilience::RETRIES, "service" => service.to_owned())
                     .increment(1);
-                tracing::debug!(peer = ?id, error = %e, attempt, "retrying an idempotent request");
+                tracing::debug!(peer = %id, error = %e, attempt, "retrying an idempotent request");
                 tried.push(id);
                 tokio::time::sleep(backoff).await;
                 attempt += 1;

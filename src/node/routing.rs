@@ -246,9 +246,9 @@ impl Routing {
         };
         metrics::counter!(crate::resilience::BREAKER_TRANSITIONS, "service" => service.to_owned(), "to" => to)
             .increment(1);
-        metrics::gauge!(crate::resilience::BREAKER_STATE, "service" => service.to_owned(), "peer" => format!("{:016x}", peer.0))
+        metrics::gauge!(crate::resilience::BREAKER_STATE, "service" => service.to_owned(), "peer" => peer.to_string())
             .set(level);
-        tracing::info!(?peer, service, from = ?t.from, to = ?t.to, "circuit breaker moved");
+        tracing::info!(%peer, service, from = ?t.from, to = ?t.to, "circuit breaker moved");
     }
 }
 
