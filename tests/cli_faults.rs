@@ -257,3 +257,58 @@ fn membership_lines_name_members_even_once_they_are_gone() {
         assert!(!line.contains("PeerId("), "{line}");
     }
 }
+
+/// Runs `zfabric req` and returns its exit code and stderr.
+fn req(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Reap(
+        zfabric()
+            .arg("req")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let err = Lines::of(child.0.stderr.take().unwrap());
+    let line = err.find("zfabric:", WATCHDOG);
+    (child.0.wait().unwrap().code(), line)
+}
+
+/// Finding 5a of issue 14: `req` said the same thing, after the full
+/// timeout, whether nothing listened at the endpoint or the server there
+/// served another service. Now each has its own message, and the refused
+/// connection and the unknown service are known well before the timeout
+/// (not asserted: the messages say what was known).
+#[test]
+fn req_tells_a_dead_endpoint_from_an_unknown_service() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("tcp://127.0.0.1:{port}");
+    let (code, line) = req(&["--connect", &dead, "--service", "echo", "--data", "1"]);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(
+        line.contains(&format!("no member reachable at {dead}")) && line.contains("refused"),
+        "{line}"
+    );
+    assert!(!line.contains("serves"), "{line}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let gone = format!("ipc://{}/nobody.sock", dir.path().display());
+    let (code, line) = req(&["--connect", &gone, "--service", "echo", "--data", "1"]);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.contains("no member reachable at"), "{line}");
+
+    let (_server, ep, _err) = serve("tcp://127.0.0.1:0");
+    let (code, line) = req(&["--connect", &ep, "--service", "nope", "--data", "1"]);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(
+        line.contains(&format!(
+            "{ep} is up (serve-echo) but serves no service \"nope\""
+        )) && line.contains("it serves [\"echo\"]"),
+        "{line}"
+    );
+}
