@@ -149,5 +149,5 @@ pub use transport::curve::{
     AllowAnyClient, AllowList, AuthRequest, Authorizer, CurveConfig, CurveKeyPair, CurvePublicKey,
     CurveSecretKey, KeyError,
 };
-pub use transport::LinkState;
+pub use transport::{remove_private_dir, LinkState};
 pub use wire::{Deadline, Envelope, RemoteError};

@@ -68,7 +68,7 @@ fn main() {
         }
     };
     let result = rt.block_on(async {
-        match cli.command {
+        let result = match cli.command {
             Command::Tour(args) => tour::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Pub(args) => cli::messaging::publish(args).await,
@@ -80,7 +80,12 @@ fn main() {
             Command::Node(args) => cli::services::node(args).await,
             Command::Keygen(args) => cli::security::keygen(args).await,
             Command::Bench(args) => bench::run(args).await,
-        }
+        };
+        // Let the sockets closed by now delete their private ipc files
+        // while the runtime still runs, then remove the process's
+        // private directory: nothing is left in the temp dir.
+        zfabric::remove_private_dir(std::time::Duration::from_millis(500)).await;
+        result
     });
     if let Err(e) = result {
         eprintln!("zfabric: {e}");

@@ -312,3 +312,82 @@ fn req_tells_a_dead_endpoint_from_an_unknown_service() {
         "{line}"
     );
 }
+
+/// The `zfabric-PID-XXXXXXXX` private directories in `tmp`.
+fn private_dirs(tmp: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("zfabric-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Finding 5c of issue 14: every process left its private ipc directory
+/// (`/tmp/zfabric-PID-*`) behind. A command that exits cleanly leaves
+/// none, and a process starting sweeps those of dead processes (same
+/// user, the exact name pattern, PID not alive), not those of live ones.
+#[test]
+fn commands_leave_no_private_directory_and_stale_ones_are_swept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with_tmp = |args: &[&str]| {
+        let out = zfabric()
+            .env("TMPDIR", tmp.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A server in its own temp dir, called, then stopped with SIGINT.
+    let mut server = Reap(
+        zfabric()
+            .env("TMPDIR", tmp.path())
+            .args(["serve", "--bind", "tcp://127.0.0.1:0", "--service", "echo"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = Lines::of(server.0.stdout.take().unwrap());
+    let err = Lines::of(server.0.stderr.take().unwrap());
+    let ep = out
+        .find("serving", WATCHDOG)
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert_eq!(private_dirs(tmp.path()).len(), 1, "the server's own");
+
+    // A stale directory of a dead process, and one of a live process.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let stale = format!("zfabric-{dead_pid}-0badcafe");
+    let live = format!("zfabric-{}-0badcafe", std::process::id());
+    let unrelated = format!("zfabric-{dead_pid}-notmine");
+    for d in [&stale, &live, &unrelated] {
+        std::fs::create_dir(tmp.path().join(d)).unwrap();
+    }
+
+    let (code, e) = with_tmp(&["req", "--connect", &ep, "--service", "echo", "--data", "1"]);
+    assert_eq!(code, Some(0), "{e}");
+    assert!(!e.contains("Could not delete"), "{e}");
+    let (code, e) = with_tmp(&["tour", "--round-trips", "5", "--messages", "100"]);
+    assert_eq!(code, Some(0), "{e}");
+    assert!(!e.contains("Could not delete"), "{e}");
+    interrupt(&mut server);
+    err.find("served", WATCHDOG);
+    server.0.wait().unwrap();
+
+    let left = private_dirs(tmp.path());
+    assert_eq!(left, {
+        let mut v = vec![live.clone(), unrelated.clone()];
+        v.sort();
+        v
+    });
+}
