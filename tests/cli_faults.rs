@@ -391,3 +391,50 @@ fn commands_leave_no_private_directory_and_stale_ones_are_swept() {
         v
     });
 }
+
+/// Finding 5f of issue 14: `zfabric run --split` was silent for about
+/// 10 s per node, starting its child processes one at a time (each child
+/// waited to see the whole fabric, which the later ones had not joined
+/// yet). Now they start together and each is reported ready; the run
+/// leaves no directory behind either (finding 5c).
+#[test]
+fn a_split_run_reports_its_children_starting_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/patterns/pipeline.toml");
+    let mut child = Reap(
+        zfabric()
+            .env("TMPDIR", tmp.path())
+            .args([
+                "run",
+                file,
+                "--transport",
+                "tcp",
+                "--split",
+                "--duration",
+                "1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let err = Lines::of(child.0.stderr.take().unwrap());
+    let starting = err.find("starting", WATCHDOG);
+    let total = figure_after(&starting, "starting");
+    assert!(starting.contains("one process each"), "{starting}");
+    let last = err.find(&format!("({total} of {total})"), WATCHDOG);
+    assert!(last.contains("ready"), "{last}");
+    let rest = err.rest(Duration::from_secs(60));
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        !rest.iter().any(|l| l.contains("Could not delete")),
+        "{rest:?}"
+    );
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
