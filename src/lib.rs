@@ -154,5 +154,5 @@ pub use transport::curve::{
     CurveSecretKey, KeyError,
 };
 pub use transport::fanout::PublishStats;
-pub use transport::LinkState;
+pub use transport::{remove_private_dir, LinkState};
 pub use wire::{Deadline, Envelope, RemoteError};

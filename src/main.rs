@@ -10,7 +10,14 @@ use clap::{Parser, Subcommand};
 
 /// zfabric: a brokerless messaging fabric over ZeroMQ sockets.
 #[derive(Debug, Parser)]
-#[command(name = "zfabric", version, about)]
+#[command(
+    name = "zfabric",
+    version,
+    about,
+    after_help = "Exit codes: 0 done; 1 a failure while running (a request or send that \
+                  failed, a peer that went away); 2 bad usage, a bad endpoint, JSON body or \
+                  config file, or an endpoint that cannot be bound (address in use)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +69,7 @@ fn main() {
         }
     };
     let result = rt.block_on(async {
-        match cli.command {
+        let result = match cli.command {
             Command::Tour(args) => tour::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Pub(args) => cli::messaging::publish(args).await,
@@ -74,7 +81,12 @@ fn main() {
             Command::Node(args) => cli::services::node(args).await,
             Command::Keygen(args) => cli::security::keygen(args).await,
             Command::Bench(args) => bench::run(args).await,
-        }
+        };
+        // Let the sockets closed by now delete their private ipc files
+        // while the runtime still runs, then remove the process's
+        // private directory: nothing is left in the temp dir.
+        zfabric::remove_private_dir(std::time::Duration::from_millis(500)).await;
+        result
     });
     // The runtime goes first (its tasks end), then the spans still
     // queued are exported.

@@ -241,7 +241,7 @@ mod commands {
         assert_eq!(out.status.code(), Some(1));
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(
-            e.contains("serves \"nope\"") && !e.contains("panicked"),
+            e.contains("serves no service \"nope\"") && !e.contains("panicked"),
             "{e}"
         );
 

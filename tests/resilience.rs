@@ -564,3 +564,91 @@ async fn duplicates_are_processed_once(tp: Tp) {
 }
 
 per_transport!(duplicates_are_processed_once, duplicates_are_processed_once);
+
+/// Finding 3 of issue 14, in the library on tokio's paused clock: a
+/// server killed (dropped without leaving) and restarted on the same
+/// endpoint 2 s later. A caller whose calls wait for a member
+/// (`CallOptions::wait_for_member`) reaches the restarted server once it
+/// is found, instead of failing every call at once while the dead
+/// member's breaker is open; one that does not wait still fails fast.
+#[tokio::test(start_paused = true)]
+async fn calls_that_wait_for_a_member_reach_a_server_restarted_on_the_same_endpoint() {
+    const EP: &str = "inproc://restart-echo";
+    let ep = EP;
+    let served = Arc::new(AtomicU32::new(0));
+    let start = |served: Arc<AtomicU32>| async move {
+        Node::builder("echo")
+            .bind(EP)
+            .serve("echo", move |r: Request<u32>| {
+                let served = served.clone();
+                async move {
+                    served.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, RemoteError>(r.body)
+                }
+            })
+            .start()
+            .await
+            .unwrap()
+    };
+    let first = start(Arc::new(AtomicU32::new(0))).await;
+    let client = Node::builder("client")
+        .bind("inproc://restart-client")
+        .seed(ep)
+        .start()
+        .await
+        .unwrap();
+    converge(&[&first, &client]).await;
+    let wait = CallOptions::default()
+        .timeout(Duration::from_secs(1))
+        .wait_for_member();
+    assert_eq!(
+        client
+            .request_with::<_, u32>("echo", &1, wait)
+            .await
+            .unwrap(),
+        1
+    );
+
+    drop(first); // killed: no leave
+    let restarted = {
+        let served = served.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            start(served).await
+        })
+    };
+    let (mut ok, mut failed, mut fast_fail_seen) = (0u32, 0u32, false);
+    for i in 0..300u32 {
+        match client.request_with::<_, u32>("echo", &i, wait).await {
+            Ok(v) => {
+                assert_eq!(v, i);
+                ok += 1;
+            }
+            Err(e) => {
+                failed += 1;
+                if !fast_fail_seen && matches!(e, CallError::CircuitOpen { .. }) {
+                    // Without waiting, the same call fails at once.
+                    let t = tokio::time::Instant::now();
+                    let r = client
+                        .request::<_, u32>("echo", &i, Duration::from_secs(1))
+                        .await;
+                    assert!(matches!(r, Err(CallError::CircuitOpen { .. })), "{r:?}");
+                    assert_eq!(t.elapsed(), Duration::ZERO, "fail fast");
+                    fast_fail_seen = true;
+                }
+            }
+        }
+    }
+    let _second = restarted.await.unwrap();
+    println!("300 calls across a kill + restart after 2 s: {ok} ok, {failed} failed");
+    assert!(fast_fail_seen, "the dead member's breaker opened");
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        ok,
+        "every reply came from the restarted server"
+    );
+    assert!(
+        ok >= 280,
+        "{ok} of 300 reached the restarted server, {failed} failed"
+    );
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
-use zfabric::node::{MembershipEvent, Node};
+use zfabric::node::{CallError, CallOptions, MembershipEvent, Node, PeerId};
 use zfabric::{RemoteError, Request};
 
 use super::security::{CurveArgs, SecurityFile};
@@ -178,34 +178,20 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
         .start()
         .await?;
     let timeout = Duration::from_millis(args.timeout);
-    let waited = Instant::now();
-    while node.serving(&args.service).is_empty() {
-        if waited.elapsed() >= timeout {
-            let nobody = node.members().is_empty();
-            node.shutdown(Duration::from_millis(200)).await;
-            if secure && nobody {
-                return Err(format!(
-                    "no node answered at {} over CURVE within {timeout:?}: the handshake did not \
-                     complete (is --curve-server that node's public key, and is our public key \
-                     in its allow-list?)",
-                    args.connect
-                )
-                .into());
-            }
-            return Err(format!(
-                "no member of the fabric at {} serves {:?} (waited {timeout:?})",
-                args.connect, args.service
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if let Err(e) = find_service(&node, &args.connect, &args.service, timeout, secure).await {
+        node.shutdown(Duration::from_millis(200)).await;
+        return Err(e);
     }
+    // Each request waits, within its deadline, for a member that can take
+    // it (a restarted server, a breaker's trial): the loop does not burn
+    // its count on instant failures while the fabric heals.
+    let opts = CallOptions::default().timeout(timeout).wait_for_member();
     let calls = async {
         let (mut ok, mut failed) = (0u64, 0u64);
         for _ in 0..args.count {
             let t = Instant::now();
             match node
-                .request::<_, Value>(&args.service, &body, timeout)
+                .request_with::<_, Value>(&args.service, &body, opts)
                 .await
             {
                 Ok(v) => {
@@ -214,7 +200,7 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
                 }
                 Err(e) => {
                     failed += 1;
-                    println!("error: {e}");
+                    println!("error: {}", explain(&e, &node));
                 }
             }
             tracing::debug!(took = ?t.elapsed(), "request done");
@@ -235,6 +221,162 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
         return Err(format!("{failed} of {} requests failed", args.count).into());
     }
     Ok(())
+}
+
+/// Why `req` could not start calling: nobody answered at the endpoint,
+/// or the fabric there serves no such service.
+#[derive(Debug, thiserror::Error)]
+enum FindError {
+    /// Nothing listens at the endpoint (known at once from a refused
+    /// connection).
+    #[error("no member reachable at {endpoint}: {why}")]
+    Unreachable {
+        /// The endpoint given to `--connect`.
+        endpoint: String,
+        /// What is known of why.
+        why: String,
+    },
+    /// The node there answered, and no member it knows serves the service.
+    #[error(
+        "{endpoint} is up ({name}) but serves no service {service:?}; it serves {serves:?}{others}"
+    )]
+    NoSuchService {
+        /// The endpoint given to `--connect`.
+        endpoint: String,
+        /// The name of the node that answered there.
+        name: String,
+        /// The service asked for.
+        service: String,
+        /// The services that node serves.
+        serves: Vec<String>,
+        /// The services of the other members it knows, if any.
+        others: String,
+    },
+}
+
+/// Waits (within `timeout`) until a member serves `service`, telling a
+/// dead endpoint from an unknown service: a refused connection is known
+/// once the first hellos went unanswered (two heartbeats), silence at the
+/// end of `timeout`; once the node at `endpoint` answers, the members it
+/// names get two heartbeats to answer too, then a service nobody serves is
+/// an error at once (with what is served instead).
+async fn find_service(
+    node: &Node,
+    endpoint: &str,
+    service: &str,
+    timeout: Duration,
+    secure: bool,
+) -> Result<(), BoxError> {
+    const GRACE: Duration = Duration::from_secs(1); // two heartbeats
+    let waited = Instant::now();
+    let mut answered: Option<Instant> = None;
+    let mut probed = false;
+    while node.serving(service).is_empty() {
+        let members = node.members();
+        if answered.is_none() && !members.is_empty() {
+            answered = Some(Instant::now());
+        }
+        if let Some(at) = answered {
+            if at.elapsed() >= GRACE.min(timeout) || waited.elapsed() >= timeout {
+                let seed = members
+                    .iter()
+                    .find(|m| m.endpoints.iter().any(|e| e.to_string() == endpoint))
+                    .or(members.first());
+                let (name, serves) = seed
+                    .map(|m| (m.name.clone(), m.services.clone()))
+                    .unwrap_or_default();
+                let mut elsewhere: Vec<String> = members
+                    .iter()
+                    .filter(|m| Some(m.id) != seed.map(|s| s.id))
+                    .flat_map(|m| m.services.iter().cloned())
+                    .collect();
+                elsewhere.sort();
+                elsewhere.dedup();
+                let others = if elsewhere.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the other members it knows serve {elsewhere:?}")
+                };
+                return Err(FindError::NoSuchService {
+                    endpoint: endpoint.to_owned(),
+                    name,
+                    service: service.to_owned(),
+                    serves,
+                    others,
+                }
+                .into());
+            }
+        } else if waited.elapsed() >= GRACE.min(timeout) && !probed {
+            probed = true;
+            if let Some(why) = refused(endpoint).await {
+                return Err(FindError::Unreachable {
+                    endpoint: endpoint.to_owned(),
+                    why,
+                }
+                .into());
+            }
+        } else if waited.elapsed() >= timeout {
+            if secure {
+                return Err(format!(
+                    "no node answered at {endpoint} over CURVE within {timeout:?}: the handshake \
+                     did not complete (is --curve-server that node's public key, and is our \
+                     public key in its allow-list?)"
+                )
+                .into());
+            }
+            return Err(FindError::Unreachable {
+                endpoint: endpoint.to_owned(),
+                why: format!(
+                    "something accepts connections there but no zfabric node answered within \
+                     {timeout:?}"
+                ),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Whether `endpoint` refuses connections (nothing listens): the reason,
+/// or `None` if it accepts them (or the check cannot tell). Asked only
+/// after the node's own link got no answer, so a live server rarely sees
+/// this extra connection.
+async fn refused(endpoint: &str) -> Option<String> {
+    let ep: zfabric::Endpoint = endpoint.parse().ok()?;
+    let attempt = async {
+        match &ep {
+            zfabric::Endpoint::Tcp { host, port } => {
+                tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map(drop)
+            }
+            #[cfg(unix)]
+            zfabric::Endpoint::Ipc(path) => tokio::net::UnixStream::connect(path).await.map(drop),
+            _ => Ok(()),
+        }
+    };
+    match tokio::time::timeout(Duration::from_millis(500), attempt).await {
+        Ok(Err(e)) => Some(format!("{e} (is the server running?)")),
+        _ => None,
+    }
+}
+
+/// A call error as the user reads it: members by name (and id), not as
+/// a bare id.
+fn explain(e: &CallError, node: &Node) -> String {
+    let who = |id: PeerId| match node.members().into_iter().find(|m| m.id == id) {
+        Some(m) => format!("{} (id {id})", m.name),
+        None => format!("peer {id}"),
+    };
+    match e {
+        CallError::UnknownPeer(id) => format!("{} is not a member", who(*id)),
+        CallError::BadReply(id) => format!("unexpected reply from {}", who(*id)),
+        CallError::Rejected { peer, reason } => {
+            format!("{} refused the call: {reason}", who(*peer))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The `zfabric node` configuration file.
@@ -387,7 +529,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         .map(|e| e.to_string())
         .collect();
     println!(
-        "node {:?} ({:?}) listening on {}",
+        "node {:?} (id {}) listening on {}",
         cfg.name,
         local.node.id(),
         eps.join(" ")
@@ -400,6 +542,8 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     let stop = stop_signal();
     tokio::pin!(stop);
     let started = Instant::now();
+    // Names of the members seen, so that a gone one is still named.
+    let mut names: std::collections::HashMap<PeerId, String> = Default::default();
     loop {
         tokio::select! {
             e = events.recv() => match e {
@@ -413,8 +557,14 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
                     };
                     let info = local.node.members().into_iter().find(|m| m.id == id);
                     match info {
-                        Some(i) => println!("{what}: {} {:?} services {:?}", i.name, id, i.services),
-                        None => println!("{what}: {id:?}"),
+                        Some(i) => {
+                            println!("{what}: {} (id {id}) services {:?}", i.name, i.services);
+                            names.insert(id, i.name);
+                        }
+                        None => match names.remove(&id) {
+                            Some(name) => println!("{what}: {name} (id {id})"),
+                            None => println!("{what}: peer {id}"),
+                        },
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("({n} membership events skipped)"),

@@ -8,7 +8,10 @@
 //! id. A call to this node's own service runs in the caller's task, with
 //! no socket, through the same service path (hop limit, dedup, bulkhead,
 //! deadline). A member whose link is down fails at once (`PeerGone`); a
-//! link still connecting gets two heartbeats. Does not: encode or decode
+//! link still connecting gets two heartbeats. A call that finds no member
+//! to take it (none serves the service, or every breaker is open) fails
+//! at once, or, with [`CallOptions::wait_for_member`], waits within its
+//! deadline for a membership change or the first breaker's trial. Does not: encode or decode
 //! bodies (they stay the caller's `Bytes`), or know the message format
 //! (the [`Link`](super::links::Link) does).
 
@@ -132,6 +135,8 @@ async fn anycast_unmeasured(
     let mut attempt = 1u32;
     // Interned once a member is found: no allocation of the name per call.
     let mut name = None;
+    // Membership changes, for a call that waits for a member.
+    let mut changes = opts.wait_for_member.then(|| s.view.subscribe());
     loop {
         let mut members = s.view.serving(service);
         // This node is a member too when it serves the service itself.
@@ -144,12 +149,19 @@ async fn anycast_unmeasured(
                 s.links.in_flight(id)
             }) {
             Pick::Member(id) => id,
-            Pick::NoMember => return Err(CallError::NoSuchService(service.to_owned())),
-            Pick::AllOpen(retry_in) => {
-                return Err(CallError::CircuitOpen {
-                    service: service.to_owned(),
-                    retry_in,
-                })
+            unroutable => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if let (Some(changes), false) = (changes.as_mut(), left.is_zero()) {
+                    wait_for_member(changes, unroutable, left).await;
+                    continue;
+                }
+                return Err(match unroutable {
+                    Pick::AllOpen(retry_in) => CallError::CircuitOpen {
+                        service: service.to_owned(),
+                        retry_in,
+                    },
+                    _ => CallError::NoSuchService(service.to_owned()),
+                });
             }
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -180,7 +192,7 @@ async fn anycast_unmeasured(
                 metrics::counter!(crate::resilience::RETRIES,
                     "node" => s.routing.node_label().clone(), "service" => service.to_owned())
                 .increment(1);
-                tracing::debug!(peer = ?id, error = %e, attempt, "retrying an idempotent request");
+                tracing::debug!(peer = %id, error = %e, attempt, "retrying an idempotent request");
                 tried.push(id);
                 tokio::time::sleep(backoff).await;
                 attempt += 1;
@@ -188,6 +200,24 @@ async fn anycast_unmeasured(
             other => return other,
         }
     }
+}
+
+/// Waits, at most `left`, until a call that found no member to take it
+/// may find one: a membership change, or (every breaker open) the end of
+/// the first open interval. A half-open breaker whose trial slots are
+/// taken is asked again after a short pause.
+async fn wait_for_member(
+    changes: &mut tokio::sync::broadcast::Receiver<super::membership::MembershipEvent>,
+    found: Pick,
+    left: Duration,
+) {
+    const TRIAL_PAUSE: Duration = Duration::from_millis(10);
+    let pause = match found {
+        Pick::AllOpen(retry_in) => retry_in.max(TRIAL_PAUSE).min(left),
+        _ => left,
+    };
+    // Any change (or a lagged receiver, or a closed one) is worth a look.
+    let _ = tokio::time::timeout(pause, changes.recv()).await;
 }
 
 /// Calls `service` on the named peer, once, through its breaker.

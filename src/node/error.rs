@@ -17,17 +17,17 @@ pub enum CallError {
     #[error("no member serves {0:?}")]
     NoSuchService(String),
     /// The peer is not a member (never seen, or gone).
-    #[error("peer {0:?} is not a member")]
+    #[error("peer {0} is not a member")]
     UnknownPeer(PeerId),
     /// The request failed (timeout, remote error, ...).
     #[error(transparent)]
     Request(#[from] RequestError),
     /// The reply was not a service result.
-    #[error("unexpected reply from {0:?}")]
+    #[error("unexpected reply from peer {0}")]
     BadReply(PeerId),
     /// The member refused the call at once because the service's bulkhead
     /// was full (its `BulkheadConfig` limits); nothing was processed.
-    #[error("{peer:?} refused the call: {reason}")]
+    #[error("peer {peer} refused the call: {reason}")]
     Rejected {
         /// The member that refused.
         peer: PeerId,

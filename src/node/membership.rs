@@ -28,9 +28,18 @@ use std::time::{Duration, Instant};
 
 use crate::endpoint::Endpoint;
 
-/// A peer's identity on the fabric.
+/// A peer's identity on the fabric. It displays as 16 hex digits (the
+/// form metrics labels and logs use); user-facing text names the member
+/// ([`PeerInfo::name`]) and adds this only to tell members of one name
+/// apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
 
 /// What a peer says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,6 +440,12 @@ mod tests {
             m.observe(info(3, &["pricing", "quotes"], &[]), 1, now),
             None
         );
+    }
+
+    #[test]
+    fn a_peer_id_displays_as_hex_not_as_a_debug_tuple() {
+        assert_eq!(PeerId(0x4c3f).to_string(), "0000000000004c3f");
+        assert_eq!(PeerId(u64::MAX).to_string(), "ffffffffffffffff");
     }
 
     #[test]

@@ -169,7 +169,9 @@ impl Node {
     /// Calls `service` on one member serving it, as `opts` say.
     ///
     /// Members whose circuit is open are skipped; if every member's is
-    /// open the call fails at once with [`CallError::CircuitOpen`]. A
+    /// open the call fails at once with [`CallError::CircuitOpen`] (with
+    /// [`CallOptions::wait_for_member`] it waits within its deadline for
+    /// a breaker's trial or a member that joins instead). A
     /// request marked idempotent whose member fails (it went away, could
     /// not be reached, refused the call as busy) is retried on another
     /// member after a jittered backoff, up to `opts.retry.max_attempts`,

@@ -102,6 +102,14 @@ pub struct CallOptions {
     /// [`ServeOptions::dedup`](super::ServeOptions::dedup) processes it once and answers the
     /// redelivery from its window.
     pub call_id: Option<u64>,
+    /// Whether to wait, within the deadline, for a member that can take
+    /// the call instead of failing at once when none can: when nobody
+    /// serves the service (yet, or any more) the call waits for a
+    /// membership change; when every breaker is open it waits until the
+    /// first one lets a trial through (or a member joins). It still ends
+    /// with `NoSuchService` or `CircuitOpen` if the deadline comes first.
+    /// Default `false` (fail fast).
+    pub wait_for_member: bool,
 }
 
 impl Default for CallOptions {
@@ -113,6 +121,7 @@ impl Default for CallOptions {
             balance: Balance::RoundRobin,
             priority: 0,
             call_id: None,
+            wait_for_member: false,
         }
     }
 }
@@ -149,6 +158,16 @@ impl CallOptions {
     /// Sets the logical message id (non-zero), to redeliver a message.
     pub fn call_id(mut self, id: u64) -> Self {
         self.call_id = Some(id.max(1));
+        self
+    }
+
+    /// Waits within the deadline for a member that can take the call (one
+    /// joins, or a breaker's open interval ends) instead of failing at
+    /// once with `NoSuchService` or `CircuitOpen`: for a caller that
+    /// would only try again (a command-line loop, a batch job) across a
+    /// restart. Costs nothing while members answer.
+    pub fn wait_for_member(mut self) -> Self {
+        self.wait_for_member = true;
         self
     }
 

@@ -333,7 +333,7 @@ impl Routing {
         metrics::counter!(crate::resilience::BREAKER_TRANSITIONS, "node" => self.node.clone(),
             "service" => service.to_owned(), "to" => to)
         .increment(1);
-        tracing::info!(?peer, service, from = ?t.from, to = ?t.to, "circuit breaker moved");
+        tracing::info!(%peer, service, from = ?t.from, to = ?t.to, "circuit breaker moved");
     }
 }
 

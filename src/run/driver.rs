@@ -9,7 +9,7 @@
 //! itself (the timeline does).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,15 +27,6 @@ use super::timeline::{self, FaultPlan};
 use super::world::{self, Answer, PROBE};
 use crate::app::BoxError;
 
-/// Removes the run's ipc directory when the run ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// How a run is made.
 pub(super) struct Mode<'a> {
     pub(super) file: &'a Path,
@@ -48,7 +39,7 @@ pub(super) struct Mode<'a> {
 
 /// Runs the whole topology; returns the report.
 pub(super) async fn drive(spec: &Spec, mode: Mode<'_>) -> Result<Report, BoxError> {
-    let dir = TempDir(super::tempfile_dir()?);
+    let dir = super::tempfile_dir()?;
     let mut loads = spec.loads.clone();
     if let Some(d) = mode.duration {
         for l in &mut loads {
@@ -79,13 +70,33 @@ pub(super) async fn drive(spec: &Spec, mode: Mode<'_>) -> Result<Report, BoxErro
         eps: &eps,
         expect: spec.nodes.len(),
     };
-    for n in &spec.nodes {
-        members.push(if mode.split {
-            member::spawn_child(&launch, n).await?
-        } else {
+    if mode.split {
+        // All at once: each child waits until it sees the whole fabric,
+        // so starting them one after another made every child but the
+        // last wait out its own timeout.
+        let total = spec.nodes.len();
+        if mode.show_progress {
+            eprintln!("starting {total} nodes, one process each ...");
+        }
+        let ready = std::sync::atomic::AtomicUsize::new(0);
+        let started = futures_util::future::try_join_all(spec.nodes.iter().map(|n| {
+            let (launch, ready) = (&launch, &ready);
+            async move {
+                let m = member::spawn_child(launch, n).await?;
+                let k = ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if mode.show_progress {
+                    eprintln!("  {} ready ({k} of {total})", n.name);
+                }
+                Ok::<_, BoxError>(m)
+            }
+        }))
+        .await?;
+        members.extend(started);
+    } else {
+        for n in &spec.nodes {
             let node = world::start_node(n, mode.transport, &dir.0, &seed, &eps).await?;
-            Member::local(&n.name, node)
-        });
+            members.push(Member::local(&n.name, node));
+        }
     }
     wait_for_fabric(&driver, &members, spec.nodes.len()).await?;
     let sockets = Arc::new(sockets);

@@ -95,14 +95,31 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// A private directory for ipc socket files, removed at exit by the OS's
-/// temp cleaning; named per process so runs never collide.
-fn tempfile_dir() -> Result<PathBuf, BoxError> {
+/// A directory for a run's ipc socket files, named per process so runs
+/// never collide; removed when dropped (a process that ends cleanly
+/// leaves nothing behind).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh [`TempDir`].
+fn tempfile_dir() -> Result<TempDir, BoxError> {
     let dir = std::env::temp_dir().join(format!(
         "zfabric-run-{}-{}",
         std::process::id(),
         world::random() % 1_000_000
     ));
     std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    Ok(TempDir(dir))
 }

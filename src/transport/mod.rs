@@ -34,7 +34,7 @@ pub(crate) use outbound::Outbound;
 
 use std::sync::Arc;
 
-pub use guard::LinkState;
+pub use guard::{remove_private_dir, LinkState};
 
 use crate::config::SocketConfig;
 use crate::endpoint::Endpoint;

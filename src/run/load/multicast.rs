@@ -48,7 +48,7 @@ impl Load for Multicast {
                         ctx.names
                             .get(id)
                             .cloned()
-                            .unwrap_or_else(|| format!("{id:?}"))
+                            .unwrap_or_else(|| format!("peer {id}"))
                     })
                     .collect();
                 ok(

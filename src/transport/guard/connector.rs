@@ -61,6 +61,9 @@ pub(crate) struct Link {
     pub(crate) remote: Endpoint,
     pub(crate) state: watch::Receiver<LinkState>,
     _task: AbortOnDrop,
+    /// Keeps the private directory while the link lives (dropped after
+    /// the task, which may still hold the listener).
+    _private: PrivateIpc,
 }
 
 /// Starts a link to `remote` for a local socket of `kind`. Returns the link
@@ -89,6 +92,7 @@ pub(crate) async fn connect_guarded(
             remote,
             state: rx,
             _task: AbortOnDrop(task),
+            _private: private.clone(),
         },
         private,
     ))

@@ -28,6 +28,16 @@
 //! connect: zeromq socket --PrivateIpc--> connector.rs link task --tcp/ipc--> remote
 //! ```
 //!
+//! The directory lives while a [`PrivateIpc`] uses it: once the last one
+//! is dropped it is removed (after the `zeromq` sockets, which delete
+//! their own files on a runtime task, have done so; at most half a
+//! second later), and the next socket makes a new one. A process about
+//! to exit calls [`remove_private_dir`] so that the sockets finish while
+//! the runtime still runs (a runtime stopped under them is what made them
+//! log `Could not delete unix socket`). Making a directory sweeps the
+//! ones processes no longer alive left (same user, the name pattern
+//! `zfabric-PID-XXXXXXXX`, PID not in `/proc`).
+//!
 //! # Security
 //! With a [`CurveConfig`](crate::CurveConfig) in the socket's config the
 //! guard speaks CURVE to the network and NULL to the `zeromq` socket: the
@@ -60,7 +70,10 @@ mod stream;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use tokio::task::JoinHandle;
 
@@ -94,9 +107,10 @@ fn scan_limits(cfg: &SocketConfig) -> ScanLimits {
 /// The private ipc endpoint between a `zeromq` socket and the guard: a
 /// unix socket in a per-process directory that only this user can enter.
 /// The `zeromq` socket binds it (the guard's listener relays to it) or
-/// connects to it (a link task listens on it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PrivateIpc(PathBuf);
+/// connects to it (a link task listens on it). It holds a lease on the
+/// directory: the directory is removed once the last lease is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct PrivateIpc(PathBuf, #[allow(dead_code)] Arc<Lease>);
 
 impl PrivateIpc {
     /// The socket file.
@@ -110,12 +124,107 @@ impl PrivateIpc {
     }
 }
 
-/// A fresh private ipc endpoint.
+/// This process's private directory and how many private endpoints use
+/// it. `None` until the first socket needs one, and again once the last
+/// one is gone and the directory removed.
+static DIR: Mutex<Option<(PathBuf, usize)>> = Mutex::new(None);
+
+/// How long the directory outlives its last socket at most, waiting for
+/// the `zeromq` sockets to delete their files (they do, on a task of the
+/// runtime, once closed).
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// One private endpoint's use of the directory; dropping the last one
+/// removes the directory (once the sockets have deleted their files).
+#[derive(Debug)]
+pub(crate) struct Lease;
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let dir = {
+            let mut g = DIR.lock();
+            let Some((dir, users)) = g.as_mut() else {
+                return;
+            };
+            *users -= 1;
+            if *users > 0 {
+                return;
+            }
+            dir.clone()
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    settle(&dir, SETTLE).await;
+                    remove_if_unused(&dir);
+                });
+            }
+            Err(_) => remove_if_unused(&dir),
+        }
+    }
+}
+
+/// Waits until `dir` is empty (the sockets deleted their files), at most
+/// `patience`.
+async fn settle(dir: &Path, patience: Duration) {
+    let give_up = tokio::time::Instant::now() + patience;
+    while tokio::time::Instant::now() < give_up {
+        let empty = std::fs::read_dir(dir).map_or(true, |mut e| e.next().is_none());
+        if empty {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Removes `dir` (and what is left in it) if it is still this process's
+/// directory and no endpoint uses it; the next socket makes a new one.
+fn remove_if_unused(dir: &Path) {
+    let mut g = DIR.lock();
+    if matches!(g.as_ref(), Some((d, 0)) if d == dir) {
+        *g = None;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Removes this process's private ipc directory, for a process about to
+/// exit: waits up to `patience` for the `zeromq` sockets already closed to
+/// delete their files (while the runtime still runs them: removing the
+/// files under them instead is what made them log `Could not delete unix
+/// socket`), then removes the directory and what is left in it. Sockets
+/// still open after this keep working over connections already made, but
+/// cannot accept new local ones; call it last.
+pub async fn remove_private_dir(patience: Duration) {
+    let Some(dir) = DIR.lock().as_ref().map(|(d, _)| d.clone()) else {
+        return;
+    };
+    let give_up = tokio::time::Instant::now() + patience;
+    while DIR.lock().as_ref().is_some_and(|(_, n)| *n > 0) && tokio::time::Instant::now() < give_up
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    settle(
+        &dir,
+        give_up.saturating_duration_since(tokio::time::Instant::now()),
+    )
+    .await;
+    let mut g = DIR.lock();
+    if g.as_ref().is_some_and(|(d, _)| *d == dir) {
+        *g = None;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh private ipc endpoint (the process's directory is made on first
+/// use, and stale directories of dead processes are swept then).
 pub(crate) fn private_path() -> io::Result<PrivateIpc> {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
     static N: AtomicU64 = AtomicU64::new(0);
-    let dir = match DIR.get() {
-        Some(d) => d.clone(),
+    let mut g = DIR.lock();
+    let dir = match g.as_mut() {
+        Some((d, users)) => {
+            *users += 1;
+            d.clone()
+        }
         None => {
             let d = std::env::temp_dir().join(format!(
                 "zfabric-{}-{:08x}",
@@ -128,11 +237,69 @@ pub(crate) fn private_path() -> io::Result<PrivateIpc> {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
             }
-            DIR.get_or_init(|| d).clone()
+            sweep_stale(&d);
+            *g = Some((d.clone(), 1));
+            d
         }
     };
+    drop(g);
     let file = format!("{}.sock", N.fetch_add(1, Ordering::Relaxed));
-    Ok(PrivateIpc(dir.join(file)))
+    Ok(PrivateIpc(dir.join(file), Arc::new(Lease)))
+}
+
+/// Removes the private directories that processes which are no longer
+/// alive left behind (killed, or exited without closing): only
+/// `zfabric-PID-XXXXXXXX` directories in the same temp dir as `mine`,
+/// owned by the same user, whose PID is not a live process. Where liveness
+/// cannot be checked (no `/proc`), nothing is swept.
+fn sweep_stale(mine: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let proc = Path::new("/proc");
+        let (Some(parent), Ok(me)) = (mine.parent(), std::fs::metadata(mine)) else {
+            return;
+        };
+        if !proc.join("self").exists() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = stale_pid(&name.to_string_lossy()) else {
+                continue;
+            };
+            let path = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !meta.is_dir() || meta.uid() != me.uid() || path == mine {
+                continue;
+            }
+            if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+                continue;
+            }
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = mine;
+}
+
+/// The PID in a private directory's name `zfabric-PID-XXXXXXXX` (8 hex
+/// digits), or `None` for any other name.
+fn stale_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("zfabric-")?;
+    let (pid, tag) = rest.split_once('-')?;
+    if tag.len() != 8 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 /// Aborts a task when dropped.
@@ -142,5 +309,25 @@ pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_of_private_directories_are_taken_for_stale_ones() {
+        assert_eq!(stale_pid("zfabric-1234-0a1b2c3d"), Some(1234));
+        for other in [
+            "zfabric-1234-0a1b2c3",
+            "zfabric-12x4-0a1b2c3d",
+            "zfabric--0a1b2c3d",
+            "zfabric-req-1234-5.sock",
+            "zfabric-1234-0a1b2c3g",
+            "other-1234-0a1b2c3d",
+        ] {
+            assert_eq!(stale_pid(other), None, "{other}");
+        }
     }
 }
