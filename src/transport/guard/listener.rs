@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 
 use super::connector::curve_wire_limit;
 use super::pubq::PubQueue;
-use super::secure::{server_handshake, Refusal};
+use super::secure::{server_handshake, Refusal, RemoteWriter};
 use super::stream::{tune_tcp, Stream};
 use super::{grow_after, scan_limits, AbortOnDrop, PrivateIpc, FIRST_CHUNK};
 use crate::config::SocketConfig;
@@ -397,35 +397,10 @@ async fn relay_accepted(
     };
     let outbound = async {
         if let Some(q) = &pubq {
-            let fill = q.fill(
-                &mut ir,
-                Splitter::new(limits, true),
-                || telemetry::DropReason::SlowSubscriber,
-                || {
-                    activity.fetch_add(1, Ordering::Relaxed);
-                },
-            );
-            let drain = async {
-                loop {
-                    let mut batch = q.next().await;
-                    while let Some(p) = batch.pop_front() {
-                        if pw.write_all(&p.bytes).await.is_err() {
-                            q.lost(&p);
-                            q.put_back(batch);
-                            return;
-                        }
-                        q.written(&p);
-                        activity.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            };
-            tokio::select! {
-                r = fill => if let Err(e) = r {
-                    tracing::error!(error = ?e, "PUB socket wrote a malformed stream");
-                },
-                _ = drain => {}
-            }
-            return;
+            let to = RemoteWriter::new(pw, None);
+            return q
+                .serve(&mut ir, Splitter::new(limits, true), to, &activity)
+                .await;
         }
         let mut buf = vec![0u8; FIRST_CHUNK];
         // The socket's own handshake (greeting, READY) is not counted: only
@@ -583,41 +558,10 @@ async fn relay_curve(
         let mut sealed = Vec::new();
         if let Some(q) = &pubq {
             // The socket's handshake was swallowed above.
-            let fill = q.fill(
-                &mut ir,
-                Splitter::new(limits, false),
-                || telemetry::DropReason::SlowSubscriber,
-                || {
-                    activity.fetch_add(1, Ordering::Relaxed);
-                },
-            );
-            let drain = async {
-                loop {
-                    let mut batch = q.next().await;
-                    while let Some(p) = batch.pop_front() {
-                        sealed.clear();
-                        if let Err(e) = seal.feed(&p.bytes, &mut sealed) {
-                            tracing::error!(error = %e, "socket wrote a frame CURVE cannot carry");
-                            q.lost(&p);
-                            return;
-                        }
-                        if pw.write_all(&sealed).await.is_err() {
-                            q.lost(&p);
-                            q.put_back(batch);
-                            return;
-                        }
-                        q.written(&p);
-                        activity.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            };
-            tokio::select! {
-                r = fill => if let Err(e) = r {
-                    tracing::error!(error = ?e, "PUB socket wrote a malformed stream");
-                },
-                _ = drain => {}
-            }
-            return;
+            let to = RemoteWriter::new(pw, Some(seal));
+            return q
+                .serve(&mut ir, Splitter::new(limits, false), to, &activity)
+                .await;
         }
         let mut buf = vec![0u8; FIRST_CHUNK];
         loop {

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Notify;
 
+use super::secure::RemoteWriter;
 use crate::telemetry::DropReason;
 use crate::transport::batch::Progress;
 use crate::transport::fanout::{Piece, SendQueue, Splitter};
@@ -84,6 +85,47 @@ impl PubQueue {
                 self.progress.audience.dropped(reason(), absorbed.dropped);
             }
             self.ready.notify_one();
+        }
+    }
+
+    /// Serves one subscriber connection of a bound PUB socket: reads the
+    /// socket's bytes for it (`from`, starting with the greeting when
+    /// `greeting`) and writes them to the peer through `to`, until either
+    /// side ends. `activity` counts reads and writes (idle timeout).
+    pub(super) async fn serve<R: AsyncRead + Unpin>(
+        &self,
+        from: R,
+        splitter: Splitter,
+        mut to: RemoteWriter,
+        activity: &AtomicU64,
+    ) {
+        let fill = self.fill(
+            from,
+            splitter,
+            || DropReason::SlowSubscriber,
+            || {
+                activity.fetch_add(1, Ordering::Relaxed);
+            },
+        );
+        let drain = async {
+            loop {
+                let mut batch = self.next().await;
+                while let Some(p) = batch.pop_front() {
+                    if to.write_plain(&p.bytes).await.is_err() {
+                        self.lost(&p);
+                        self.put_back(batch);
+                        return;
+                    }
+                    self.written(&p);
+                    activity.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        };
+        tokio::select! {
+            r = fill => if let Err(e) = r {
+                tracing::error!(error = ?e, "PUB socket wrote a malformed stream");
+            },
+            _ = drain => {}
         }
     }
 
