@@ -649,7 +649,13 @@ mod tests {
     fn the_encoded_length_is_the_length_of_the_encoding() {
         let long = |n: usize| -> Option<Arc<str>> { Some("x".repeat(n).into()) };
         let mut cases = vec![full(), Header::new(Kind::Event, MessageId(1), 0, 0)];
-        for (n, v) in [(31, 127), (32, 128), (255, 255), (256, 256), (70_000, 70_000)] {
+        for (n, v) in [
+            (31, 127),
+            (32, 128),
+            (255, 255),
+            (256, 256),
+            (70_000, 70_000),
+        ] {
             let mut h = full();
             h.service = long(n);
             h.traceparent = long(n);
