@@ -60,7 +60,7 @@ pub const NODE_MEMBERS: &str = "zfabric_node_members";
 /// Counter: successful reconnections of an outgoing link.
 pub const RECONNECTS: &str = "zfabric_reconnects_total";
 /// Counter: messages a socket's pattern sent, by `pattern` and
-/// `transport` ([`Traffic`]).
+/// `transport` (counted once per message, however many receive it).
 pub const MESSAGES_SENT: &str = "zfabric_messages_sent_total";
 /// Counter: messages a socket's pattern received and handed on, by
 /// `pattern` and `transport`.
