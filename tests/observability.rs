@@ -618,3 +618,127 @@ fn each_node_of_a_run_has_its_own_series() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The four traffic counters of one pattern and transport.
+fn traffic(pattern: &str, tp: common::Tp) -> [u64; 4] {
+    let transport = match tp {
+        common::Tp::Inproc => "inproc",
+        common::Tp::Ipc => "ipc",
+        common::Tp::Tcp => "tcp",
+    };
+    [
+        "zfabric_messages_sent_total",
+        "zfabric_message_bytes_sent_total",
+        "zfabric_messages_received_total",
+        "zfabric_message_bytes_received_total",
+    ]
+    .map(|name| common::traffic(name, pattern, transport))
+}
+
+/// Asserts that `pattern` over `tp` moved by `n` messages each way and by
+/// at least `bytes` each way since `before`.
+fn moved(pattern: &str, tp: common::Tp, before: [u64; 4], n: u64, bytes: u64) {
+    let after = traffic(pattern, tp);
+    let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(d[0], n, "{pattern} over {tp:?}: messages sent {d:?}");
+    assert_eq!(d[2], n, "{pattern} over {tp:?}: messages received {d:?}");
+    assert!(d[1] >= bytes, "{pattern} over {tp:?}: bytes sent {d:?}");
+    assert!(d[3] >= bytes, "{pattern} over {tp:?}: bytes received {d:?}");
+    // Headers are counted too, and they are not empty.
+    assert!(d[1] > bytes && d[3] > bytes, "{pattern} over {tp:?}: {d:?}");
+}
+
+/// Sending N messages of S bytes moves each pattern's message counters by
+/// N and its byte counters by at least N·S, on both sides, on every
+/// transport. (The only test in this binary that sends in process, so
+/// the deltas are its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_and_bytes_are_counted_per_pattern_and_transport() {
+    use bytes::Bytes;
+    use zfabric::{CallFields, SocketBuilder};
+    const N: u64 = 25;
+    const S: usize = 1000;
+    let body = Bytes::from(vec![7u8; S]);
+    let limit = Duration::from_secs(10);
+    // The recorder is installed by the first read, before any socket opens.
+    let _ = traffic("pubsub", common::Tp::Inproc);
+    common::watchdog(async {
+        let dir = tempfile::tempdir().unwrap();
+        for tp in [common::Tp::Inproc, common::Tp::Ipc, common::Tp::Tcp] {
+            // Publish/subscribe.
+            let before = traffic("pubsub", tp);
+            let publisher = SocketBuilder::new()
+                .bind(common::endpoint(tp, &dir))
+                .publisher::<()>()
+                .await
+                .unwrap();
+            let at = publisher.endpoints()[0].to_string();
+            let mut sub = SocketBuilder::new()
+                .connect(at)
+                .subscriber::<()>(&["t"])
+                .await
+                .unwrap();
+            publisher.wait_subscribers(1).await;
+            for _ in 0..N {
+                publisher.publish_bytes(b"t", body.clone()).await.unwrap();
+            }
+            // The last publications of a burst may wait in the batcher.
+            let stats = publisher.flush(limit).await;
+            assert_eq!(stats.unaccounted(), 0, "{tp:?}: {stats:?}");
+            for i in 0..N {
+                let d = sub.recv_timeout(limit).await.unwrap_or_else(|e| {
+                    panic!("{tp:?}: message {i}: {e}; {:?}", publisher.stats())
+                });
+                assert_eq!(d.body().len(), S);
+            }
+            moved("pubsub", tp, before, N, N * S as u64);
+
+            // Push/pull.
+            let before = traffic("pipeline", tp);
+            let mut puller = SocketBuilder::new()
+                .bind(common::endpoint(tp, &dir))
+                .puller::<()>()
+                .await
+                .unwrap();
+            let at = puller.endpoints()[0].to_string();
+            let pusher = SocketBuilder::new()
+                .connect(at)
+                .pusher::<()>()
+                .await
+                .unwrap();
+            pusher.wait_connected().await;
+            for _ in 0..N {
+                pusher.send_bytes(body.clone()).await.unwrap();
+            }
+            for _ in 0..N {
+                let d = puller.recv_timeout(limit).await.unwrap();
+                assert_eq!(d.body().len(), S);
+            }
+            moved("pipeline", tp, before, N, N * S as u64);
+
+            // Request/reply: N requests and N replies each way.
+            let before = traffic("reqrep", tp);
+            let server = SocketBuilder::new()
+                .bind(common::endpoint(tp, &dir))
+                .server::<(), ()>()
+                .await
+                .unwrap();
+            let at = server.endpoints()[0].to_string();
+            let _serving = server.spawn_raw(|req| async move { Ok(req.body) });
+            let client = SocketBuilder::new()
+                .connect(at)
+                .client::<(), ()>()
+                .await
+                .unwrap();
+            for _ in 0..N {
+                let rep = client
+                    .request_raw(CallFields::default(), body.clone(), limit)
+                    .await
+                    .unwrap();
+                assert_eq!(rep.body.len(), S);
+            }
+            moved("reqrep", tp, before, 2 * N, 2 * N * S as u64);
+        }
+    })
+    .await;
+}

@@ -35,6 +35,7 @@ pub struct Pusher<T> {
     endpoints: Vec<Endpoint>,
     /// What its spans name as destination: the first endpoint given.
     dest: Arc<str>,
+    sent: telemetry::Traffic,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -59,6 +60,7 @@ pub struct Puller<T> {
     endpoints: Vec<Endpoint>,
     /// What its spans name as destination: the first endpoint given.
     dest: Arc<str>,
+    received: telemetry::Traffic,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -67,6 +69,7 @@ impl SocketBuilder {
     pub async fn pusher<T: Serialize>(self) -> Result<Pusher<T>, OpenError> {
         let plan = self.plan()?;
         let dest = plan.name();
+        let sent = telemetry::Traffic::sent("pipeline", plan.transport());
         let (out, endpoints) = if plan.inproc {
             Outbound::inproc(&plan, Family::Pipeline)?
         } else {
@@ -81,6 +84,7 @@ impl SocketBuilder {
             limits: self.config.limits,
             endpoints,
             dest,
+            sent,
             _t: PhantomData,
         })
     }
@@ -89,6 +93,7 @@ impl SocketBuilder {
     pub async fn puller<T>(self) -> Result<Puller<T>, OpenError> {
         let plan = self.plan()?;
         let dest = plan.name();
+        let received = telemetry::Traffic::received("pipeline", plan.transport());
         let (inbound, endpoints) = if plan.inproc {
             Inbound::inproc(&plan, Family::Pipeline, self.config.queue_capacity, None)?
         } else {
@@ -103,6 +108,7 @@ impl SocketBuilder {
             inbound,
             endpoints,
             dest,
+            received,
             _t: PhantomData,
         })
     }
@@ -147,8 +153,9 @@ impl<T: Serialize> Pusher<T> {
                 limit: self.limits.max_message_size,
             });
         }
+        let (header_len, body_len) = (header.encoded_len(), body.len());
         let env = Envelope { header, body };
-        match self.out.inproc_engine() {
+        let r = match self.out.inproc_engine() {
             Some(core) => match core.send_one(env).await {
                 RoundRobin::Sent => {
                     self.inproc_sent.fetch_add(1, Ordering::Relaxed);
@@ -157,7 +164,11 @@ impl<T: Serialize> Pusher<T> {
                 RoundRobin::NoPeer => Err(SendError::NoPeer),
             },
             None => self.out.send_one(env, None).await,
+        };
+        if r.is_ok() {
+            self.sent.count_len(header_len + body_len);
         }
+        r
     }
 
     /// The endpoints this pusher bound (ports resolved).
@@ -235,6 +246,7 @@ impl<T> Puller<T> {
         // docs/BENCH.md).
         if let Some(rx) = self.inbound.inproc_queue() {
             let mut m = rx.recv().await.ok_or(RecvError::Closed)?;
+            self.received.count(&m.env.header, m.env.body.len());
             if m.env.header.traceparent.is_some() {
                 received(&self.dest, &mut m.env.header);
             }
@@ -249,6 +261,7 @@ impl<T> Puller<T> {
         loop {
             let mut env = self.inbound.recv().await.ok_or(RecvError::Closed)?.env;
             if env.header.kind == Kind::Event {
+                self.received.count(&env.header, env.body.len());
                 if env.header.traceparent.is_some() {
                     received(&self.dest, &mut env.header);
                 }

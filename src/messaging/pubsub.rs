@@ -35,6 +35,8 @@ pub struct Publisher<T> {
     seqs: Mutex<HashMap<Bytes, u64>>,
     limits: crate::wire::Limits,
     endpoints: Vec<Endpoint>,
+    /// Publications made, counted once each (not per subscriber).
+    sent: telemetry::Traffic,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -54,6 +56,7 @@ impl SocketBuilder {
     /// Opens a publisher.
     pub async fn publisher<T: Serialize>(self) -> Result<Publisher<T>, OpenError> {
         let plan = self.plan()?;
+        let sent = telemetry::Traffic::sent("pubsub", plan.transport());
         let (out, endpoints) = if plan.inproc {
             let (out, eps) = Outbound::inproc(&plan, Family::PubSub)?;
             (Out::Inproc(out, Audience::default()), eps)
@@ -68,6 +71,7 @@ impl SocketBuilder {
             seqs: Mutex::new(HashMap::new()),
             limits: self.config.limits,
             endpoints,
+            sent,
             _t: PhantomData,
         })
     }
@@ -76,6 +80,7 @@ impl SocketBuilder {
     /// every topic).
     pub async fn subscriber<T>(self, prefixes: &[&str]) -> Result<Subscriber<T>, OpenError> {
         let plan = self.plan()?;
+        let received = telemetry::Traffic::received("pubsub", plan.transport());
         let subs = Arc::new(RwLock::new(Vec::new()));
         let (inbound, endpoints) = if plan.inproc {
             let cap = self.config.queue_capacity;
@@ -94,6 +99,7 @@ impl SocketBuilder {
             gaps: GapTracker::default(),
             lost: 0,
             endpoints,
+            received,
             _t: PhantomData,
         };
         for p in prefixes {
@@ -159,6 +165,7 @@ impl<T: Serialize> Publisher<T> {
         ct: ContentType,
         op: Option<&trace::Traced>,
     ) -> Result<(), SendError> {
+        let body_len = body.len();
         // The sequence number is taken while the transport holds what
         // orders the sends, so concurrent publishers never put a topic's
         // numbers out of order.
@@ -178,6 +185,7 @@ impl<T: Serialize> Publisher<T> {
             if let Some(op) = op {
                 op.stamp(&mut header);
             }
+            self.sent.count(&header, body_len);
             header
         };
         match &self.out {
@@ -285,6 +293,8 @@ pub struct Subscriber<T> {
     gaps: GapTracker,
     lost: u64,
     endpoints: Vec<Endpoint>,
+    /// Messages handed to the application.
+    received: telemetry::Traffic,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -373,6 +383,7 @@ impl<T> Subscriber<T> {
             self.lost += gap;
             telemetry::lost(gap);
         }
+        self.received.count(&env.header, env.body.len());
         let mut env = env;
         if env.header.traceparent.is_some() {
             received(&topic, &mut env.header);

@@ -110,6 +110,10 @@ pub struct Client<Req, Rep> {
     endpoints: Vec<Endpoint>,
     /// What its spans name as destination: the first endpoint given.
     dest: Arc<str>,
+    /// Requests sent.
+    sent: telemetry::Traffic,
+    /// Replies (and error replies) received.
+    received: telemetry::Traffic,
     _recv: Option<AbortOnDrop>,
     _t: PhantomData<fn(&Req) -> Rep>,
 }
@@ -154,10 +158,19 @@ pub struct Server<Req, Rep> {
 #[derive(Debug)]
 struct ServerCore {
     rx: Inbound<RouterRecvHalf>,
-    tx: Arc<ReplySender<RouterSendHalf>>,
+    tx: Arc<Replies>,
+    /// Requests received.
+    received: telemetry::Traffic,
     max_in_flight: usize,
     /// What its spans name as destination: the first endpoint given.
     dest: Arc<str>,
+}
+
+/// A server's reply side and the counters of the replies it sends.
+#[derive(Debug)]
+struct Replies {
+    tx: ReplySender<RouterSendHalf>,
+    sent: telemetry::Traffic,
 }
 
 impl SocketBuilder {
@@ -165,6 +178,7 @@ impl SocketBuilder {
     pub async fn client<Req, Rep>(self) -> Result<Client<Req, Rep>, OpenError> {
         let plan = self.plan()?;
         let dest = plan.name();
+        let transport = plan.transport();
         let pending: Pending = Arc::new(DashMap::new());
         let limits = self.config.limits;
         let (out, endpoints, recv_task) = if plan.inproc {
@@ -196,6 +210,8 @@ impl SocketBuilder {
             timeout: DEFAULT_REQUEST_TIMEOUT,
             endpoints,
             dest,
+            sent: telemetry::Traffic::sent("reqrep", transport),
+            received: telemetry::Traffic::received("reqrep", transport),
             _recv: recv_task,
             _t: PhantomData,
         })
@@ -206,6 +222,7 @@ impl SocketBuilder {
     pub async fn server<Req, Rep>(self) -> Result<Server<Req, Rep>, OpenError> {
         let plan = self.plan()?;
         let dest = plan.name();
+        let transport = plan.transport();
         let (rx, tx, endpoints) = if plan.inproc {
             let cap = self.config.queue_capacity;
             let (rx, eps) = Inbound::inproc(&plan, Family::ReqRep, cap, None)?;
@@ -221,7 +238,11 @@ impl SocketBuilder {
         };
         let core = ServerCore {
             rx,
-            tx: Arc::new(tx),
+            tx: Arc::new(Replies {
+                tx,
+                sent: telemetry::Traffic::sent("reqrep", transport),
+            }),
+            received: telemetry::Traffic::received("reqrep", transport),
             max_in_flight: self.config.queue_capacity,
             dest,
         };
@@ -356,8 +377,10 @@ impl<Req, Rep> Client<Req, Rep> {
             self.pending.insert(id, tx);
             (None, Some(RemoveOnDrop(&self.pending, id)))
         };
+        let sent_len = header.encoded_len() + body.len();
         let outcome = tokio::time::timeout(timeout, async {
             self.out.send_one(Envelope { header, body }, reply).await?;
+            self.sent.count_len(sent_len);
             if by_path {
                 return rx.await.map_err(|_| RequestError::PeerGone);
             }
@@ -382,6 +405,7 @@ impl<Req, Rep> Client<Req, Rep> {
             Ok(r) => r?,
             Err(_) => return Err(RequestError::Timeout(timeout)),
         };
+        self.received.count(&env.header, env.body.len());
         match env.header.kind {
             Kind::Reply => Ok(env),
             _ => Err(RequestError::Remote(
@@ -583,6 +607,7 @@ impl ServerCore {
                     telemetry::dropped(telemetry::DropReason::UnexpectedKind, 1);
                     continue;
                 }
+                self.received.count(&env.header, env.body.len());
                 let (handler, tx) = (handler.clone(), self.tx.clone());
                 let dest = &self.dest;
                 // Only plain requests get a server span here; node
@@ -604,7 +629,7 @@ impl ServerCore {
             }
             if stopping && in_flight.is_empty() && queued.is_empty() {
                 // Linger: the last replies must leave before the socket goes.
-                self.tx.linger().await;
+                self.tx.tx.linger().await;
                 return;
             }
             let room = !stopping && in_flight.len() < self.max_in_flight && queued.is_empty();
@@ -700,7 +725,7 @@ where
 }
 
 async fn send_reply(
-    tx: &ReplySender<RouterSendHalf>,
+    tx: &Replies,
     to: ReplyTo,
     req: ReplyHeader,
     outcome: Result<Bytes, RemoteError>,
@@ -718,7 +743,8 @@ async fn send_reply(
     header.correlation = Some(req.id);
     header.traceparent = req.traceparent;
     header.tracestate = req.tracestate;
-    tx.send(to, Envelope { header, body }).await;
+    tx.sent.count(&header, body.len());
+    tx.tx.send(to, Envelope { header, body }).await;
 }
 /// A running server; dropping it stops serving and closes the socket.
 #[derive(Debug)]

@@ -15,8 +15,9 @@ use metrics::Unit;
 
 use super::request::{REQUESTS, REQUESTS_IN_FLIGHT, REQUEST_DURATION};
 use super::{
-    DisconnectReason, DropReason, GossipIgnored, GOSSIP_IGNORED, MESSAGES_DROPPED, MESSAGES_LOST,
-    NODE_MEMBERS, PEERS_DISCONNECTED, RECONNECTS,
+    DisconnectReason, DropReason, GossipIgnored, Traffic, GOSSIP_IGNORED, MESSAGES_DROPPED,
+    MESSAGES_LOST, MESSAGES_RECEIVED, MESSAGES_SENT, MESSAGE_BYTES_RECEIVED, MESSAGE_BYTES_SENT,
+    NODE_MEMBERS, PATTERNS, PEERS_DISCONNECTED, RECONNECTS, TRANSPORTS,
 };
 use crate::resilience::{
     BREAKER_STATE, BREAKER_TRANSITIONS, BULKHEAD_IN_FLIGHT, BULKHEAD_QUEUED, BULKHEAD_REJECTED,
@@ -103,6 +104,30 @@ pub const CATALOGUE: &[Family] = &[
         "Successful reconnections of outgoing links, by transport.",
     ),
     f(
+        MESSAGES_SENT,
+        Kind::Counter,
+        Unit::Count,
+        "Messages sent, by pattern (pubsub, pipeline, reqrep) and transport (inproc, ipc, tcp).",
+    ),
+    f(
+        MESSAGES_RECEIVED,
+        Kind::Counter,
+        Unit::Count,
+        "Messages received and handed to the application, by pattern and transport.",
+    ),
+    f(
+        MESSAGE_BYTES_SENT,
+        Kind::Counter,
+        Unit::Bytes,
+        "Header and body bytes of the messages sent, by pattern and transport.",
+    ),
+    f(
+        MESSAGE_BYTES_RECEIVED,
+        Kind::Counter,
+        Unit::Bytes,
+        "Header and body bytes of the messages received, by pattern and transport.",
+    ),
+    f(
         NODE_MEMBERS,
         Kind::Gauge,
         Unit::Count,
@@ -186,7 +211,8 @@ pub const DURATION_BUCKETS: &[f64] = &[
 
 /// Describes every family to the installed recorder and registers the
 /// counters whose labels are known (every drop, disconnect and gossip
-/// reason, reconnects per transport) at zero.
+/// reason, reconnects per transport, traffic per pattern and transport)
+/// at zero.
 pub fn describe() {
     for fam in CATALOGUE {
         match fam.kind {
@@ -207,6 +233,12 @@ pub fn describe() {
     metrics::counter!(MESSAGES_LOST).absolute(0);
     for transport in ["ipc", "tcp"] {
         metrics::counter!(RECONNECTS, "transport" => transport).absolute(0);
+    }
+    for pattern in PATTERNS {
+        for transport in TRANSPORTS {
+            Traffic::sent(pattern, transport);
+            Traffic::received(pattern, transport);
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! Everything goes through the [`metrics`] facade: with no recorder
 //! installed the calls cost a few nanoseconds and record nothing. Drops and
-//! rejections are rare events and are counted per reason; nothing is
-//! recorded per successfully delivered message, so the hot path stays free
-//! of global lookups.
+//! rejections are rare events and are counted per reason. What is
+//! counted per message (the traffic counters, [`MESSAGES_SENT`] and its
+//! siblings) goes through counter handles a socket registers when it
+//! opens, so the hot path stays free of global lookups.
 //!
 //! | metric | type | labels | meaning |
 //! |---|---|---|---|
@@ -12,6 +13,8 @@
 //! | `zfabric_messages_lost_total` | counter | — | gaps seen in a publisher's sequence numbers at a subscriber |
 //! | `zfabric_peers_disconnected_total` | counter | `reason` | connections zfabric closed or lost |
 //! | `zfabric_reconnects_total` | counter | `transport` | successful reconnections of an outgoing link |
+//! | `zfabric_messages_sent_total`, `zfabric_messages_received_total` | counter | `pattern` (`pubsub`, `pipeline`, `reqrep`), `transport` (`inproc`, `ipc`, `tcp`) | messages a pattern sent, or received and handed on (a batch of N counts N) |
+//! | `zfabric_message_bytes_sent_total`, `zfabric_message_bytes_received_total` | counter | `pattern`, `transport` | their header and body bytes |
 //! | `zfabric_node_members` | gauge (scrape time) | `node`, `state` (`alive`, `suspect`) | peers a node sees |
 //! | `zfabric_gossip_peers_ignored_total` | counter | `reason` (`members_full`, `greet_limit`) | peers named by gossip that the [`GossipLimits`](crate::node::GossipLimits) kept a node from greeting or admitting |
 //!
@@ -56,6 +59,78 @@ pub const PEERS_DISCONNECTED: &str = "zfabric_peers_disconnected_total";
 pub const NODE_MEMBERS: &str = "zfabric_node_members";
 /// Counter: successful reconnections of an outgoing link.
 pub const RECONNECTS: &str = "zfabric_reconnects_total";
+/// Counter: messages a socket's pattern sent, by `pattern` and
+/// `transport` (counted once per message, however many receive it).
+pub const MESSAGES_SENT: &str = "zfabric_messages_sent_total";
+/// Counter: messages a socket's pattern received and handed on, by
+/// `pattern` and `transport`.
+pub const MESSAGES_RECEIVED: &str = "zfabric_messages_received_total";
+/// Counter: header and body bytes of the messages in [`MESSAGES_SENT`].
+pub const MESSAGE_BYTES_SENT: &str = "zfabric_message_bytes_sent_total";
+/// Counter: header and body bytes of the messages in
+/// [`MESSAGES_RECEIVED`].
+pub const MESSAGE_BYTES_RECEIVED: &str = "zfabric_message_bytes_received_total";
+
+/// The `pattern` label of the traffic counters.
+pub(crate) const PATTERNS: [&str; 3] = ["pubsub", "pipeline", "reqrep"];
+/// The `transport` label of the traffic counters.
+pub(crate) const TRANSPORTS: [&str; 3] = ["inproc", "ipc", "tcp"];
+
+/// One direction of a socket's traffic: the message and byte counters of
+/// its pattern and transport, registered once when the socket opens (at
+/// zero) and kept as handles, so that counting a message is two relaxed
+/// atomic additions: no label look-up, no allocation.
+#[derive(Debug, Clone)]
+pub(crate) struct Traffic {
+    messages: metrics::Counter,
+    bytes: metrics::Counter,
+}
+
+impl Traffic {
+    /// The sent counters of `pattern` over `transport`.
+    pub(crate) fn sent(pattern: &'static str, transport: &'static str) -> Self {
+        Self::register(MESSAGES_SENT, MESSAGE_BYTES_SENT, pattern, transport)
+    }
+
+    /// The received counters of `pattern` over `transport`.
+    pub(crate) fn received(pattern: &'static str, transport: &'static str) -> Self {
+        Self::register(
+            MESSAGES_RECEIVED,
+            MESSAGE_BYTES_RECEIVED,
+            pattern,
+            transport,
+        )
+    }
+
+    fn register(
+        messages: &'static str,
+        bytes: &'static str,
+        pattern: &'static str,
+        transport: &'static str,
+    ) -> Self {
+        let labels = [("pattern", pattern), ("transport", transport)];
+        let t = Traffic {
+            messages: metrics::counter!(messages, &labels),
+            bytes: metrics::counter!(bytes, &labels),
+        };
+        t.messages.increment(0);
+        t.bytes.increment(0);
+        t
+    }
+
+    /// Counts one message of this header and body.
+    #[inline]
+    pub(crate) fn count(&self, header: &crate::wire::Header, body_len: usize) {
+        self.count_len(header.encoded_len() + body_len);
+    }
+
+    /// Counts one message of `len` header and body bytes.
+    #[inline]
+    pub(crate) fn count_len(&self, len: usize) {
+        self.messages.increment(1);
+        self.bytes.increment(len as u64);
+    }
+}
 
 /// Why a message was discarded: the `reason` label of
 /// [`MESSAGES_DROPPED`].

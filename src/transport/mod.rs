@@ -124,6 +124,18 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The `transport` label of the socket's traffic counters: `inproc`,
+    /// else the transport of its first endpoint (connected, else bound).
+    pub(crate) fn transport(&self) -> &'static str {
+        if self.inproc {
+            return "inproc";
+        }
+        self.connects
+            .first()
+            .or(self.binds.first())
+            .map_or("tcp", Endpoint::transport)
+    }
+
     /// The socket's name in its trace spans: the first endpoint it
     /// connects to, else the first it binds.
     pub(crate) fn name(&self) -> std::sync::Arc<str> {

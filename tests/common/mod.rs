@@ -150,3 +150,26 @@ pub(crate) fn counter(name: &str, reason: &str) -> u64 {
         })
         .sum()
 }
+
+/// Current value of traffic counter `name` for `pattern` over
+/// `transport` (0 if never registered). Installs the test recorder on
+/// first use: read a baseline before opening the sockets to count.
+pub(crate) fn traffic(name: &str, pattern: &str, transport: &str) -> u64 {
+    let has = |k: &metrics_util::CompositeKey, key: &str, value: &str| {
+        k.key()
+            .labels()
+            .any(|l| l.key() == key && l.value() == value)
+    };
+    snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, _, _, _)| {
+            k.key().name() == name && has(k, "pattern", pattern) && has(k, "transport", transport)
+        })
+        .map(|(_, _, _, v)| match v {
+            metrics_util::debugging::DebugValue::Counter(c) => c,
+            _ => 0,
+        })
+        .sum()
+}
