@@ -26,6 +26,10 @@ use crate::transport::zmtp::SocketKind;
 use crate::transport::{open_socket, Inbound, LinkState, Outbound, ZmqSide};
 use crate::wire::{self, ContentType, Envelope, Header, IdGen, Kind};
 
+/// How long [`Publisher::wait_subscribers`] waits after the last
+/// subscription it needed was seen, for the socket to apply it.
+const SUBSCRIPTION_SETTLE: Duration = Duration::from_millis(5);
+
 /// Sends typed messages to every subscriber whose prefix matches the topic.
 #[derive(Debug)]
 pub struct Publisher<T> {
@@ -233,7 +237,12 @@ impl<T: Serialize> Publisher<T> {
                 side.progress
                     .audience
                     .wait_for(|s| s.subscribers >= n)
-                    .await
+                    .await;
+                // The relay sees a subscription a moment before the
+                // `zeromq` socket applies it (transport::fanout docs):
+                // give the socket that moment. Not a guarantee under a
+                // starved runtime, which shows as `unaccounted`.
+                tokio::time::sleep(SUBSCRIPTION_SETTLE).await;
             }
         }
     }
