@@ -8,30 +8,11 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{counter, watchdog, Tp};
+use common::{counter, watchdog, zmtp_hello, Tp};
 use tokio::io::AsyncWriteExt;
 use zfabric::{Publisher, Puller, Pusher, SocketBuilder, SocketConfig, Subscriber};
 
 const DROPPED: &str = "zfabric_messages_dropped_total";
-
-/// The greeting and READY of a raw NULL peer of `socket_type`.
-fn zmtp_hello(socket_type: &str) -> Vec<u8> {
-    let mut g = vec![0u8; 64];
-    g[0] = 0xff;
-    g[9] = 0x7f;
-    g[10] = 3;
-    g[12..16].copy_from_slice(b"NULL");
-    let mut body = vec![5];
-    body.extend_from_slice(b"READY");
-    body.push(11);
-    body.extend_from_slice(b"Socket-Type");
-    body.extend_from_slice(&(socket_type.len() as u32).to_be_bytes());
-    body.extend_from_slice(socket_type.as_bytes());
-    g.push(0x04);
-    g.push(body.len() as u8);
-    g.extend_from_slice(&body);
-    g
-}
 
 trait RawIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawIo for T {}

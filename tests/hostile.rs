@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{endpoint, Tp};
+use common::{endpoint, zmtp_hello, Tp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeromq::{Socket, SocketSend, ZmqMessage};
 use zfabric::wire::{self, Header, Kind, MessageId};
@@ -21,25 +21,6 @@ fn counter(name: &str, reason: &str) -> u64 {
 fn good_message(n: u32) -> Vec<Bytes> {
     let h = Header::new(Kind::Event, MessageId(n as u128), 77, n as u64);
     vec![wire::encode_header(&h), wire::encode_body(&n).unwrap()]
-}
-
-/// Our greeting + READY(PUSH) for a raw peer.
-fn zmtp_hello(socket_type: &str) -> Vec<u8> {
-    let mut g = vec![0u8; 64];
-    g[0] = 0xff;
-    g[9] = 0x7f;
-    g[10] = 3;
-    g[12..16].copy_from_slice(b"NULL");
-    let mut body = vec![5];
-    body.extend_from_slice(b"READY");
-    body.push(11);
-    body.extend_from_slice(b"Socket-Type");
-    body.extend_from_slice(&(socket_type.len() as u32).to_be_bytes());
-    body.extend_from_slice(socket_type.as_bytes());
-    g.push(0x04);
-    g.push(body.len() as u8);
-    g.extend_from_slice(&body);
-    g
 }
 
 async fn raw_stream(ep: &str) -> Box<dyn RawIo> {

@@ -173,3 +173,22 @@ pub(crate) fn traffic(name: &str, pattern: &str, transport: &str) -> u64 {
         })
         .sum()
 }
+
+/// The greeting and READY command of a raw NULL peer of `socket_type`.
+pub(crate) fn zmtp_hello(socket_type: &str) -> Vec<u8> {
+    let mut g = vec![0u8; 64];
+    g[0] = 0xff;
+    g[9] = 0x7f;
+    g[10] = 3;
+    g[12..16].copy_from_slice(b"NULL");
+    let mut body = vec![5];
+    body.extend_from_slice(b"READY");
+    body.push(11);
+    body.extend_from_slice(b"Socket-Type");
+    body.extend_from_slice(&(socket_type.len() as u32).to_be_bytes());
+    body.extend_from_slice(socket_type.as_bytes());
+    g.push(0x04);
+    g.push(body.len() as u8);
+    g.extend_from_slice(&body);
+    g
+}
