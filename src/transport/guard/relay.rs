@@ -89,7 +89,6 @@ pub(super) async fn outbound(
             }
             Step::Read(n) => n,
         };
-        progress.relayed(n);
         grow_after(&mut buf, n);
         ends.clear();
         if let Err(e) = scanner.feed(&buf[..n], &mut ends) {
@@ -131,7 +130,12 @@ pub(super) async fn outbound(
                 remote = None;
                 skip = !scanner.at_boundary();
                 telemetry::dropped(telemetry::DropReason::LinkDown, ends.len().max(1) as u64);
+                continue;
             }
+            // Counted once written to the remote, not when read: a
+            // sender's linger must not take bytes a broken connection
+            // lost for delivered.
+            progress.relayed(n);
         }
     }
 }
