@@ -168,7 +168,9 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
     let body = json_arg(&args.data)?;
     let curve = args.curve.caller_config()?;
     let secure = curve.is_some();
-    let mut builder = Node::builder(format!("req-{}", std::process::id()));
+    // A client: it learns the members but does not join the fabric, so a
+    // loop of `req` runs is not a stream of joined/gone members.
+    let mut builder = Node::builder(format!("req-{}", std::process::id())).client();
     if let Some(c) = curve {
         builder = builder.curve(c);
     }

@@ -44,6 +44,7 @@ pub struct NodeBuilder {
     pub(super) beacon: Option<BeaconConfig>,
     pub(super) handle: NodeHandle,
     pub(super) curve: Option<CurveConfig>,
+    pub(super) client: bool,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -70,6 +71,7 @@ impl Node {
             beacon: None,
             handle: NodeHandle::default(),
             curve: None,
+            client: false,
         }
     }
 }
@@ -114,6 +116,17 @@ impl NodeBuilder {
     /// advertised key is the public key at start.
     pub fn curve(mut self, curve: CurveConfig) -> Self {
         self.curve = Some(curve);
+        self
+    }
+
+    /// Joins as a client only: the node learns the members from the nodes
+    /// it greets and calls, publishes and sends through them, but they
+    /// never record it as a member (no joined/gone events, not gossiped,
+    /// not routed to). For short-lived callers such as `zfabric req`, so
+    /// that each of them does not join and leave the fabric. A client's
+    /// own services and groups are unreachable by name.
+    pub fn client(mut self) -> Self {
+        self.client = true;
         self
     }
 
@@ -209,12 +222,15 @@ impl NodeBuilder {
             curve_key: self.curve.as_ref().map(|c| c.public_key()),
         };
         let membership = self.config.membership;
-        let view = Arc::new(Gossip::new(
-            info,
-            wire::random_u64() >> 1,
-            membership,
-            self.config.gossip,
-        ));
+        let view = Arc::new(
+            Gossip::new(
+                info,
+                wire::random_u64() >> 1,
+                membership,
+                self.config.gossip,
+            )
+            .with_client(self.client),
+        );
         let security = self.curve.map(|curve| {
             let v = Arc::downgrade(&view);
             LinkSecurity {

@@ -51,6 +51,8 @@ pub(super) struct Gossip {
     events: broadcast::Sender<MembershipEvent>,
     /// Endpoints being greeted now (at most `limits.greets_in_flight`).
     greeting: Mutex<HashSet<Endpoint>>,
+    /// Whether this node joins as a client only (see [`Gossip::with_client`]).
+    client: bool,
 }
 
 /// One greet under way: its endpoint leaves the in-flight set when this
@@ -84,7 +86,15 @@ impl Gossip {
             limits,
             events,
             greeting: Mutex::new(HashSet::new()),
+            client: false,
         }
+    }
+
+    /// Makes this node a client: its hellos say so, so the nodes it greets
+    /// answer them (it learns the members) without making it a member.
+    pub(super) fn with_client(mut self, client: bool) -> Self {
+        self.client = client;
+        self
     }
 
     /// Takes a greet slot for `ep`: `None` if `ep` is being greeted
@@ -138,6 +148,7 @@ impl Gossip {
             from,
             incarnation: self.incarnation,
             known,
+            client: self.client,
         }
     }
 
@@ -145,6 +156,11 @@ impl Gossip {
     /// does not are returned, to be greeted: at most `greets_per_hello`
     /// of them (the rest are counted and left for later hellos).
     pub(super) fn heard(&self, h: &Hello, now: Instant) -> Vec<PeerInfo> {
+        if h.client {
+            // A caller, not a member: answered, never recorded.
+            tracing::trace!(from = h.from.id, name = %h.from.name, "hello from a client");
+            return Vec::new();
+        }
         let Some(info) = h.from.to_info() else {
             return Vec::new();
         };
@@ -450,6 +466,7 @@ mod tests {
             from: WirePeer::from_info(&info(id, &["svc"])),
             incarnation,
             known: known.iter().map(WirePeer::from_info).collect(),
+            client: false,
         }
     }
 
@@ -460,6 +477,24 @@ mod tests {
             MembershipConfig::default(),
             GossipLimits::default(),
         )
+    }
+
+    #[test]
+    fn a_client_hello_is_answered_but_never_makes_a_member() {
+        let g = view();
+        let mut events = g.subscribe();
+        let mut h = hello_from(7, 1, &[info(2, &[])]);
+        h.client = true;
+        assert!(
+            g.heard(&h, Instant::now()).is_empty(),
+            "a client's gossip is not greeted"
+        );
+        assert!(g.membership.lock().state(PeerId(7)).is_none());
+        assert!(events.try_recv().is_err(), "no joined event for a client");
+        // The same peer as a member does join.
+        h.client = false;
+        let _ = g.heard(&h, Instant::now());
+        assert!(g.membership.lock().state(PeerId(7)).is_some());
     }
 
     #[test]

@@ -101,6 +101,12 @@ pub(super) struct Hello {
     pub(super) from: WirePeer,
     pub(super) incarnation: u64,
     pub(super) known: Vec<WirePeer>,
+    /// The sender only calls: it is answered (and so learns the members)
+    /// but never becomes a member itself, is never gossiped, never
+    /// routed to. Left out when false, so hellos of members are encoded
+    /// as before; peers that predate it ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) client: bool,
 }
 
 /// A peer as it travels in a hello.
