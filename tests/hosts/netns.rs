@@ -126,7 +126,7 @@ pub(crate) struct Host {
 pub(crate) struct Hosts {
     /// The hosts, in order.
     pub(crate) hosts: Vec<Host>,
-    /// The bridge's own address (the test's side, for reading metrics).
+    /// The test's own address on the switch (for reading metrics).
     pub(crate) gateway: String,
     owned: Arc<Mutex<Owned>>,
     done: Arc<std::sync::atomic::AtomicBool>,
@@ -140,7 +140,7 @@ impl Hosts {
         let net = 10 + pid % 240; // a /24 per test process
         let owned = Arc::new(Mutex::new(Owned::default()));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let bridge = format!("zfb{}", pid % 1_000_000);
+        let bridge = format!("zfg{}", pid % 1_000_000);
         let gateway = format!("10.77.{net}.1");
         // Leftovers of an earlier run with the same pid.
         let _ = Command::new("ip")
@@ -153,8 +153,27 @@ impl Hosts {
             owned: owned.clone(),
             done: done.clone(),
         };
-        run(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        // The bridge lives in a namespace of its own (the "switch"): the
+        // host's firewall (e.g. Docker's FORWARD policy of drop, applied
+        // to bridged frames by br_netfilter) does not see its traffic.
+        let sw = format!("zf-{pid}-sw");
+        let _ = Command::new("ip")
+            .args(["netns", "del", &sw])
+            .stderr(Stdio::null())
+            .status();
+        run(&["ip", "netns", "add", &sw]);
+        owned.lock().unwrap().namespaces.push(sw.clone());
+        let in_sw = |args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", &sw];
+            v.extend_from_slice(args);
+            run(&v);
+        };
+        in_sw(&["ip", "link", "add", "br0", "type", "bridge"]);
+        in_sw(&["ip", "link", "set", "br0", "up"]);
+        // The test's own port on the switch, to read the hosts' metrics.
+        run(&["ip", "link", "add", &bridge, "type", "veth", "peer", "name", "up0", "netns", &sw]);
         owned.lock().unwrap().bridge = Some(bridge.clone());
+        in_sw(&["ip", "link", "set", "up0", "master", "br0", "up"]);
         run(&["ip", "addr", "add", &format!("{gateway}/24"), "dev", &bridge]);
         run(&["ip", "link", "set", &bridge, "up"]);
         for k in 0..n {
@@ -169,7 +188,8 @@ impl Hosts {
             run(&[
                 "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
             ]);
-            run(&["ip", "link", "set", &veth, "master", &bridge, "up"]);
+            run(&["ip", "link", "set", &veth, "netns", &sw]);
+            in_sw(&["ip", "link", "set", &veth, "master", "br0", "up"]);
             let ip = format!("10.77.{net}.{}", 11 + k);
             let exec = |args: &[&str]| {
                 let mut v = vec!["ip", "netns", "exec", &ns];
