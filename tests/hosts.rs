@@ -160,7 +160,8 @@ impl Load {
     fn stop(&mut self) {
         self.pump();
         self.proc.kill();
-        self.lines.extend(self.proc.out.rest(Duration::from_millis(300)));
+        self.lines
+            .extend(self.proc.out.rest(Duration::from_millis(300)));
     }
 
     /// Per-call latencies (the gap between consecutive result lines of
@@ -305,7 +306,7 @@ fn a_partitioned_member_is_expelled_and_rejoins_after_healing() {
             .map(|(_, d)| *d)
             .collect()
     };
-    let before_expiry = during(cut, gone_at);
+    let before_expiry = during(cut, gone_at + Duration::from_millis(500));
     let after_expiry = during(gone_at + Duration::from_millis(500), healed);
     let errors = load.errors();
     let late_errors: Vec<_> = errors
@@ -314,7 +315,7 @@ fn a_partitioned_member_is_expelled_and_rejoins_after_healing() {
         .collect();
     println!(
         "scenario 2 (partition 10 s, 3 members, default timings: gone after 2.5 s): m3 expelled \
-         {expelled:.1?} after the cut; longest call between cut and expiry {:.0?}, after expiry \
+         {expelled:.1?} after the cut; longest call ending between cut and expiry (+0.5 s) {:.0?}, after expiry \
          {:.0?} ({} calls); {} replies, {} errors {:?}; after healing: {line:?} {rejoined:.1?} \
          later, m3 served again {:.1?} after the heal",
         before_expiry.iter().max().copied().unwrap_or_default(),
@@ -403,12 +404,15 @@ fn five_percent_random_loss_expels_no_member_at_default_timings() {
         load.errors().len(),
         expelled.len()
     );
-    assert!(expelled.is_empty(), "members falsely expelled: {expelled:?}");
+    assert!(
+        expelled.is_empty(),
+        "members falsely expelled: {expelled:?}"
+    );
     assert!(during > 0, "no call completed under loss");
 }
 
 /// Scenario 4. Fault: the subscriber's host cut off for 3 s in the middle
-/// of a 1,000 msg/s stream of 8,000. Expected: the subscription resumes
+/// of a 2,000 msg/s stream of 16,000 (2 kB each). Expected: the subscription resumes
 /// (messages arrive after the heal), and what the subscriber reports
 /// lost (sequence gaps) is exactly what it did not get of what the
 /// publisher sent.
@@ -420,7 +424,7 @@ fn a_subscription_resumes_across_a_partition_and_reports_the_loss_that_happened(
     }
     let h = Hosts::new(3, LIMIT);
     let ep = format!("tcp://{}:6000", h.hosts[1].ip);
-    let sent_n = 8000u64;
+    let sent_n = 16000u64;
     let mut publisher = h.spawn(
         1,
         &[
@@ -430,9 +434,9 @@ fn a_subscription_resumes_across_a_partition_and_reports_the_loss_that_happened(
             "--topic",
             "t",
             "--size",
-            "64",
+            "2000",
             "--rate",
-            "1000",
+            "2000",
             "--count",
             &sent_n.to_string(),
             "--subscribers",
@@ -447,7 +451,11 @@ fn a_subscription_resumes_across_a_partition_and_reports_the_loss_that_happened(
     let pump = |got: &mut Vec<Stamped>, sub: &Proc, n: usize| {
         let until = Instant::now() + WAIT;
         while got.len() < n {
-            assert!(Instant::now() < until, "subscriber stalled at {}", got.len());
+            assert!(
+                Instant::now() < until,
+                "subscriber stalled at {}",
+                got.len()
+            );
             got.extend(sub.out.drain());
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -485,11 +493,11 @@ fn a_subscription_resumes_across_a_partition_and_reports_the_loss_that_happened(
     let lost = figure_after(&summary, "lost");
     let resumed = got.len() - at_heal;
     println!(
-        "scenario 4 (pub/sub, subscriber's host cut off {:.1?} of an 8 s stream): published \
+        "scenario 4 (pub/sub, subscriber's host cut off {:.1?} of an 8 s stream of 2 kB messages at 2,000/s): published \
          {sent}; subscriber received {received} ({} during the cut, {resumed} after the heal), \
          reported lost {lost}; actual loss {}; publisher: {}",
         healed.duration_since(cut),
-        0,
+        got.iter().filter(|(t, _)| *t > cut + Duration::from_millis(200) && *t < healed).count(),
         sent.saturating_sub(received),
         report.join(" | ").trim()
     );

@@ -79,7 +79,11 @@ fn nft_in(ns: &str, script: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("nft runs");
-    c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = c.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -171,10 +175,19 @@ impl Hosts {
         in_sw(&["ip", "link", "add", "br0", "type", "bridge"]);
         in_sw(&["ip", "link", "set", "br0", "up"]);
         // The test's own port on the switch, to read the hosts' metrics.
-        run(&["ip", "link", "add", &bridge, "type", "veth", "peer", "name", "up0", "netns", &sw]);
+        run(&[
+            "ip", "link", "add", &bridge, "type", "veth", "peer", "name", "up0", "netns", &sw,
+        ]);
         owned.lock().unwrap().bridge = Some(bridge.clone());
         in_sw(&["ip", "link", "set", "up0", "master", "br0", "up"]);
-        run(&["ip", "addr", "add", &format!("{gateway}/24"), "dev", &bridge]);
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{gateway}/24"),
+            "dev",
+            &bridge,
+        ]);
         run(&["ip", "link", "set", &bridge, "up"]);
         for k in 0..n {
             let ns = format!("zf-{pid}-{k}");
