@@ -58,6 +58,11 @@ pub(crate) struct ReqArgs {
     /// Deadline of each request, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout: u64,
+    /// Mark every request idempotent: one whose member fails (went away,
+    /// unreachable, busy, circuit open) is retried on another member
+    /// within its deadline, so it may be processed more than once.
+    #[arg(long)]
+    idempotent: bool,
     /// Start a trace: every request goes out in it (W3C `traceparent`),
     /// and its trace id is printed on stderr (`trace <32 hex digits>`) to
     /// look it up in the trace back end.
@@ -187,7 +192,10 @@ pub(crate) async fn request(args: ReqArgs) -> Result<(), BoxError> {
     // Each request waits, within its deadline, for a member that can take
     // it (a restarted server, a breaker's trial): the loop does not burn
     // its count on instant failures while the fabric heals.
-    let opts = CallOptions::default().timeout(timeout).wait_for_member();
+    let mut opts = CallOptions::default().timeout(timeout).wait_for_member();
+    if args.idempotent {
+        opts = opts.idempotent();
+    }
     let calls = async {
         let (mut ok, mut failed) = (0u64, 0u64);
         for _ in 0..args.count {

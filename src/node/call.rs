@@ -8,7 +8,9 @@
 //! id. A call to this node's own service runs in the caller's task, with
 //! no socket, through the same service path (hop limit, dedup, bulkhead,
 //! deadline). A member whose link is down fails at once (`PeerGone`); a
-//! link still connecting gets two heartbeats. A call that finds no member
+//! link still connecting gets two heartbeats; a member declared gone
+//! while a call to it is out fails that call then (`PeerGone`), not at
+//! its deadline. A call that finds no member
 //! to take it (none serves the service, or every breaker is open) fails
 //! at once, or, with [`CallOptions::wait_for_member`], waits within its
 //! deadline for a membership change or the first breaker's trial. Does not: encode or decode
@@ -21,7 +23,7 @@ use bytes::Bytes;
 
 use super::error::{from_remote, CallError};
 use super::links::Failed;
-use super::membership::{PeerId, PeerState};
+use super::membership::{MembershipEvent, PeerId, PeerState};
 use super::options::CallOptions;
 use super::protocol::{Call, TraceFields};
 use super::routing::Pick;
@@ -331,7 +333,32 @@ async fn one(s: &Shared, peer: PeerId, call: &Call, timeout: Duration) -> Result
         return Err(CallError::Request(RequestError::PeerGone));
     }
     let hops = deadline::current_hops().saturating_add(1);
-    match link.call(call, hops, timeout).await {
+    // A member declared gone while the call is out (it went silent: a
+    // partition, a host that died without closing its connections) will
+    // not answer: fail the call then (`PeerGone`, retried elsewhere if
+    // idempotent) instead of at its deadline.
+    let mut events = s.view.subscribe();
+    let declared_gone = async {
+        loop {
+            match events.recv().await {
+                Ok(MembershipEvent::Gone(id)) if id == peer => return,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if matches!(s.view.state(peer), None | Some(PeerState::Gone)) {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await
+                }
+            }
+        }
+    };
+    let answer = tokio::select! {
+        r = link.call(call, hops, timeout) => r,
+        () = declared_gone => return Err(CallError::Request(RequestError::PeerGone)),
+    };
+    match answer {
         Ok(b) => Ok(b),
         Err(Failed::Request(RequestError::Remote(e))) => Err(from_remote(peer, e, timeout)),
         Err(f) => Err(f.at(peer)),
