@@ -94,6 +94,53 @@ per_transport!(
     unknown_services_and_peers_are_typed_errors_at_once
 );
 
+async fn a_client_node_calls_members_without_becoming_one(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = start("seed", tp, &dir, None, None).await;
+    let seed_ep = seed.endpoints()[0].to_string();
+    let a = start("a", tp, &dir, Some(&seed_ep), Some("echo")).await;
+    converge(&[&seed, &a]).await;
+    let mut events = seed.events();
+    let caller = Node::builder("caller")
+        .client()
+        .config(fast())
+        .bind(endpoint(tp, &dir))
+        .seed(seed_ep)
+        .start()
+        .await
+        .unwrap();
+    // The client learns the members from the seed's answer (so the seed
+    // has read the client's hello by then) ...
+    for _ in 0..400 {
+        if caller.members().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(caller.members().len(), 2, "the client learns the members");
+    for i in 0..5u32 {
+        let r: String = caller
+            .request("echo", &i, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r, format!("a:{i}"));
+    }
+    // ... and neither the seed nor the member it called ever listed it.
+    assert!(seed.members().iter().all(|m| m.id != caller.id()));
+    assert!(a.members().iter().all(|m| m.id != caller.id()));
+    while let Ok(ev) = events.try_recv() {
+        assert!(
+            !matches!(ev, MembershipEvent::Joined(id) | MembershipEvent::Rejoined(id) if id == caller.id()),
+            "a client joined: {ev:?}"
+        );
+    }
+    caller.shutdown(Duration::from_millis(200)).await;
+}
+per_transport!(
+    client_node,
+    a_client_node_calls_members_without_becoming_one
+);
+
 async fn a_member_that_dies_leaves_every_route(tp: Tp) {
     let dir = tempfile::tempdir().unwrap();
     let client = start("client", tp, &dir, None, None).await;
