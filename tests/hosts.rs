@@ -332,10 +332,11 @@ fn a_partitioned_member_is_expelled_and_rejoins_after_healing() {
         "calls failed after m3 was expelled: {late_errors:?}"
     );
     // After expiry nothing is routed to m3, so no call waits for a
-    // deadline (5 s) or a member that cannot answer.
+    // deadline (5 s) or a member that cannot answer (4 s: below the
+    // deadline, with room for a loaded machine).
     let longest = after_expiry.iter().max().copied().unwrap_or_default();
     assert!(
-        longest < Duration::from_secs(2),
+        longest < Duration::from_secs(4),
         "a call waited {longest:?} after m3 was expelled"
     );
 }
