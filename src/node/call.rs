@@ -8,9 +8,10 @@
 //! id. A call to this node's own service runs in the caller's task, with
 //! no socket, through the same service path (hop limit, dedup, bulkhead,
 //! deadline). A member whose link is down fails at once (`PeerGone`); a
-//! link still connecting gets two heartbeats; a member declared gone
-//! while a call to it is out fails that call then (`PeerGone`), not at
-//! its deadline. A call that finds no member
+//! link still connecting gets two heartbeats; a member declared gone by
+//! expiry (silent) while a call to it is out fails that call then
+//! (`PeerGone`), not at its deadline; one that left gracefully drains and
+//! answers it. A call that finds no member
 //! to take it (none serves the service, or every breaker is open) fails
 //! at once, or, with [`CallOptions::wait_for_member`], waits within its
 //! deadline for a membership change or the first breaker's trial. Does not: encode or decode
@@ -341,10 +342,12 @@ async fn one(s: &Shared, peer: PeerId, call: &Call, timeout: Duration) -> Result
     let declared_gone = async {
         loop {
             match events.recv().await {
-                Ok(MembershipEvent::Gone(id)) if id == peer => return,
+                // Gone by expiry only: a member that left gracefully
+                // drains, and answers what it has in progress.
+                Ok(MembershipEvent::Gone(id)) if id == peer && s.view.expired(peer) => return,
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if matches!(s.view.state(peer), None | Some(PeerState::Gone)) {
+                    if s.view.state(peer).is_none() || s.view.expired(peer) {
                         return;
                     }
                 }

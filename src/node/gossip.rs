@@ -248,6 +248,11 @@ impl Gossip {
         self.membership.lock().state(id)
     }
 
+    /// Whether `id` is gone by expiry (not by a graceful leave).
+    pub(super) fn expired(&self, id: PeerId) -> bool {
+        self.membership.lock().expired(id)
+    }
+
     /// The current members (alive or suspect).
     pub(super) fn members(&self) -> Vec<PeerInfo> {
         self.membership

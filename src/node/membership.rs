@@ -259,6 +259,15 @@ impl Membership {
         self.peers.get(&id).map(|e| e.state)
     }
 
+    /// Whether `id` is gone because it fell silent (expired), as opposed
+    /// to having left gracefully (a leaving node drains what it has in
+    /// progress, so calls out to it still get their answers).
+    pub fn expired(&self, id: PeerId) -> bool {
+        self.peers
+            .get(&id)
+            .is_some_and(|e| e.state == PeerState::Gone && !e.left)
+    }
+
     /// A peer's information, if it is a member (alive or suspect).
     pub fn get(&self, id: PeerId) -> Option<&PeerInfo> {
         self.peers
