@@ -51,8 +51,49 @@ const KUBE_VERSIONS: [&str; 2] = ["1.30.0", "1.32.0"];
 /// How long a node drains after SIGTERM (docs/NODE.md).
 const DRAIN_SECS: i64 = 2;
 
+/// How long any one command the test runs may take.
+const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The files the example overlay's secretGenerator reads.
 const SERVICES: [&str; 3] = ["quote", "checkout", "gateway"];
+
+/// Runs `cmd` to the end under a watchdog: a command that has not exited
+/// within [`WATCHDOG`] is killed and the test fails (a node that ignored
+/// `--check-config` would otherwise run for ever).
+fn run(cmd: &mut Command) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = r.read_to_end(&mut b);
+            b
+        })
+    };
+    let out = pipe(Box::new(child.stdout.take().unwrap()));
+    let err = pipe(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {WATCHDOG:?}: killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
 
 fn text(o: &Output) -> String {
     format!(
@@ -107,11 +148,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 fn keygen(out: &Path) -> String {
-    let o = Command::new(BIN)
-        .args(["keygen", "--out"])
-        .arg(out)
-        .output()
-        .unwrap();
+    let o = run(Command::new(BIN).args(["keygen", "--out"]).arg(out));
     assert!(o.status.success(), "keygen: {}", text(&o));
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
@@ -148,11 +185,7 @@ fn rand_bytes(buf: &mut [u8]) {
 
 /// `kubectl kustomize DIR`: the rendered YAML.
 fn render(dir: &Path) -> String {
-    let o = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(dir)
-        .output()
-        .unwrap();
+    let o = run(Command::new("kubectl").arg("kustomize").arg(dir));
     assert!(
         o.status.success(),
         "kubectl kustomize {}: {}",
@@ -164,26 +197,17 @@ fn render(dir: &Path) -> String {
 
 /// Every document of a YAML stream, as JSON (through PyYAML).
 fn parse(yaml: &str) -> Vec<Value> {
-    use std::io::Write;
-    let mut child = Command::new("python3")
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let o = run(Command::new("python3")
         .args([
             "-c",
             "import sys, json, yaml\n\
-             docs = [d for d in yaml.safe_load_all(sys.stdin) if d is not None]\n\
+             docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]\n\
              json.dump(docs, sys.stdout)",
         ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+        .arg(&file));
     assert!(o.status.success(), "YAML does not parse: {}", text(&o));
     match serde_json::from_slice(&o.stdout).unwrap() {
         Value::Array(docs) => docs,
@@ -197,11 +221,9 @@ fn validate(what: &str, yaml: &str, objects: usize) {
     let file = dir.path().join(format!("{what}.yaml"));
     std::fs::write(&file, yaml).unwrap();
     for v in KUBE_VERSIONS {
-        let o = Command::new("kubernetes-validate")
+        let o = run(Command::new("kubernetes-validate")
             .args(["--strict", "--kubernetes-version", v])
-            .arg(&file)
-            .output()
-            .unwrap();
+            .arg(&file));
         let out = text(&o);
         assert!(
             o.status.success(),
@@ -1197,7 +1219,7 @@ fn check_configs(objects: &[Value]) -> Vec<Checked> {
             }
         }
         cmd.envs(&vars).env("TMPDIR", root.path());
-        let output = cmd.output().unwrap();
+        let output = run(&mut cmd);
         out.push(Checked {
             workload: w.id,
             output,
@@ -1257,6 +1279,33 @@ fn every_node_toml_passes_check_config_with_the_pods_env_and_keys() {
             }
         }
         eprintln!("{}: check-config ok", c.workload);
+    }
+
+    // The init containers' command line, run for real against a name
+    // that resolves offline: the image's `wait-for` takes it.
+    for w in workloads(&objects) {
+        for c in w.pod["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let mut args: Vec<String> = c["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect();
+            let dns = args.iter().position(|a| a == "--dns").expect("--dns") + 1;
+            args[dns] = "localhost".into();
+            let o = run(Command::new(BIN).args(&args));
+            assert!(
+                o.status.success(),
+                "{}: `zfabric {}` failed: {}",
+                w.id,
+                args.join(" "),
+                text(&o)
+            );
+        }
     }
 
     // The base's placeholders load nowhere: every node is refused.
