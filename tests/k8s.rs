@@ -390,6 +390,19 @@ fn cross_check(what: &str, objects: &[Value], podmonitor: &Value) -> Vec<String>
             ));
         }
         let spec = &w.pod["spec"];
+        // Spreading counts this workload's own pods.
+        for t in spec["topologySpreadConstraints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if !selects(&match_labels(&t["labelSelector"]), &w.labels) {
+                fail(format!(
+                    "{}: a topology spread constraint does not count its pods",
+                    w.id
+                ));
+            }
+        }
         // Volumes: the Secrets and ConfigMaps and the keys they name.
         for v in spec["volumes"].as_array().into_iter().flatten() {
             let (k, n, source) = if v["secret"].is_object() {
@@ -1016,6 +1029,15 @@ fn the_cross_check_catches_broken_references() {
                     ["app.kubernetes.io/name"] = "q".into();
             },
             "0 PodDisruptionBudgets select its pods",
+        ),
+        (
+            "spreading that counts other pods",
+            |v| {
+                let spec = &mut at(v, "Deployment", "gateway")["spec"]["template"]["spec"];
+                spec["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]
+                    ["app.kubernetes.io/name"] = "quote".into();
+            },
+            "topology spread constraint",
         ),
         (
             "no scrape annotation",
