@@ -1108,6 +1108,30 @@ fn is_root(dir: &Path) -> bool {
     std::fs::metadata(dir).unwrap().uid() == 0
 }
 
+/// `s` with every path under a mount path (`/etc/zfabric/keys/node.key`)
+/// pointed at the directory standing in for that mount, in one pass (a
+/// replaced path is not replaced again), longest mount path first.
+fn repoint(s: &str, mounts: &[(String, PathBuf)]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    'scan: while i < s.len() {
+        let starts_path = i == 0 || !s[..i].ends_with(|c: char| c.is_alphanumeric() || c == '/');
+        if starts_path {
+            for (from, to) in mounts {
+                if s[i..].starts_with(&format!("{from}/")) {
+                    out.push_str(&to.display().to_string());
+                    i += from.len();
+                    continue 'scan;
+                }
+            }
+        }
+        let c = s[i..].chars().next().unwrap();
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
 /// What `zfabric node --check-config` said about one workload's node.
 struct Checked {
     workload: String,
@@ -1197,13 +1221,7 @@ fn check_configs(objects: &[Value]) -> Vec<Checked> {
         // Longest mount path first, so /etc/zfabric/keys is not taken
         // for a file under /etc/zfabric.
         mounts.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        let repoint = |s: &str| -> String {
-            let mut s = s.to_string();
-            for (from, to) in &mounts {
-                s = s.replace(&format!("{from}/"), &format!("{}/", to.display()));
-            }
-            s
-        };
+        let repoint = |s: &str| repoint(s, &mounts);
         // node.toml, with its paths pointed at the files written.
         for (_, dir) in &mounts {
             for e in std::fs::read_dir(dir).unwrap() {
