@@ -70,6 +70,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("beacon_port", "ZFABRIC_BEACON_PORT", Kind::Int),
     key("beacon_key_file", "ZFABRIC_BEACON_KEY_FILE", Kind::Path),
     key("groups", "ZFABRIC_GROUPS", Kind::List),
+    key("config_dir", "ZFABRIC_CONFIG_DIR", Kind::Path),
     key("service", "ZFABRIC_SERVICE", Kind::Tables),
     key("bulkhead", "ZFABRIC_BULKHEAD", Kind::Tables),
     key("consumer", "ZFABRIC_CONSUMER", Kind::Tables),
@@ -158,6 +159,9 @@ pub(crate) struct NodeFile {
     pub(crate) consumers: Vec<ConsumerSpec>,
     #[serde(default)]
     pub(crate) groups: Vec<String>,
+    /// Serve the configuration service from this directory.
+    #[serde(default)]
+    pub(crate) config_dir: Option<PathBuf>,
     #[serde(default)]
     pub(crate) gateway: Option<GatewayFile>,
     /// CURVE: our key pair, the seeds' server keys, the allow-list.

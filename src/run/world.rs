@@ -325,6 +325,9 @@ pub(crate) struct Placement {
     pub(crate) gateway_bind: String,
 }
 
+/// How often a configuration service looks for new versions.
+pub(crate) const CONFIG_SCAN: Duration = Duration::from_millis(500);
+
 /// Starts `spec` as `place` says.
 pub(crate) async fn start_with(
     spec: &NodeSpec,
@@ -471,8 +474,23 @@ pub(crate) async fn start_with(
             }
         });
     }
+    let config_store = spec
+        .config_dir
+        .as_ref()
+        .map(zfabric::topology::config::ConfigStore::new);
+    if let Some(store) = &config_store {
+        b = zfabric::topology::config::serve(b, store.clone());
+    }
+    let handle = b.handle();
     let node = Arc::new(b.start().await?);
     let mut tasks = Vec::new();
+    if let Some(store) = config_store {
+        tasks.push(tokio::spawn(zfabric::topology::config::publish_changes(
+            handle,
+            store,
+            CONFIG_SCAN,
+        )));
+    }
     if !spec.subscribe.is_empty() {
         let ep = eps.publish.clone().ok_or("no publisher to subscribe to")?;
         let prefixes: Vec<&str> = spec.subscribe.iter().map(String::as_str).collect();
