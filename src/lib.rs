@@ -86,8 +86,10 @@
 //! 8. The peer's `zeromq` ROUTER reads it; `transport/inbound.rs` decodes
 //!    the header (the body stays `Bytes`) and notes where the reply goes
 //!    (the server's receive task).
-//! 9. `messaging/reqrep.rs` [`Server`]: drops it if expired or not a request
-//!    (counted), else runs the handler concurrently (server task).
+//! 9. `messaging/reqrep.rs` [`Server`]: drops it if not a request
+//!    (counted), answers `deadline_expired` if it is already late, else
+//!    runs the handler concurrently (server task); an answer finished past
+//!    the deadline is dropped (counted), never sent.
 //! 10. `node/serve.rs`: dispatch on the header's node operation; a call
 //!     goes to `node/service.rs`: hop limit, dedup window, bulkhead
 //!     (`resilience/bulkhead.rs`), deadline, then the handler, which decodes

@@ -153,6 +153,68 @@ mod commands {
         pub_to_sub("tcp://127.0.0.1:0");
     }
 
+    /// `sub --json` prints an opaque body (content type 1) as the string it
+    /// is when it is UTF-8, else as `{"hex": …}`; never as MessagePack
+    /// (`b"hello"` once printed as `104`, the value of its first byte).
+    #[test]
+    fn sub_json_prints_opaque_bodies_as_text_or_hex() {
+        let mut sub = Reap(
+            zfabric()
+                .args(["sub", "--bind", "tcp://127.0.0.1:0", "--topic", "raw."])
+                .args(["--count", "2", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut err = BufReader::new(sub.0.stderr.take().unwrap());
+        let ep = stderr_line(&mut err, "listening on");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(crate::common::watchdog(async {
+            let p: zfabric::Publisher<()> = zfabric::Publisher::connect(&ep).await.unwrap();
+            p.wait_subscribers(1).await;
+            p.publish_bytes(b"raw.text", bytes::Bytes::from_static(b"hello"))
+                .await
+                .unwrap();
+            p.publish_bytes(b"raw.bin", bytes::Bytes::from_static(&[0xff, 0x00, 0x01]))
+                .await
+                .unwrap();
+            let stats = p.close(Duration::from_secs(5)).await;
+            assert_eq!(stats.written, 2, "{stats:?}");
+        }));
+        // Bounded: a sub that never gets its two messages fails the test.
+        let status = (0..1500)
+            .find_map(|_| {
+                let s = sub.0.try_wait().unwrap();
+                if s.is_none() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                s
+            })
+            .expect("sub did not end after its two messages");
+        assert!(status.success());
+        let mut out = String::new();
+        sub.0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert_eq!(lines[0]["topic"], "raw.text");
+        assert_eq!(lines[0]["body"], "hello", "{out}");
+        assert_eq!(lines[1]["topic"], "raw.bin");
+        assert_eq!(
+            lines[1]["body"],
+            serde_json::json!({ "hex": "ff0001" }),
+            "{out}"
+        );
+    }
+
     #[test]
     fn push_reaches_pull_across_processes() {
         let mut pull = Reap(

@@ -457,3 +457,259 @@ async fn a_link_counts_a_remote_with_a_broken_ready_or_a_silent_handshake() {
     })
     .await
 }
+
+// ------------------------------------------ what PROTOCOL.md promises (issue 16)
+
+const DROPPED: &str = zfabric::telemetry::MESSAGES_DROPPED;
+
+/// A request header as a peer in another language would write it.
+fn request(id: u128, deadline_in: Duration) -> Header {
+    let mut h = Header::new(Kind::Request, MessageId(id), 4242, id as u64);
+    h.deadline = Some(wire::Deadline::after(deadline_in));
+    h
+}
+
+/// The next message a raw socket receives, within the watchdog's patience.
+async fn next_frames<S: zeromq::SocketRecv>(s: &mut S) -> Vec<Bytes> {
+    tokio::time::timeout(Duration::from_secs(10), s.recv())
+        .await
+        .expect("a message in time")
+        .unwrap()
+        .into_vec()
+}
+
+/// A topic with no header/body pair after it (one frame), or with a
+/// header and no body (two), is `bad_frame_count`, not `malformed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_without_a_whole_envelope_is_a_bad_frame_count() {
+    common::watchdog(async {
+        let mut publ = zeromq::PubSocket::new();
+        let ep = publ.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+        let mut sub: Subscriber<u32> = Subscriber::connect(&ep, &["t"]).await.unwrap();
+        let good = |n: u32| {
+            let mut m = vec![Bytes::from_static(b"t")];
+            m.extend(good_message(n));
+            ZmqMessage::try_from(m).unwrap()
+        };
+        // Until the subscription reached the raw publisher.
+        let mut subscribed = false;
+        for _ in 0..500 {
+            publ.send(good(1)).await.unwrap();
+            if sub.recv_timeout(Duration::from_millis(20)).await.is_ok() {
+                subscribed = true;
+                break;
+            }
+        }
+        assert!(subscribed, "the subscription never reached the publisher");
+        let (frames_before, malformed_before) = (
+            counter(DROPPED, "bad_frame_count"),
+            counter(DROPPED, "malformed"),
+        );
+        publ.send(ZmqMessage::from(Bytes::from_static(b"t")))
+            .await
+            .unwrap();
+        let header = good_message(2).remove(0);
+        publ.send(ZmqMessage::try_from(vec![Bytes::from_static(b"t"), header]).unwrap())
+            .await
+            .unwrap();
+        publ.send(good(3)).await.unwrap();
+        // In order on one connection: once 3 is here, both were dropped.
+        loop {
+            let d = sub.recv_timeout(Duration::from_secs(10)).await.unwrap();
+            if d.decode().unwrap() == 3 {
+                break;
+            }
+        }
+        assert!(counter(DROPPED, "bad_frame_count") >= frames_before + 2);
+        assert_eq!(counter(DROPPED, "malformed"), malformed_before);
+    })
+    .await
+}
+
+/// A header integer in a signed MessagePack encoding is `malformed_header`
+/// (the decoder's `WrongType`), even when its value is positive.
+async fn a_signed_integer_in_a_header_is_a_malformed_header(tp: Tp) {
+    if tp == Tp::Inproc {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut puller: Puller<u32> = Puller::bind(&endpoint(tp, &dir)).await.unwrap();
+    let ep = puller.endpoints()[0].to_string();
+    let before = counter(DROPPED, "malformed_header");
+    let mut raw = zeromq::PushSocket::new();
+    raw.connect(&ep).await.unwrap();
+    // {0: 1, 1: 0, 2: <16 bytes>, 3: 1, 4: int8 5}: seq as int 8.
+    let mut h = vec![0x85, 0, 1, 1, 0, 2, 0xc4, 16];
+    h.extend_from_slice(&[7u8; 16]);
+    h.extend_from_slice(&[3, 1, 4, 0xd0, 5]);
+    let body = wire::encode_body(&9u32).unwrap();
+    raw.send(ZmqMessage::try_from(vec![Bytes::from(h.clone()), body.clone()]).unwrap())
+        .await
+        .unwrap();
+    // The same header with seq as a uint 8 is accepted.
+    let n = h.len();
+    h[n - 2] = 0xcc;
+    raw.send(ZmqMessage::try_from(vec![Bytes::from(h), body]).unwrap())
+        .await
+        .unwrap();
+    let d = puller.recv_timeout(Duration::from_secs(10)).await.unwrap();
+    assert_eq!((d.decode().unwrap(), d.header().seq), (9, 5));
+    assert!(counter(DROPPED, "malformed_header") > before);
+}
+per_transport!(
+    signed_integers,
+    a_signed_integer_in_a_header_is_a_malformed_header
+);
+
+/// A handler that returns only once the request's deadline has passed.
+async fn slow(req: zfabric::Request<u32>) -> Result<u32, zfabric::RemoteError> {
+    if req.body == 1 {
+        // Bounded: the deadlines in these tests are 100 ms away.
+        for _ in 0..2000 {
+            if req.remaining().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    Ok(req.body * 2)
+}
+
+/// A server does not send the reply of a request whose deadline passed
+/// while its handler ran (counted `reply_after_deadline`): the caller gets
+/// its timeout and nothing else. Its replies carry its source id.
+async fn a_server_drops_a_reply_finished_after_its_deadline(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let server: zfabric::Server<u32, u32> = zfabric::Server::bind(&endpoint(tp, &dir))
+        .await
+        .unwrap()
+        .with_source(0xabcd);
+    let ep = server.endpoints()[0].to_string();
+    let _serving = server.spawn(slow);
+    let client: zfabric::Client<u32, u32> = zfabric::Client::connect(&ep).await.unwrap();
+    assert_eq!(client.request(&21).await.unwrap(), 42);
+    let before = counter(DROPPED, "reply_after_deadline");
+    let r = client.request_within(&1, Duration::from_millis(100)).await;
+    assert!(
+        matches!(r, Err(zfabric::RequestError::Timeout(_))),
+        "the caller gets its timeout: {r:?}"
+    );
+    counted_drop("reply_after_deadline", before).await;
+    if tp == Tp::Inproc {
+        return; // no frames to look at in-process
+    }
+    // On the wire: the late reply never comes; the next one carries the
+    // server's source.
+    let mut raw = zeromq::DealerSocket::new();
+    raw.connect(&ep).await.unwrap();
+    let body = wire::encode_body(&1u32).unwrap();
+    let late = request(1, Duration::from_millis(100));
+    raw.send(ZmqMessage::try_from(vec![wire::encode_header(&late), body]).unwrap())
+        .await
+        .unwrap();
+    let before = counter(DROPPED, "reply_after_deadline");
+    counted_drop("reply_after_deadline", before).await;
+    let body = wire::encode_body(&21u32).unwrap();
+    let on_time = request(2, Duration::from_secs(10));
+    raw.send(ZmqMessage::try_from(vec![wire::encode_header(&on_time), body]).unwrap())
+        .await
+        .unwrap();
+    let frames = next_frames(&mut raw).await;
+    assert_eq!(frames.len(), 2);
+    let reply = Header::decode(&frames[0], 4096).unwrap();
+    assert_eq!(reply.correlation, Some(MessageId(2)), "not the late reply");
+    assert_eq!((reply.kind, reply.source), (Kind::Reply, 0xabcd));
+    assert_eq!(wire::decode_body::<u32>(&frames[1]).unwrap(), 42);
+}
+per_transport!(
+    late_replies,
+    a_server_drops_a_reply_finished_after_its_deadline
+);
+
+/// Waits (bounded) until drop `reason` has moved past `before`.
+async fn counted_drop(reason: &str, before: u64) {
+    common::eventually(1000, Duration::from_millis(10), || async {
+        (counter(DROPPED, reason) > before).then_some(())
+    })
+    .await
+}
+
+/// A request with a header and no body reaches a server as the identity
+/// and one frame: `bad_frame_count`; the connection keeps working.
+async fn a_request_without_its_body_is_a_bad_frame_count(tp: Tp) {
+    if tp == Tp::Inproc {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server: zfabric::Server<u32, u32> =
+        zfabric::Server::bind(&endpoint(tp, &dir)).await.unwrap();
+    let ep = server.endpoints()[0].to_string();
+    let _serving = server.spawn(slow);
+    let mut raw = zeromq::DealerSocket::new();
+    raw.connect(&ep).await.unwrap();
+    let before = counter(DROPPED, "bad_frame_count");
+    raw.send(ZmqMessage::from(wire::encode_header(&request(
+        1,
+        Duration::from_secs(10),
+    ))))
+    .await
+    .unwrap();
+    let body = wire::encode_body(&4u32).unwrap();
+    let h = wire::encode_header(&request(2, Duration::from_secs(10)));
+    raw.send(ZmqMessage::try_from(vec![h, body]).unwrap())
+        .await
+        .unwrap();
+    let frames = next_frames(&mut raw).await;
+    let reply = Header::decode(&frames[0], 4096).unwrap();
+    assert_eq!(reply.correlation, Some(MessageId(2)));
+    assert!(counter(DROPPED, "bad_frame_count") > before);
+}
+per_transport!(
+    bodiless_request,
+    a_request_without_its_body_is_a_bad_frame_count
+);
+
+/// A node's replies carry the node's id as `source`: to a call and to a
+/// hello, as a peer in another language sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_replies_carry_its_id() {
+    common::watchdog(async {
+        let node = zfabric::node::Node::builder("answers")
+            .bind("tcp://127.0.0.1:0")
+            .serve("double", |r: zfabric::Request<u32>| async move {
+                Ok::<_, zfabric::RemoteError>(r.body * 2)
+            })
+            .start()
+            .await
+            .unwrap();
+        let ep = node.bound_endpoints()[0].to_string();
+        let mut raw = zeromq::DealerSocket::new();
+        raw.connect(&ep).await.unwrap();
+        let mut call = request(1, Duration::from_secs(10));
+        call.op = Some(wire::NodeOp::Call);
+        call.service = Some("double".into());
+        call.hops = 1;
+        let body = wire::encode_body(&21u32).unwrap();
+        raw.send(ZmqMessage::try_from(vec![wire::encode_header(&call), body]).unwrap())
+            .await
+            .unwrap();
+        let frames = next_frames(&mut raw).await;
+        let reply = Header::decode(&frames[0], 4096).unwrap();
+        assert_eq!(reply.correlation, Some(MessageId(1)));
+        assert_eq!((reply.kind, reply.source), (Kind::Reply, node.id().0));
+        assert_eq!(wire::decode_body::<u32>(&frames[1]).unwrap(), 42);
+        // An unknown service: an error reply, from the node too.
+        call.id = MessageId(2);
+        call.service = Some("nope".into());
+        let body = wire::encode_body(&21u32).unwrap();
+        raw.send(ZmqMessage::try_from(vec![wire::encode_header(&call), body]).unwrap())
+            .await
+            .unwrap();
+        let frames = next_frames(&mut raw).await;
+        let reply = Header::decode(&frames[0], 4096).unwrap();
+        assert_eq!((reply.kind, reply.source), (Kind::Error, node.id().0));
+        let e: zfabric::RemoteError = wire::decode_body(&frames[1]).unwrap();
+        assert_eq!(e.code, "no_such_service");
+    })
+    .await
+}

@@ -265,9 +265,7 @@ fn print(d: &Delivery<Value>, json_lines: bool) -> bool {
     use std::io::Write;
     let topic = d.topic_str().unwrap_or("");
     let seq = d.header().seq;
-    let body = d
-        .decode()
-        .unwrap_or_else(|e| json!({ "undecodable": e.to_string() }));
+    let body = body_json(d);
     let mut out = std::io::stdout().lock();
     let written = if json_lines {
         writeln!(
@@ -284,6 +282,29 @@ fn print(d: &Delivery<Value>, json_lines: bool) -> bool {
         gap.and_then(|_| writeln!(out, "{topic} {seq} {body}"))
     };
     written.and_then(|_| out.flush()).is_ok()
+}
+
+/// A message's body as JSON: MessagePack (content type 0) decoded; an
+/// opaque body (content type 1) as a string when it is UTF-8, else as
+/// `{"hex": "…"}`, never decoded as MessagePack.
+fn body_json(d: &Delivery<Value>) -> Value {
+    match d.header().content_type {
+        zfabric::wire::ContentType::Raw => opaque_json(d.body()),
+        zfabric::wire::ContentType::MsgPack => d
+            .decode()
+            .unwrap_or_else(|e| json!({ "undecodable": e.to_string() })),
+    }
+}
+
+/// Opaque bytes as JSON: a string when they are UTF-8, else their hex.
+fn opaque_json(body: &[u8]) -> Value {
+    match std::str::from_utf8(body) {
+        Ok(text) => Value::String(text.to_owned()),
+        Err(_) => {
+            let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
+            json!({ "hex": hex })
+        }
+    }
 }
 
 /// A receiving socket.
@@ -358,4 +379,17 @@ pub(crate) async fn pull(args: RecvArgs) -> Result<(), BoxError> {
     let got = receive(&args, &mut Rx::Pull(p)).await;
     eprintln!("pulled {got} messages in {:.2?}", started.elapsed());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opaque_bodies_print_as_text_or_hex_never_as_messagepack() {
+        // b"hello" would decode as MessagePack 104 (its first byte, 'h').
+        assert_eq!(opaque_json(b"hello"), json!("hello"));
+        assert_eq!(opaque_json(b""), json!(""));
+        assert_eq!(opaque_json(&[0xff, 0x00, 0x7f]), json!({ "hex": "ff007f" }));
+    }
 }

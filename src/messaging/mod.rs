@@ -116,7 +116,12 @@
 //! - Many requests may be in flight on one client; replies are matched by
 //!   correlation id, in any order.
 //! - The deadline travels in the request header; a server does not start
-//!   work whose deadline has already passed.
+//!   work whose deadline has already passed (it answers
+//!   `deadline_expired`), and does not send the answer of work that
+//!   finished after it (dropped, counted `reply_after_deadline`; the
+//!   caller gets its [`RequestError::Timeout`]).
+//! - A server's replies carry its source id ([`Server::with_source`]; a
+//!   node's servers use the node's id).
 //! - A server runs requests concurrently, up to
 //!   `SocketConfig::queue_capacity` at once; beyond that it stops reading
 //!   (backpressure, no unbounded queue).
@@ -156,6 +161,7 @@
 //! [`SendError::NoPeer`]: crate::SendError::NoPeer
 //! [`Server`]: crate::Server
 //! [`Server::run_raw`]: crate::Server::run_raw
+//! [`Server::with_source`]: crate::Server::with_source
 //! [`Server::spawn_raw`]: crate::Server::spawn_raw
 //! [`Subscriber::lost`]: crate::Subscriber::lost
 

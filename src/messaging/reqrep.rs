@@ -164,6 +164,8 @@ struct ServerCore {
     max_in_flight: usize,
     /// What its spans name as destination: the first endpoint given.
     dest: Arc<str>,
+    /// The `source` its replies carry.
+    source: u64,
 }
 
 /// A server's reply side and the counters of the replies it sends.
@@ -245,6 +247,7 @@ impl SocketBuilder {
             received: telemetry::Traffic::received("reqrep", transport),
             max_in_flight: self.config.queue_capacity,
             dest,
+            source: wire::random_u64(),
         };
         Ok(Server {
             core,
@@ -364,7 +367,8 @@ impl<Req, Rep> Client<Req, Rep> {
         }
         let id = self.ids.next_id();
         let mut header = Header::new(Kind::Request, id, self.ids.source(), id.0 as u64);
-        header.deadline = Some(Deadline::after(timeout));
+        let deadline = Deadline::after(timeout);
+        header.deadline = Some(deadline);
         fields.apply(&mut header);
         let (tx, rx) = oneshot::channel();
         let _counted = Counted::enter(&self.in_flight);
@@ -382,7 +386,13 @@ impl<Req, Rep> Client<Req, Rep> {
             self.out.send_one(Envelope { header, body }, reply).await?;
             self.sent.count_len(sent_len);
             if by_path {
-                return rx.await.map_err(|_| RequestError::PeerGone);
+                // A server drops the reply of a request whose deadline
+                // passed while it ran (same process, same clock): that is
+                // this request's timeout, not a server gone.
+                return rx.await.map_err(|_| match deadline.is_expired() {
+                    true => RequestError::Timeout(timeout),
+                    false => RequestError::PeerGone,
+                });
             }
             // A reply cannot come back over a connection that broke: with
             // one link, its loss ends the request at once.
@@ -555,6 +565,20 @@ impl<Req, Rep> Server<Req, Rep> {
         &self.endpoints
     }
 
+    /// Sets the source id written in this server's replies (what a client
+    /// sees as the reply's `header.source`); a node uses its own id, so
+    /// that callers know which node answered. Default: a random id per
+    /// server.
+    pub fn with_source(mut self, source: u64) -> Self {
+        self.core.source = source;
+        self
+    }
+
+    /// The source id written in this server's replies.
+    pub fn source(&self) -> u64 {
+        self.core.source
+    }
+
     /// Serves requests with a raw `handler` until the socket closes: it
     /// gets each request's header and body as received and returns the
     /// reply body, already encoded (content type as the caller expects).
@@ -609,7 +633,7 @@ impl ServerCore {
                 }
                 self.received.count(&env.header, env.body.len());
                 let (handler, tx) = (handler.clone(), self.tx.clone());
-                let dest = &self.dest;
+                let (dest, source) = (&self.dest, self.source);
                 // Only plain requests get a server span here; node
                 // operations get theirs where the node dispatches them.
                 let op = match env.header.op {
@@ -618,7 +642,7 @@ impl ServerCore {
                 };
                 let mut fut = Box::pin(async move {
                     let (reply, outcome) = serve_one(&*handler, env, op).await;
-                    send_reply(&tx, to, reply, outcome).await;
+                    send_reply(&tx, to, source, reply, outcome).await;
                 });
                 // Most handlers finish without waiting: poll once here and
                 // only park the ones that are pending.
@@ -678,6 +702,7 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) -> Result<(), ()> {
 struct ReplyHeader {
     id: MessageId,
     seq: u64,
+    deadline: Option<Deadline>,
     traceparent: Option<Arc<str>>,
     tracestate: Option<Arc<str>>,
 }
@@ -696,6 +721,7 @@ where
     let reply = ReplyHeader {
         id: header.id,
         seq: header.seq,
+        deadline: header.deadline,
         traceparent: header.traceparent.clone(),
         tracestate: header.tracestate.clone(),
     };
@@ -724,12 +750,25 @@ where
     (reply, outcome)
 }
 
+/// Sends the answer to one request, unless its deadline passed while the
+/// handler ran: the caller has stopped waiting by then, so the answer is
+/// dropped and counted (`reply_after_deadline`). The one answer sent after
+/// the deadline is the server's own `deadline_expired` refusal (a request
+/// that arrived, or waited in a bulkhead, past it; nothing was
+/// processed), so that a caller whose clock runs behind learns why.
 async fn send_reply(
     tx: &Replies,
     to: ReplyTo,
+    source: u64,
     req: ReplyHeader,
     outcome: Result<Bytes, RemoteError>,
 ) {
+    let refused_late =
+        matches!(&outcome, Err(e) if e.known_code() == Some(RemoteCode::DeadlineExpired));
+    if !refused_late && req.deadline.is_some_and(|d| d.is_expired()) {
+        telemetry::dropped(telemetry::DropReason::ReplyAfterDeadline, 1);
+        return;
+    }
     let (kind, body) = match outcome {
         Ok(b) => (Kind::Reply, b),
         Err(e) => (
@@ -739,7 +778,7 @@ async fn send_reply(
     };
     // The reply reuses the request's id space: id = request id with the
     // top bit flipped keeps it unique without another generator.
-    let mut header = Header::new(kind, MessageId(req.id.0 ^ (1 << 127)), 0, req.seq);
+    let mut header = Header::new(kind, MessageId(req.id.0 ^ (1 << 127)), source, req.seq);
     header.correlation = Some(req.id);
     header.traceparent = req.traceparent;
     header.tracestate = req.tracestate;

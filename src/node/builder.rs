@@ -282,7 +282,7 @@ impl NodeBuilder {
             local: shared.local.clone(),
             services: shared.services.clone(),
         };
-        let servers = bound.serve(dispatch);
+        let servers = bound.serve(dispatch, id);
         let heartbeats = tokio::spawn(shared.gossiper().heartbeats(seeds));
         // A beacon advertises a network endpoint (inproc means nothing on a LAN).
         let advertised = shared.view.me().endpoints.iter().find(|e| !e.is_inproc());

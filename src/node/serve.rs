@@ -59,16 +59,19 @@ impl Bound {
         self.0.iter().flat_map(|s| s.endpoints().to_vec()).collect()
     }
 
-    /// Starts answering requests with `dispatch`.
-    pub(super) fn serve(self, dispatch: Dispatch) -> Vec<ServerHandle> {
+    /// Starts answering requests with `dispatch`; every reply carries
+    /// `source`, the node's id.
+    pub(super) fn serve(self, dispatch: Dispatch, source: PeerId) -> Vec<ServerHandle> {
         self.0
             .into_iter()
             .map(|server| {
                 let dispatch = dispatch.clone();
-                server.spawn_raw(move |req: Request<Bytes>| {
-                    let dispatch = dispatch.clone();
-                    async move { dispatch.handle(req).await }
-                })
+                server
+                    .with_source(source.0)
+                    .spawn_raw(move |req: Request<Bytes>| {
+                        let dispatch = dispatch.clone();
+                        async move { dispatch.handle(req).await }
+                    })
             })
             .collect()
     }

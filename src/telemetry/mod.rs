@@ -137,8 +137,10 @@ impl Traffic {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DropReason {
-    /// The frames do not have the layout of a message (too few frames for
-    /// a routing prefix and an envelope).
+    /// A message with no frame at all where a routing prefix (topic or
+    /// peer identity) must come. ZMTP cannot carry an empty message, so
+    /// this counts only what a transport bug could produce; a prefix with
+    /// no header/body pair after it is [`BadFrameCount`](Self::BadFrameCount).
     Malformed,
     /// A header over the header size limit.
     HeaderTooLarge,
@@ -150,20 +152,34 @@ pub enum DropReason {
     UnknownKind,
     /// A header whose content type is not a known one.
     UnknownContentType,
-    /// The frames after the prefix do not form header/body pairs.
+    /// The frames after the routing prefix (if any) do not form
+    /// header/body pairs: none, or an odd number (a topic alone, a topic
+    /// and a header, a header without its body).
     BadFrameCount,
-    /// Any other header that does not decode (wrong types, signed
-    /// integers, truncation, nesting, trailing bytes).
+    /// Any other header that does not decode: not a MessagePack map, a
+    /// field of the wrong MessagePack type (a signed integer encoding
+    /// included), a required field missing, a value out of range (an id
+    /// not 16 bytes, `attempt` over u32, `priority` or `hops` over 255, an
+    /// unknown `op`), a string that is not UTF-8, truncation, unknown
+    /// values nested deeper than 16 levels, bytes after the map.
     MalformedHeader,
     /// A body that does not decode as the expected type.
     BadBody,
-    /// A known kind arriving where it has no meaning (a reply at a server,
-    /// a request at a subscriber).
+    /// A known kind arriving where it has no meaning: anything but a
+    /// request at a server, anything but a reply or error at a client,
+    /// anything but an event at a subscriber or puller. Kind 4 (control,
+    /// reserved: version 1 defines no control message) is one everywhere.
     UnexpectedKind,
     /// A reply whose correlation names no request this client sent.
     UnmatchedReply,
-    /// A reply that arrived after its caller stopped waiting.
+    /// A reply that arrived after its caller stopped waiting: at a client,
+    /// one whose request already ended (timed out, or its future dropped);
+    /// at an inproc server, one whose caller is gone.
     LateReply,
+    /// At a server: a reply (or error) whose request's deadline passed
+    /// while its handler ran. It is not sent: the caller stops waiting at
+    /// its deadline, so a reply after it is never looked at.
+    ReplyAfterDeadline,
     /// A reply with no way back to its requester.
     NoReplyPath,
     /// A request that arrived or waited past its deadline and was not
@@ -200,7 +216,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, for registering counters and for docs.
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Malformed,
         DropReason::HeaderTooLarge,
         DropReason::MessageTooLarge,
@@ -213,6 +229,7 @@ impl DropReason {
         DropReason::UnexpectedKind,
         DropReason::UnmatchedReply,
         DropReason::LateReply,
+        DropReason::ReplyAfterDeadline,
         DropReason::NoReplyPath,
         DropReason::DeadlineExpired,
         DropReason::NoPeer,
@@ -243,6 +260,7 @@ impl DropReason {
             DropReason::UnexpectedKind => "unexpected_kind",
             DropReason::UnmatchedReply => "unmatched_reply",
             DropReason::LateReply => "late_reply",
+            DropReason::ReplyAfterDeadline => "reply_after_deadline",
             DropReason::NoReplyPath => "no_reply_path",
             DropReason::DeadlineExpired => "deadline_expired",
             DropReason::NoPeer => "no_peer",

@@ -85,7 +85,11 @@ pub(crate) async fn zmq_recv<S: zeromq::SocketRecv>(sock: &mut S) -> Option<zero
 /// Decodes a message received on a `zeromq` socket: a one-frame routing
 /// prefix (a topic or a peer identity) when `prefixed`, then envelope pairs.
 /// A malformed message is dropped, counted by reason and logged; `None`
-/// then. The prefix is empty when not `prefixed`.
+/// then. The prefix is empty when not `prefixed`. A prefixed message
+/// without even its prefix frame is `malformed`; one whose frames after
+/// the prefix are not header/body pairs (none, or an odd number: a topic
+/// alone, a topic and a header) is `bad_frame_count`, as it is without a
+/// prefix.
 pub(crate) fn decode_received(
     msg: zeromq::ZmqMessage,
     prefixed: bool,
@@ -94,7 +98,7 @@ pub(crate) fn decode_received(
 ) -> Option<(bytes::Bytes, Vec<crate::wire::Envelope>)> {
     let mut frames = msg.into_vec();
     let prefix = if prefixed {
-        if frames.len() < 3 {
+        if frames.is_empty() {
             crate::telemetry::dropped(crate::telemetry::DropReason::Malformed, 1);
             return None;
         }

@@ -53,8 +53,11 @@ pub enum Kind {
     /// An error reply; `correlation` names the request, the body is a
     /// [`RemoteError`](crate::RemoteError).
     Error = 3,
-    /// Fabric control traffic (heartbeats, membership); not delivered to
-    /// application handlers.
+    /// Reserved for fabric control traffic. Version 1 defines no control
+    /// message: nothing in zfabric sends this kind (membership hellos and
+    /// leaves are requests with an [`op`](Header::op)), and every receiver
+    /// drops it, counted `unexpected_kind`. Reserved so that a later
+    /// addition is dropped and counted by older receivers, never misread.
     Control = 4,
 }
 
@@ -198,7 +201,9 @@ pub struct Header {
     pub seq: u64,
     /// For replies and errors: the id of the request.
     pub correlation: Option<MessageId>,
-    /// Where replies should go, if not back along the same connection.
+    /// Key 6, reserved: decoded (it must be a string) and carried, but
+    /// nothing in zfabric sets it or acts on it. Replies always go back
+    /// along the connection the request came in on.
     pub reply_to: Option<Arc<str>>,
     /// Absolute deadline after which the message should not be worked on.
     pub deadline: Option<Deadline>,
@@ -752,6 +757,27 @@ mod tests {
             Header::decode(&buf, 4096),
             Err(DecodeError::FieldOutOfRange("priority"))
         );
+    }
+
+    #[test]
+    fn signed_integer_encodings_are_refused_as_malformed_headers() {
+        let mut buf = BytesMut::new();
+        Header::new(Kind::Event, MessageId(3), 1, 2).encode(&mut buf);
+        // The last field is seq = 2 (positive fixint); write it as int 8,
+        // then as a negative fixint: both refused, whatever the value.
+        assert_eq!(&buf[buf.len() - 2..], &[key::SEQ, 2]);
+        let n = buf.len();
+        for signed in [&[0xd0, 2][..], &[0xff]] {
+            let mut b = buf[..n - 1].to_vec();
+            b.extend_from_slice(signed);
+            let e = Header::decode(&b, 4096).unwrap_err();
+            assert_eq!(e, DecodeError::WrongType("seq"));
+            assert_eq!(e.reason(), crate::telemetry::DropReason::MalformedHeader);
+        }
+        // The same value as uint 8 decodes.
+        let mut b = buf[..n - 1].to_vec();
+        b.extend_from_slice(&[0xcc, 2]);
+        assert_eq!(Header::decode(&b, 4096).unwrap().seq, 2);
     }
 
     #[test]
