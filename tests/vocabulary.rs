@@ -29,6 +29,67 @@ fn every_remote_code_is_documented_in_the_protocol() {
     );
 }
 
+/// The text of the section of `text` whose heading starts with `heading`,
+/// up to the next heading.
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no section {heading:?}"));
+    let body = &text[start + heading.len()..];
+    let end = body.find("\n#").unwrap_or(body.len());
+    &body[..end]
+}
+
+/// The names a table's rows start with: every backticked word of the
+/// first cell (`| \`a\`, \`b\` | ... |` gives `a` and `b`).
+fn first_cells(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split(" |").next())
+        .flat_map(|cell| cell.split('`').step_by(2))
+        .map(|w| w.trim_matches(|c: char| c == ',' || c.is_whitespace()))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_protocol_tables_name_every_remote_code_and_only_real_codes_and_reasons() {
+    let text = doc("docs/PROTOCOL.md");
+    // §4: one row per code zfabric sends, and no code it does not know.
+    let codes = first_cells(section(&text, "## 4. Body"));
+    for c in RemoteCode::ALL {
+        assert!(
+            codes.contains(&c.as_str()),
+            "§4 has no row for remote code `{c}`"
+        );
+    }
+    for name in &codes {
+        assert!(
+            RemoteCode::parse(name).is_some(),
+            "§4 names `{name}`, which is no RemoteCode"
+        );
+    }
+    // §6.10: the codes a node answers with are real codes.
+    let node = first_cells(section(&text, "### 6.10"));
+    assert!(node.len() >= 8, "{node:?}");
+    for name in &node {
+        assert!(
+            RemoteCode::parse(name).is_some(),
+            "§6.10 names `{name}`, which is no RemoteCode"
+        );
+    }
+    // §3.1: every drop reason a peer can cause is a real DropReason.
+    let drops = first_cells(section(&text, "### 3.1"));
+    assert!(drops.len() >= 8, "{drops:?}");
+    for name in &drops {
+        assert!(
+            DropReason::ALL.iter().any(|r| r.as_str() == *name),
+            "§3.1 names `{name}`, which is no DropReason"
+        );
+    }
+}
+
 #[test]
 fn every_drop_and_disconnect_reason_is_documented_for_operators() {
     let text = doc("docs/OPERATIONS.md");
