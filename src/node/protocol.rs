@@ -9,7 +9,7 @@
 //! [`Bytes`], passed through untouched (no re-encode, no copy) in both
 //! directions. Only the control messages ([`Hello`], [`Leave`]) and the
 //! publish count have a body of their own, MessagePack. `docs/PROTOCOL.md`
-//! § Node messages is the normative description. Outside this module only
+//! §6 (Nodes) is the normative description. Outside this module only
 //! `links` (which builds requests and reads replies) and `serve` (which
 //! reads requests and builds replies) use these functions; `gossip` only
 //! passes [`Hello`]s through. Does not: send, receive or decide anything.
