@@ -566,6 +566,17 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
         }
     }
     let mut checks = Vec::new();
+    let membership = match &cfg.membership {
+        Some(m) => {
+            let c = m.config().map_err(|e| UsageError(format!("{file}: {e}")))?;
+            checks.push(format!(
+                "membership: heartbeat {:?}, suspect after {:?}, gone after {:?}",
+                c.heartbeat_interval, c.suspect_after, c.gone_after
+            ));
+            Some(c)
+        }
+        None => None,
+    };
     let gateway = match &cfg.gateway {
         Some(g) => {
             check_endpoint(&g.bind)
@@ -647,6 +658,7 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
         curve,
         binds: cfg.bind.clone(),
         advertise: cfg.advertise.clone(),
+        membership,
         seeds: cfg.seeds.clone(),
         beacon_port: cfg.beacon_port,
         beacon_key,
