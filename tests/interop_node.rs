@@ -28,7 +28,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use zfabric::node::{
     CallOptions, MembershipConfig, MembershipEvent, Node, NodeConfig, PeerId, PeerState,
 };
-use zfabric::{RemoteError, Request};
+use zfabric::{AllowList, CurveConfig, CurveKeyPair, RemoteError, Request};
 
 const NODE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/node.py");
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vectors.json");
@@ -91,7 +91,7 @@ struct PyNode {
 }
 
 impl PyNode {
-    async fn start(seed: &str, extra: &[&str]) -> PyNode {
+    async fn start(seed: &str, extra: &[&str], env: &[(&str, String)]) -> PyNode {
         let mut args = vec![
             NODE,
             "run",
@@ -111,6 +111,7 @@ impl PyNode {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true)
             .spawn()
             .expect("python3 starts");
@@ -195,7 +196,48 @@ fn serves(n: &Node, service: &str, id: PeerId) -> bool {
     n.serving(service).iter().any(|(p, _)| *p == id)
 }
 
-async fn echo_node(name: &str, service: &str, seed: Option<String>, cfg: NodeConfig) -> Node {
+/// The keys of a CURVE fabric: two Rust nodes and the Python node, each
+/// authorizing all three; the seed's key is the server key every node
+/// expects of a seed.
+struct Keys {
+    a: CurveKeyPair,
+    b: CurveKeyPair,
+    py: CurveKeyPair,
+}
+
+impl Keys {
+    fn generate() -> Keys {
+        Keys {
+            a: CurveKeyPair::generate(),
+            b: CurveKeyPair::generate(),
+            py: CurveKeyPair::generate(),
+        }
+    }
+
+    fn config(&self, me: &CurveKeyPair) -> CurveConfig {
+        let all = [*self.a.public(), *self.b.public(), *self.py.public()];
+        CurveConfig::new(me.clone())
+            .server_key(*self.a.public())
+            .authorizer(AllowList::from_keys(all))
+    }
+
+    /// The Python node's environment (see node.py `--curve`).
+    fn py_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ZF_SECRET", self.py.secret().to_z85()),
+            ("ZF_PUBLIC", self.py.public().to_z85()),
+            ("ZF_SEED_KEY", self.a.public().to_z85()),
+        ]
+    }
+}
+
+async fn echo_node(
+    name: &str,
+    service: &str,
+    seed: Option<String>,
+    cfg: NodeConfig,
+    curve: Option<CurveConfig>,
+) -> Node {
     let me = name.to_string();
     let mut b = Node::builder(name)
         .config(cfg)
@@ -206,6 +248,9 @@ async fn echo_node(name: &str, service: &str, seed: Option<String>, cfg: NodeCon
         });
     if let Some(s) = seed {
         b = b.seed(s);
+    }
+    if let Some(c) = curve {
+        b = b.curve(c);
     }
     b.start().await.unwrap()
 }
@@ -241,19 +286,48 @@ async fn a_python_node_joins_serves_calls_publishes_and_leaves() {
     if !python_ready() {
         return;
     }
-    common::watchdog(async {
+    common::watchdog(joins_serves_calls_publishes_and_leaves(None)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_node_does_all_of_it_on_a_curve_fabric() {
+    if !python_ready() {
+        return;
+    }
+    common::watchdog(joins_serves_calls_publishes_and_leaves(Some(
+        Keys::generate(),
+    )))
+    .await
+}
+
+async fn joins_serves_calls_publishes_and_leaves(keys: Option<Keys>) {
+    {
         let cfg = config(Duration::from_secs(4), Duration::from_secs(8));
-        let a = echo_node("rs-a", "rs.echo", None, cfg.clone()).await;
+        let curve_a = keys.as_ref().map(|k| k.config(&k.a));
+        let curve_b = keys.as_ref().map(|k| k.config(&k.b));
+        let a = echo_node("rs-a", "rs.echo", None, cfg.clone(), curve_a).await;
         let mut from_py = a.subscribe("py.", 16);
         let seed = a.endpoints()[0].to_string();
-        let b = echo_node("rs-b", "rs.echo", Some(seed.clone()), cfg).await;
+        let b = echo_node("rs-b", "rs.echo", Some(seed.clone()), cfg, curve_b).await;
         common::converge(&[&a, &b]).await;
 
-        let mut py = PyNode::start(
-            &seed,
-            &["--name", "py", "--serve", "py.echo", "--topic", "rs."],
-        )
-        .await;
+        let mut args = vec!["--name", "py", "--serve", "py.echo", "--topic", "rs."];
+        if keys.is_some() {
+            args.push("--curve");
+        }
+        let env = keys.as_ref().map(Keys::py_env).unwrap_or_default();
+        let mut py = PyNode::start(&seed, &args, &env).await;
+        if let Some(k) = &keys {
+            // Its hello came over an authorized CURVE connection and
+            // advertises its key, which the other nodes' links expect.
+            let want = *k.py.public();
+            until("the seed knows the Python node's key", || {
+                a.members()
+                    .iter()
+                    .any(|p| p.id == py.id && p.curve_key == Some(want))
+            })
+            .await;
+        }
         let py_id = py.id;
         // Joined from one seed: the seed learns it from its hello, the
         // other Rust node from gossip (and greets it).
@@ -351,8 +425,7 @@ async fn a_python_node_joins_serves_calls_publishes_and_leaves() {
             .expect("the Python node exits after leaving")
             .unwrap();
         assert!(status.success());
-    })
-    .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,13 +442,14 @@ async fn killing_the_python_member_fails_idempotent_callers_over_to_the_rust_one
             .await
             .unwrap();
         let seed = caller.endpoints()[0].to_string();
-        let rs = echo_node("rs", "work", Some(seed.clone()), cfg).await;
+        let rs = echo_node("rs", "work", Some(seed.clone()), cfg, None).await;
         common::converge(&[&caller, &rs]).await;
         // The Python member answers after 400 ms: calls are in flight on
         // it when it is killed.
         let mut py = PyNode::start(
             &seed,
             &["--name", "py", "--serve", "work", "--delay-ms", "400"],
+            &[],
         )
         .await;
         let py_id = py.id;

@@ -26,6 +26,7 @@ use zfabric::wire::{
 const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vectors.json");
 
 fn load() -> Value {
+    regenerate_once();
     let text = std::fs::read_to_string(FILE).expect("the vectors file is there");
     serde_json::from_str(&text).expect("the vectors file is JSON")
 }
@@ -312,15 +313,18 @@ fn the_vectors_cover_every_kind_and_every_node_op() {
     assert_eq!(doc["ops"]["unicast"], json!(NodeOp::Unicast as u8));
 }
 
-/// Rewrites the frames of the canonical vectors from their meanings. Runs
-/// only with `ZFABRIC_WRITE_VECTORS=1` (it is a no-op otherwise), so that a
-/// normal run never changes the file.
-#[test]
-fn write_vectors_when_asked() {
-    if std::env::var_os("ZFABRIC_WRITE_VECTORS").is_none() {
+/// Rewrites the frames of the canonical vectors from their meanings,
+/// once, before any test reads the file, and only with
+/// `ZFABRIC_WRITE_VECTORS=1`: a normal run never changes the file.
+fn regenerate_once() {
+    static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = DONE.lock().unwrap();
+    if *done || std::env::var_os("ZFABRIC_WRITE_VECTORS").is_none() {
         return;
     }
-    let mut doc = load();
+    *done = true;
+    let text = std::fs::read_to_string(FILE).expect("the vectors file is there");
+    let mut doc: Value = serde_json::from_str(&text).expect("the vectors file is JSON");
     for v in doc["vectors"].as_array_mut().unwrap() {
         if v["canonical"].as_bool().unwrap() {
             let frames: Vec<Value> = frames_from(&v["meaning"])

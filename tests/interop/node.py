@@ -7,14 +7,16 @@ with its own source id; it answers hellos on its own ROUTER, says hello to
 every member each heartbeat interval, greets the peers gossip names, expires
 silent members), serves services by name (op 1), takes fabric publishes on
 the topic prefixes its hello names (op 5), calls services and publishes on
-command, and leaves gracefully (op 3). It does not: speak CURVE, join
-multicast groups (op 4 is answered not_in_group) or take unicasts (op 6 is
+command, and leaves gracefully (op 3); with --curve every connection is
+CURVE (§1.1) and its hello advertises its key. It does not: authorize the
+CURVE clients that connect to it (any key is let in), join multicast groups (op 4 is answered not_in_group) or take unicasts (op 6 is
 answered no_inbox), retry calls, or run longer than --max-seconds.
 
 Usage:
   node.py check VECTORS
   node.py run VECTORS --seed EP [--name N] [--serve SVC ...] [--topic P ...]
               [--heartbeat-ms MS] [--gone-ms MS] [--delay-ms MS] [--max-seconds S]
+              [--curve]
 
 In `run`, stdin takes one JSON command per line:
   {"cmd": "call", "tag": T, "service": S, "body": V, "timeout_ms": MS}
@@ -289,10 +291,16 @@ def now_us():
 class Link:
     """A DEALER to one endpoint; requests in flight by message id."""
 
-    def __init__(self, node, endpoint):
+    def __init__(self, node, endpoint, server_key=None):
         self.endpoint = endpoint
         self.sock = node.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if node.curve:
+            # §1.1: a CURVE client with our key pair, expecting the key the
+            # member advertises (or the seed's configured key).
+            self.sock.curve_secretkey = node.curve["secret"].encode()
+            self.sock.curve_publickey = node.curve["public"].encode()
+            self.sock.curve_serverkey = server_key.encode()
         self.sock.connect(endpoint)
         node.poller.register(self.sock, zmq.POLLIN)
 
@@ -306,8 +314,18 @@ class Node:
         self.incarnation = now_us()
         self.counter = 0
         self.prefix = os.urandom(8)
+        self.curve = None
+        if args.curve:
+            self.curve = {"secret": os.environ["ZF_SECRET"], "public": os.environ["ZF_PUBLIC"],
+                          "seed": os.environ["ZF_SEED_KEY"]}
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
+        if self.curve:
+            # A CURVE server with our key pair. Without a ZAP handler libzmq
+            # lets in every CURVE client (this node authorizes no one).
+            self.router.curve_secretkey = self.curve["secret"].encode()
+            self.router.curve_publickey = self.curve["public"].encode()
+            self.router.curve_server = True
         self.router.bind("tcp://127.0.0.1:*")
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.poller.register(self.router, zmq.POLLIN)
@@ -328,8 +346,11 @@ class Node:
         return self.prefix + self.counter.to_bytes(8, "big")
 
     def me(self):
-        return {"id": self.id, "name": self.args.name, "endpoints": [self.endpoint],
-                "services": self.args.serve, "groups": [], "topics": self.args.topic}
+        me = {"id": self.id, "name": self.args.name, "endpoints": [self.endpoint],
+              "services": self.args.serve, "groups": [], "topics": self.args.topic}
+        if self.curve:
+            me["curve_key"] = self.curve["public"]
+        return me
 
     def hello(self):
         known = [m["info"] for m in self.members.values()]
@@ -337,9 +358,11 @@ class Node:
 
     # -- sending
 
-    def link(self, endpoint):
+    def link(self, endpoint, server_key=None):
         if endpoint not in self.links:
-            self.links[endpoint] = Link(self, endpoint)
+            if self.curve and not server_key:
+                return None  # with security on, a peer without a key is ignored
+            self.links[endpoint] = Link(self, endpoint, server_key)
         return self.links[endpoint]
 
     def request(self, link, what, ctx, timeout_s, body, **fields):
@@ -358,7 +381,7 @@ class Node:
 
     def member_link(self, mid):
         eps = [e for e in self.members[mid]["info"].get("endpoints", []) if e.startswith("tcp://")]
-        return self.link(eps[0]) if eps else None
+        return self.link(eps[0], self.members[mid]["info"].get("curve_key")) if eps else None
 
     # -- membership
 
@@ -383,8 +406,9 @@ class Node:
         for k in h.get("known", [])[:32]:  # as GossipLimits: a few greets per hello
             if k["id"] != self.id and k["id"] not in self.members:
                 eps = [e for e in k.get("endpoints", []) if e.startswith("tcp://")]
-                if eps:
-                    self.say_hello(self.link(eps[0]))
+                link = self.link(eps[0], k.get("curve_key")) if eps else None
+                if link:
+                    self.say_hello(link)
 
     def expire(self):
         gone_s = self.args.gone_ms / 1000
@@ -533,6 +557,10 @@ class Node:
                 return
             self.rr += 1
             link = self.member_link(members[self.rr % len(members)])
+            if link is None:
+                emit(event="reply", tag=c.get("tag"), ok=False, code="unreachable",
+                     message="the member has no endpoint (or key) this node can use")
+                return
             self.request(link, "call", c.get("tag"), c.get("timeout_ms", 5000) / 1000,
                          pack(c["body"]), service=c["service"],
                          call_id=int.from_bytes(os.urandom(8), "big") | 1, hops=1, op=CALL)
@@ -595,7 +623,7 @@ class Node:
 
     def run(self):
         end = time.monotonic() + self.args.max_seconds
-        seed = self.link(self.args.seed)
+        seed = self.link(self.args.seed, self.curve and self.curve["seed"])
         emit(event="ready", id=self.id, endpoint=self.endpoint)
         next_beat = next_expiry = 0.0
         while not self.stop:
@@ -632,6 +660,8 @@ def main():
     ap.add_argument("--gone-ms", type=int, default=2500)
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--max-seconds", type=float, default=60)
+    ap.add_argument("--curve", action="store_true",
+                    help="CURVE on: keys (Z85) from ZF_SECRET, ZF_PUBLIC, ZF_SEED_KEY")
     args = ap.parse_args()
     n, encoded, failures = check_vectors(args.vectors)
     emit(event="vectors", checked=n, encoded=encoded, failures=failures)
