@@ -9,11 +9,13 @@
 //! publishes are delivered both ways; its graceful leave is seen as a
 //! leave (gone at once, never suspect first), and when it is killed,
 //! idempotent Rust callers fail over to the Rust member of the same
-//! service. Every wait is bounded, the whole test runs under a watchdog,
-//! and the Python process is killed when its guard drops. Does not: run
-//! CURVE between the languages (the Python node speaks NULL only), or
-//! test groups and unicast from Python (it answers them with their
-//! documented errors).
+//! service. On a CURVE fabric it does all of this with its key advertised
+//! in its hello, and a Python node whose key the fabric does not authorize
+//! never joins. Every wait is bounded, the whole test runs under a
+//! watchdog, and the Python process is killed when its guard drops. Does
+//! not: test groups and unicast from Python (it answers them with their
+//! documented errors), or failover on a CURVE fabric (the same code path
+//! as without it).
 
 mod common;
 
@@ -221,6 +223,14 @@ impl Keys {
             .authorizer(AllowList::from_keys(all))
     }
 
+    /// As [`config`](Self::config), but without the Python node's key in
+    /// the allow-list.
+    fn config_refusing_py(&self, me: &CurveKeyPair) -> CurveConfig {
+        CurveConfig::new(me.clone())
+            .server_key(*self.a.public())
+            .authorizer(AllowList::from_keys([*self.a.public(), *self.b.public()]))
+    }
+
     /// The Python node's environment (see node.py `--curve`).
     fn py_env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -426,6 +436,37 @@ async fn joins_serves_calls_publishes_and_leaves(keys: Option<Keys>) {
             .unwrap();
         assert!(status.success());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_node_whose_key_is_not_authorized_does_not_join() {
+    if !python_ready() {
+        return;
+    }
+    common::watchdog(async {
+        let keys = Keys::generate();
+        let cfg = config(Duration::from_secs(4), Duration::from_secs(8));
+        let a = echo_node(
+            "rs-a",
+            "rs.echo",
+            None,
+            cfg,
+            Some(keys.config_refusing_py(&keys.a)),
+        )
+        .await;
+        let seed = a.endpoints()[0].to_string();
+        let before = common::counter(zfabric::telemetry::PEERS_DISCONNECTED, "unauthorized");
+        let args = ["--name", "py", "--serve", "py.echo", "--curve"];
+        let mut py = PyNode::start(&seed, &args, &keys.py_env()).await;
+        until("the seed refuses the Python node's key", || {
+            common::counter(zfabric::telemetry::PEERS_DISCONNECTED, "unauthorized") > before
+        })
+        .await;
+        assert!(a.members().is_empty(), "{:?}", a.members());
+        assert!(a.serving("py.echo").is_empty());
+        assert_eq!(py.drain("member").await, Vec::<Value>::new());
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
