@@ -125,7 +125,10 @@ def _decode_header(buf):
             h[name] = b
         elif name in STR:
             b, i = _sized(buf, i, {0xD9: 1, 0xDA: 2, 0xDB: 4}, 0xA0, name)
-            h[name] = b.decode("utf-8")  # UnicodeDecodeError: malformed
+            try:
+                h[name] = b.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Reject("malformed_header", f"{name}: not UTF-8")
         else:  # unknown key: skip its value, whatever it is
             u = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=len(buf))
             u.feed(bytes(buf[i:]))
@@ -454,10 +457,9 @@ class Node:
         if op == HELLO:
             try:
                 hello = unpack(body)
-                hello["from"]["id"], hello["incarnation"]
-            except Exception as e:
-                return self.error("bad_request", f"hello does not decode: {e}")
-            self.heard(hello)
+                self.heard(hello)
+            except (ValueError, KeyError, TypeError, msgpack.ExtraData) as e:
+                return self.error("bad_request", f"hello does not decode: {e!r}")
             return REPLY, pack(self.hello())
         if op == LEAVE:
             try:
