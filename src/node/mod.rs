@@ -81,6 +81,8 @@ mod routing;
 mod serve;
 mod service;
 mod shared;
+#[doc(hidden)]
+pub mod vectors;
 
 pub use advertise::{advertised, Advertised, HostAddresses};
 pub use beacon::{BeaconConfig, BeaconKey, BeaconKeyError, BEACON_MAX_AGE, MAX_BEACON};
