@@ -128,8 +128,19 @@ impl Fabric {
 
     async fn compose(&self, args: &[&str]) -> String {
         let mut c: Command = self.compose_cmd(args).into();
-        let o = c.kill_on_drop(true).output().await.expect("docker-compose runs");
-        assert!(o.status.success(), "docker-compose {args:?}: {}", text(&o));
+        let o = c
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("docker-compose runs");
+        if !o.status.success() {
+            // What the nodes said, to see why.
+            let mut l: Command = self
+                .compose_cmd(&["logs", "--no-color", "--tail", "20"])
+                .into();
+            let logs = l.output().await.map(|l| text(&l)).unwrap_or_default();
+            panic!("docker-compose {args:?}: {}\n{logs}", text(&o));
+        }
         text(&o)
     }
 
@@ -657,8 +668,10 @@ async fn fabric_lifecycle() {
     let out = text(&direct);
     assert!(direct.status.success(), "{out}");
     assert!(out.contains("20 replies, 0 errors"), "{out}");
-    say("call: `zfabric req --connect tcp://quote:7000 --count 20` in a container on the \
-         fabric's network: 20 replies, 0 errors");
+    say(
+        "call: `zfabric req --connect tcp://quote:7000 --count 20` in a container on the \
+         fabric's network: 20 replies, 0 errors",
+    );
 
     // ---- scale quote 3 → 5 ----
     let t = Instant::now();
@@ -729,7 +742,11 @@ async fn fabric_lifecycle() {
         (direct.seen.replies() >= 200 && through.seen.replies() >= 20).then_some(())
     })
     .await;
-    let (victim_name, victim) = scaled.iter().next().map(|(n, i)| (n.clone(), i.clone())).unwrap();
+    let (victim_name, victim) = scaled
+        .iter()
+        .next()
+        .map(|(n, i)| (n.clone(), i.clone()))
+        .unwrap();
     let survivors: BTreeMap<String, String> = scaled
         .iter()
         .filter(|(n, _)| **n != victim_name)
@@ -771,7 +788,9 @@ async fn fabric_lifecycle() {
         through_seen.summary(),
         through_seen.replies() - g0
     ));
-    say(format!("kill: served by the 4 survivors meanwhile: {report}"));
+    say(format!(
+        "kill: served by the 4 survivors meanwhile: {report}"
+    ));
     assert_eq!(
         direct_seen.errors(),
         0,
