@@ -22,8 +22,10 @@
 //! Guarantees: everything it makes (containers, network, image, key file)
 //! is removed when it ends, also on panic or when its watchdog fires; its
 //! traffic stays on the Compose network it creates and on 127.0.0.1 (the
-//! ports are published on loopback only). Not covered: CURVE between the
-//! nodes (tests/curve.rs), more than one Docker host. Needs Docker Engine
+//! ports are published on loopback only). Every link inside the fabric is
+//! CURVE with the keys `keys.sh` makes; the gateway's own listener is
+//! plain (tokens, not CURVE, admit outside callers). Not covered: more
+//! than one Docker host, key rotation. Needs Docker Engine
 //! and `docker-compose`: skipped with a visible message without them (a
 //! failure when `ZFABRIC_REQUIRE_ALL` is set, as in CI).
 
@@ -42,6 +44,7 @@ use zfabric::{Client, RequestError};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zfabric");
 const BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/image/build.sh");
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/compose/keys.sh");
 const COMPOSE_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/deploy/compose/docker-compose.yml"
@@ -109,9 +112,10 @@ where
 struct Fabric {
     project: String,
     image: String,
-    key_file: std::path::PathBuf,
+    /// The secrets `keys.sh` made (CURVE key pairs, key lists, JWT key).
+    secrets: tempfile::TempDir,
+    /// The gateway's HS256 key, read back from `secrets`.
     key: Vec<u8>,
-    _dir: tempfile::TempDir,
 }
 
 impl Fabric {
@@ -120,7 +124,7 @@ impl Fabric {
         c.args(["-p", &self.project, "-f", COMPOSE_FILE])
             .args(args)
             .env("ZFABRIC_IMAGE", &self.image)
-            .env("ZFABRIC_GATEWAY_KEY", &self.key_file)
+            .env("ZFABRIC_SECRETS", self.secrets.path())
             .env_remove("QUOTE_REPLICAS")
             .env_remove("CHECKOUT_REPLICAS");
         c
@@ -367,8 +371,9 @@ impl Seen {
 }
 
 /// An idempotent `zfabric req` in a container of its own on the fabric's
-/// network, calling `quote` through its DNS name; each reply or error is
-/// counted as it is printed. Stopped by killing its container.
+/// network (the Compose `caller` service, with its CURVE key), calling
+/// `quote` through its DNS name; each reply or error is counted as it is
+/// printed. Stopped by killing its container.
 struct Caller {
     name: String,
     seen: Arc<Seen>,
@@ -379,20 +384,14 @@ struct Caller {
 impl Caller {
     async fn start(fabric: &Fabric, tag: &str) -> Caller {
         let name = format!("{}-caller-{tag}", fabric.project);
-        let mut child = Command::new("docker")
-            .args([
+        let mut cmd: Command = fabric
+            .compose_cmd(&[
                 "run",
                 "--rm",
+                "-T",
                 "--name",
                 &name,
-                "--network",
-                &fabric.network(),
-                "--read-only",
-                "--tmpfs",
-                "/tmp",
-                "--cap-drop",
-                "ALL",
-                &fabric.image,
+                "caller",
                 "req",
                 "--connect",
                 "tcp://quote:7000",
@@ -406,6 +405,8 @@ impl Caller {
                 "5000",
                 "--idempotent",
             ])
+            .into();
+        let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -520,34 +521,28 @@ async fn the_compose_fabric_scales_fails_over_and_rolls() {
 async fn fabric_lifecycle() {
     let started = Instant::now();
     let id = std::process::id();
-    let dir = tempfile::tempdir().expect("temp dir");
-    // The gateway's HS256 key: random, in a file mounted as a Compose
-    // secret (readable by the container's user; it protects only this run).
-    let mut raw = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
-        .expect("random bytes");
-    let key: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let key_file = dir.path().join("gateway-hs256");
-    std::fs::write(&key_file, format!("{key}\n")).expect("key written");
-    std::fs::set_permissions(
-        &key_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .expect("key mode");
-    let fabric = Fabric {
+    let mut fabric = Fabric {
         project: format!("zfcompose{id}"),
         image: format!("zfabric-compose:{id}"),
-        key_file,
-        key: key.into_bytes(),
-        _dir: dir,
+        secrets: tempfile::tempdir().expect("temp dir"),
+        key: Vec::new(),
     };
 
-    // The image, from the release binary.
+    // The image, from the release binary; then the secrets, made by the
+    // script an operator uses (keygen inside that image).
     let built = run("sh", &[BUILD, &fabric.image, BIN]).await;
     assert!(built.status.success(), "image build: {}", text(&built));
+    let dir = fabric.secrets.path().display().to_string();
+    let keys = run("sh", &[KEYS, &dir, &fabric.image]).await;
+    assert!(keys.status.success(), "keys.sh: {}", text(&keys));
+    fabric.key = std::fs::read_to_string(fabric.secrets.path().join("gateway-hs256"))
+        .expect("the JWT key")
+        .trim_end()
+        .as_bytes()
+        .to_vec();
     say(format!(
-        "image {} built from {BIN} in {:.1?}; project {}",
+        "image {} built from {BIN}, CURVE key pairs (quote, checkout, gateway, caller) and \
+         the JWT key made by keys.sh, in {:.1?}; project {}",
         fabric.image,
         started.elapsed(),
         fabric.project
@@ -641,36 +636,29 @@ async fn fabric_lifecycle() {
          → checkout → quote: {calls} replies, 0 errors; served by {report}; a forged token: \
          remote unauthorized"
     ));
-    let direct = docker(&[
-        "run",
-        "--rm",
-        "--name",
-        &format!("{}-caller-once", fabric.project),
-        "--network",
-        &fabric.network(),
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--cap-drop",
-        "ALL",
-        &fabric.image,
-        "req",
-        "--connect",
-        "tcp://quote:7000",
-        "--service",
-        "quote",
-        "--data",
-        "{\"hello\":1}",
-        "--count",
-        "20",
-    ])
-    .await;
-    let out = text(&direct);
-    assert!(direct.status.success(), "{out}");
+    let out = fabric
+        .compose(&[
+            "run",
+            "--rm",
+            "-T",
+            "--name",
+            &format!("{}-caller-once", fabric.project),
+            "caller",
+            "req",
+            "--connect",
+            "tcp://quote:7000",
+            "--service",
+            "quote",
+            "--data",
+            "{\"hello\":1}",
+            "--count",
+            "20",
+        ])
+        .await;
     assert!(out.contains("20 replies, 0 errors"), "{out}");
     say(
-        "call: `zfabric req --connect tcp://quote:7000 --count 20` in a container on the \
-         fabric's network: 20 replies, 0 errors",
+        "call: `docker-compose run caller req --connect tcp://quote:7000 --count 20` \
+         (CURVE, the caller's key): 20 replies, 0 errors",
     );
 
     // ---- scale quote 3 → 5 ----
