@@ -342,13 +342,26 @@ fn deltas(
 struct Seen {
     replies: AtomicU64,
     errors: AtomicU64,
-    kinds: Mutex<BTreeMap<String, u64>>,
+    /// By kind: how many, and the first message of that kind.
+    kinds: Mutex<BTreeMap<String, (u64, String)>>,
 }
 
 impl Seen {
-    fn error(&self, kind: String) {
+    /// Counts an error; its kind is the message up to the first digit
+    /// (ids, addresses and durations vary within a kind).
+    fn error(&self, message: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        *self.kinds.lock().unwrap().entry(kind).or_default() += 1;
+        let kind: String = message
+            .split(|c: char| c.is_ascii_digit())
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let mut kinds = self.kinds.lock().unwrap();
+        let e = kinds
+            .entry(kind)
+            .or_insert((0, message.chars().take(160).collect()));
+        e.0 += 1;
     }
 
     fn replies(&self) -> u64 {
@@ -363,7 +376,10 @@ impl Seen {
         let kinds = self.kinds.lock().unwrap();
         let mut s = format!("{} replies, {} errors", self.replies(), self.errors());
         if !kinds.is_empty() {
-            let k: Vec<String> = kinds.iter().map(|(k, n)| format!("{n}× {k}")).collect();
+            let k: Vec<String> = kinds
+                .values()
+                .map(|(n, first)| format!("{n}× {first:?}"))
+                .collect();
             s.push_str(&format!(" ({})", k.join("; ")));
         }
         s
@@ -411,7 +427,7 @@ impl Caller {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("docker run starts");
+            .expect("docker-compose run starts");
         let seen = Arc::new(Seen::default());
         let out = child.stdout.take().expect("piped stdout");
         let s = seen.clone();
@@ -421,8 +437,7 @@ impl Caller {
                 match line.strip_prefix("error: ") {
                     Some(e) => {
                         // The kind, without ids and addresses.
-                        let kind: String = e.chars().take(60).collect();
-                        s.error(kind);
+                        s.error(e.to_string());
                     }
                     None if line.contains("\"direct\"") => {
                         s.replies.fetch_add(1, Ordering::Relaxed);
@@ -585,14 +600,16 @@ async fn fabric_lifecycle() {
         })
         .await;
     }
-    // The gateway sees 3 quote + 2 checkout replicas.
-    until("the gateway sees 5 members", || async {
-        (alive_members(&gw).await? == 5).then_some(())
-    })
-    .await;
+    // Every node sees the other five (found through the two DNS names).
+    for c in &all {
+        until(&format!("{c} sees 5 members"), || async {
+            (alive_members(c).await? == 5).then_some(())
+        })
+        .await;
+    }
     say(format!(
         "up: seeds (wait-for --dns quote) exited 0, then quote×3, checkout×2, gateway×1 \
-         all ready, the gateway seeing 5 members, {:.1?} after `up`",
+         all ready (/readyz 200), each node seeing the other 5, {:.1?} after `up`",
         t.elapsed()
     ));
 
