@@ -43,8 +43,12 @@ enum Command {
     Serve(cli::services::ServeArgs),
     /// Call a service on the fabric and print the replies or typed errors.
     Req(cli::services::ReqArgs),
-    /// Run a long-lived node from a configuration file.
+    /// Run a long-lived node from a configuration file, the environment
+    /// (ZFABRIC_*) and flags; `--check-config` checks and prints it.
     Node(cli::services::NodeArgs),
+    /// Wait until host names resolve or TCP endpoints accept connections
+    /// (an init container's job, in an image without a shell).
+    WaitFor(cli::wait::WaitArgs),
     /// Generate a CURVE key pair: the secret key to PATH (mode 0600), the
     /// public key to PATH.pub.
     Keygen(cli::security::KeygenArgs),
@@ -80,6 +84,7 @@ fn main() {
             Command::Req(args) => cli::services::request(args).await,
             Command::Node(args) => cli::services::node(args).await,
             Command::Keygen(args) => cli::security::keygen(args).await,
+            Command::WaitFor(args) => cli::wait::wait_for(args).await,
             Command::Bench(args) => bench::run(args).await,
         };
         // Let the sockets closed by now delete their private ipc files

@@ -400,6 +400,233 @@ mod commands {
             .unwrap();
         assert!(err.contains("price"), "{err}");
     }
+
+    /// `zfabric node` with the environment cleared of zfabric's variables
+    /// but those given.
+    fn node_with_env(vars: &[(&str, &str)]) -> Command {
+        let mut c = zfabric();
+        c.arg("node");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ZFABRIC_") {
+                c.env_remove(k);
+            }
+        }
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c
+    }
+
+    #[test]
+    fn check_config_layers_flag_over_env_over_file_and_names_each_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("node.toml");
+        std::fs::write(
+            &cfg,
+            "name = \"from-file\"\nbind = [\"tcp://127.0.0.1:7000\"]\ngroups = [\"g\"]\n[[service]]\nname = \"price\"\nhandler = \"echo\"\n",
+        )
+        .unwrap();
+        let out = node_with_env(&[
+            ("ZFABRIC_NAME", "from-env"),
+            ("ZFABRIC_BIND", "tcp://127.0.0.1:0"),
+            ("ZFABRIC_SEEDS", "tcp://127.0.0.1:7999"),
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "--check-config",
+            "--name",
+            "from-flag",
+            "--set",
+            "groups=a,b",
+        ])
+        .output()
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for want in [
+            "name = \"from-flag\"",
+            "bind = [\"tcp://127.0.0.1:0\"]",
+            "groups = [\"a\", \"b\"]",
+            "#   name: flag --name",
+            "#   bind: env ZFABRIC_BIND",
+            "#   seeds: env ZFABRIC_SEEDS",
+            "#   groups: flag --set groups",
+            "#   service: file",
+            "# advertises tcp://127.0.0.1:0",
+            "# configuration ok",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+
+        // No file at all: the environment is enough, and the name
+        // defaults to the host name.
+        let out = node_with_env(&[
+            ("ZFABRIC_BIND", "tcp://127.0.0.1:0"),
+            (
+                "ZFABRIC_SERVICE",
+                "[{name = \"price\", handler = \"echo\"}]",
+            ),
+            ("ZFABRIC_SEEED", "typo"),
+        ])
+        .arg("--check-config")
+        .output()
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("#   name: default: the host name"), "{text}");
+        assert!(text.contains("ZFABRIC_SEEED is set but"), "{text}");
+    }
+
+    #[test]
+    fn check_config_exits_2_naming_the_bad_value_and_where_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let inline = dir.path().join("inline.toml");
+        std::fs::write(
+            &inline,
+            "bind = [\"tcp://127.0.0.1:0\"]\n[gateway]\nbind = \"tcp://127.0.0.1:0\"\nexpose = [\"a\"]\nkey = \"hunter2\"\n",
+        )
+        .unwrap();
+        let missing = dir.path().join("missing.key");
+        let missing = missing.to_str().unwrap();
+        // (environment, arguments, what the error must name)
+        type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                vec![
+                    ("ZFABRIC_BIND", "tcp://127.0.0.1:0"),
+                    ("ZFABRIC_BEACON_PORT", "x"),
+                ],
+                vec![],
+                "ZFABRIC_BEACON_PORT",
+            ),
+            (vec![("ZFABRIC_BIND", "nope://x")], vec![], "nope://x"),
+            (
+                vec![],
+                vec!["--config", inline.to_str().unwrap()],
+                "key_file",
+            ),
+            (
+                vec![
+                    ("ZFABRIC_BIND", "tcp://127.0.0.1:0"),
+                    ("ZFABRIC_CURVE_SECRET_FILE", missing),
+                ],
+                vec![],
+                missing,
+            ),
+            (
+                vec![
+                    ("ZFABRIC_BIND", "tcp://127.0.0.1:0"),
+                    ("ZFABRIC_GATEWAY_BIND", "tcp://127.0.0.1:0"),
+                    ("ZFABRIC_GATEWAY_EXPOSE", "a"),
+                    ("ZFABRIC_GATEWAY_KEY_FILE", missing),
+                ],
+                vec![],
+                missing,
+            ),
+            (vec![], vec![], "ZFABRIC_BIND"),
+            (
+                vec![("ZFABRIC_BIND", "tcp://127.0.0.1:0")],
+                vec!["--set", "nosuch=1"],
+                "no such key",
+            ),
+        ];
+        for (env, args, want) in cases {
+            let out = node_with_env(&env)
+                .arg("--check-config")
+                .args(&args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{env:?} {args:?}: {err}");
+            assert!(
+                err.contains(want),
+                "{env:?} {args:?}: wanted {want:?} in {err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_node_configured_from_the_environment_alone_serves() {
+        let mut node = Reap(
+            node_with_env(&[
+                ("ZFABRIC_NAME", "envnode"),
+                ("ZFABRIC_BIND", "tcp://127.0.0.1:0"),
+                (
+                    "ZFABRIC_SERVICE",
+                    "[{name = \"price\", handler = \"echo\"}]",
+                ),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        );
+        let mut out = BufReader::new(node.0.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert!(first.starts_with("node \"envnode\""), "{first}");
+        let ep = first.split_whitespace().last().unwrap().to_owned();
+        let r = zfabric()
+            .args(["req", "--connect", &ep, "--service", "price", "--data", "7"])
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "7");
+        let pid = node.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        assert!(node.0.wait().unwrap().success());
+    }
+
+    #[test]
+    fn wait_for_returns_once_a_port_listens_and_fails_after_its_timeout() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let ok = zfabric()
+            .args([
+                "wait-for",
+                "--dns",
+                "localhost",
+                "--tcp",
+                &format!("127.0.0.1:{port}"),
+                "--timeout",
+                "10",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert!(String::from_utf8_lossy(&ok.stdout).contains("localhost (dns)"));
+        drop(l);
+        let no = zfabric()
+            .args([
+                "wait-for",
+                "--dns",
+                "no-such-name.invalid",
+                "--timeout",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(no.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&no.stderr).contains("no-such-name.invalid"));
+    }
 }
 
 mod curve {

@@ -512,6 +512,105 @@ async fn a_seed_given_by_host_name_is_resolved() {
 }
 
 #[tokio::test]
+async fn a_wildcard_bind_advertises_a_routable_address_and_an_explicit_advertise_wins() {
+    common::watchdog(async {
+        // Bound on 0.0.0.0: what peers are told is an address of this
+        // host (never the wildcard), with the bound port, and it reaches
+        // the node.
+        let a = Node::builder("a")
+            .config(fast())
+            .bind("tcp://0.0.0.0:0")
+            .serve("echo", |req: zfabric::Request<u32>| async move {
+                Ok::<_, RemoteError>(format!("a:{}", req.body))
+            })
+            .start()
+            .await
+            .unwrap();
+        let (
+            zfabric::Endpoint::Tcp { host: bound, port },
+            zfabric::Endpoint::Tcp {
+                host,
+                port: adv_port,
+            },
+        ) = (&a.bound_endpoints()[0], &a.endpoints()[0])
+        else {
+            unreachable!()
+        };
+        assert_eq!(bound, "0.0.0.0");
+        assert_eq!(port, adv_port);
+        let ip: std::net::IpAddr = host.parse().expect("an address");
+        if ip.is_unspecified() {
+            // No route and no resolvable host name: the node says so (a
+            // warning) and advertises the wildcard; nothing else to check.
+            eprintln!("SKIP: this host has no address to advertise");
+            return;
+        }
+        assert!(!ip.is_loopback(), "{ip}");
+        // An explicit advertise (a name, port 0: the bound port) is what
+        // peers are told, and a peer seeded with it joins through it.
+        let b = Node::builder("b")
+            .config(fast())
+            .bind("tcp://127.0.0.1:0")
+            .advertise("tcp://localhost:0")
+            .seed(a.endpoints()[0].to_string())
+            .start()
+            .await
+            .unwrap();
+        let zfabric::Endpoint::Tcp { port: b_port, .. } = b.bound_endpoints()[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            b.endpoints()[0].to_string(),
+            format!("tcp://localhost:{b_port}")
+        );
+        converge(&[&a, &b]).await;
+        let seen = a.members().into_iter().find(|m| m.name == "b").unwrap();
+        assert_eq!(seen.endpoints, b.endpoints());
+        let r: String = b
+            .request("echo", &1u32, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r, "a:1");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn seeds_that_do_not_resolve_or_do_not_answer_are_counted() {
+    use zfabric::telemetry::SEED_FAILURES;
+    common::watchdog(async {
+        let (unresolved, unreachable) = (
+            common::counter(SEED_FAILURES, "unresolved"),
+            common::counter(SEED_FAILURES, "unreachable"),
+        );
+        // A port nothing listens on: bound, then closed.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let n = Node::builder("lonely")
+            .config(fast())
+            .bind("tcp://127.0.0.1:0")
+            .seed("tcp://no-such-seed.invalid:7000")
+            .seed(format!("tcp://127.0.0.1:{port}"))
+            .start()
+            .await
+            .unwrap();
+        for _ in 0..400 {
+            if common::counter(SEED_FAILURES, "unresolved") > unresolved
+                && common::counter(SEED_FAILURES, "unreachable") > unreachable
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(common::counter(SEED_FAILURES, "unresolved") > unresolved);
+        assert!(common::counter(SEED_FAILURES, "unreachable") > unreachable);
+        assert!(n.members().is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
 async fn a_malformed_seed_is_refused_at_start() {
     let r = Node::builder("x")
         .bind("inproc://x-bad-seed")

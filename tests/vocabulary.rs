@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use zfabric::telemetry::{DisconnectReason, DropReason, GossipIgnored};
+use zfabric::telemetry::{DisconnectReason, DropReason, GossipIgnored, SeedFailure};
 use zfabric::wire::RemoteCode;
 
 fn doc(path: &str) -> String {
@@ -46,6 +46,11 @@ fn every_drop_and_disconnect_reason_is_documented_for_operators() {
     assert!(
         gossip.is_empty(),
         "docs/OPERATIONS.md lacks gossip reasons {gossip:?}"
+    );
+    let seeds = missing(&text, SeedFailure::ALL.iter().map(|r| r.as_str()));
+    assert!(
+        seeds.is_empty(),
+        "docs/OPERATIONS.md lacks seed failure reasons {seeds:?}"
     );
 }
 

@@ -38,7 +38,7 @@ pub(crate) struct Common {
 
 /// Checks `HOST:PORT` at parse time (a bad one is a usage error, exit 2);
 /// the name is resolved when the listener binds.
-fn parse_listen(s: &str) -> Result<String, String> {
+pub(crate) fn parse_listen(s: &str) -> Result<String, String> {
     if s.parse::<SocketAddr>().is_ok() {
         return Ok(s.to_string());
     }
@@ -53,19 +53,27 @@ fn parse_listen(s: &str) -> Result<String, String> {
 impl Common {
     /// Starts the metrics endpoint if asked.
     pub(crate) async fn start(&self) -> Result<(), BoxError> {
-        if let Some(spec) = &self.metrics {
-            let addr = tokio::net::lookup_host(spec.as_str())
-                .await
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| {
-                    UsageError(format!("--metrics {spec}: the host does not resolve"))
-                })?;
-            let bound = serve_metrics(addr).await?;
-            eprintln!("metrics on http://{bound}/metrics");
-        }
-        Ok(())
+        start_on(self.metrics.as_deref()).await
     }
+
+    /// The `--metrics` address given, if any.
+    pub(crate) fn listen(&self) -> Option<&str> {
+        self.metrics.as_deref()
+    }
+}
+
+/// Starts the metrics endpoint on `spec` (HOST:PORT), if given.
+pub(crate) async fn start_on(spec: Option<&str>) -> Result<(), BoxError> {
+    if let Some(spec) = spec {
+        let addr = tokio::net::lookup_host(spec)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| UsageError(format!("--metrics {spec}: the host does not resolve")))?;
+        let bound = serve_metrics(addr).await?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
+    Ok(())
 }
 
 /// Installs the Prometheus recorder and serves it, with the health

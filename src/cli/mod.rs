@@ -1,4 +1,5 @@
-//! The terminal commands: pub, sub, push, pull, serve, req, node, keygen.
+//! The terminal commands: pub, sub, push, pull, serve, req, node, keygen,
+//! wait-for.
 //!
 //! Bodies are JSON on the terminal and MessagePack on the wire. Every
 //! long-running command takes `--metrics ADDR` (Prometheus text format on
@@ -6,8 +7,10 @@
 //! what it did.
 
 pub(crate) mod messaging;
+pub(crate) mod node_config;
 pub(crate) mod security;
 pub(crate) mod services;
+pub(crate) mod wait;
 
 use crate::app::{BoxError, UsageError};
 

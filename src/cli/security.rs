@@ -3,11 +3,12 @@
 //!
 //! Each of the three settings comes from the first of: the flag
 //! (`--curve-secret FILE`, `--curve-server KEY_OR_FILE`,
-//! `--curve-authorized FILE`), the node TOML's `[security]` table
-//! (`curve_secret_file`, `curve_server`, `curve_authorized_file`; paths
-//! relative to the TOML file), the environment
+//! `--curve-authorized FILE`), the environment
 //! (`ZFABRIC_CURVE_SECRET_FILE`, `ZFABRIC_CURVE_SERVER`,
-//! `ZFABRIC_CURVE_AUTHORIZED_FILE`). Security is on when a secret key is
+//! `ZFABRIC_CURVE_AUTHORIZED_FILE`), and for `node` the TOML's
+//! `[security]` table (`curve_secret_file`, `curve_server`,
+//! `curve_authorized_file`; paths relative to the TOML file), which
+//! `node`'s layering ([`super::node_config`]) merges in that order. Security is on when a secret key is
 //! given; a server key or allow-list without one is a usage error, as is
 //! a key or file that does not load (the message names the file, never
 //! key material).
@@ -74,18 +75,18 @@ pub(crate) async fn keygen(args: KeygenArgs) -> Result<(), BoxError> {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct CurveArgs {
     /// Turns CURVE on: our secret key file (from `zfabric keygen`; mode
-    /// 0600). Else `[security] curve_secret_file`, else env
-    /// ZFABRIC_CURVE_SECRET_FILE.
+    /// 0600). Else env ZFABRIC_CURVE_SECRET_FILE, else (node)
+    /// `[security] curve_secret_file`.
     #[arg(long, value_name = "FILE")]
     curve_secret: Option<PathBuf>,
     /// On connect: the server's public key (40 characters of Z85) or a
-    /// file of them, one per line. Else `[security] curve_server`, else
-    /// env ZFABRIC_CURVE_SERVER.
+    /// file of them, one per line. Else env ZFABRIC_CURVE_SERVER, else
+    /// (node) `[security] curve_server`.
     #[arg(long, value_name = "KEY_OR_FILE")]
     curve_server: Option<String>,
     /// On bind: the client public keys allowed, one per line, `#`
-    /// comments. Else `[security] curve_authorized_file`, else env
-    /// ZFABRIC_CURVE_AUTHORIZED_FILE.
+    /// comments. Else env ZFABRIC_CURVE_AUTHORIZED_FILE, else (node)
+    /// `[security] curve_authorized_file`.
     #[arg(long, value_name = "FILE")]
     curve_authorized: Option<PathBuf>,
 }
@@ -94,6 +95,7 @@ pub(crate) struct CurveArgs {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SecurityFile {
+    // Paths here are already resolved by the node's layering.
     /// Our secret key file.
     #[serde(default)]
     curve_secret_file: Option<PathBuf>,
@@ -114,7 +116,7 @@ pub(crate) struct Resolved {
 }
 
 impl CurveArgs {
-    /// Flag > TOML (relative paths against `base`) > env, per setting.
+    /// Flag > env > TOML (relative paths against `base`), per setting.
     fn resolve(
         &self,
         file: Option<&SecurityFile>,
@@ -127,11 +129,12 @@ impl CurveArgs {
             secret: self
                 .curve_secret
                 .clone()
-                .or_else(|| file.and_then(|f| f.curve_secret_file.as_ref()).map(rel))
-                .or_else(|| env(ENV_SECRET).map(PathBuf::from)),
+                .or_else(|| env(ENV_SECRET).map(PathBuf::from))
+                .or_else(|| file.and_then(|f| f.curve_secret_file.as_ref()).map(rel)),
             server: self
                 .curve_server
                 .clone()
+                .or_else(|| env(ENV_SERVER))
                 .or_else(|| {
                     file.and_then(|f| f.curve_server.as_ref()).map(|s| {
                         if s.parse::<CurvePublicKey>().is_ok() {
@@ -140,14 +143,44 @@ impl CurveArgs {
                             rel(&PathBuf::from(s)).display().to_string()
                         }
                     })
-                })
-                .or_else(|| env(ENV_SERVER)),
+                }),
             authorized: self
                 .curve_authorized
                 .clone()
-                .or_else(|| file.and_then(|f| f.curve_authorized_file.as_ref()).map(rel))
-                .or_else(|| env(ENV_AUTHORIZED).map(PathBuf::from)),
+                .or_else(|| env(ENV_AUTHORIZED).map(PathBuf::from))
+                .or_else(|| file.and_then(|f| f.curve_authorized_file.as_ref()).map(rel)),
         }
+    }
+
+    /// The flags given, as node configuration keys (for `node`'s layering).
+    pub(crate) fn overrides(&self) -> Vec<super::node_config::FlagValue> {
+        let mut out = Vec::new();
+        let mut add = |path: &'static str, v: Option<String>, flag: &str| {
+            if let Some(value) = v {
+                out.push(super::node_config::FlagValue {
+                    path,
+                    value,
+                    flag: flag.into(),
+                });
+            }
+        };
+        let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        add(
+            "security.curve_secret_file",
+            shown(&self.curve_secret),
+            "--curve-secret",
+        );
+        add(
+            "security.curve_server",
+            self.curve_server.clone(),
+            "--curve-server",
+        );
+        add(
+            "security.curve_authorized_file",
+            shown(&self.curve_authorized),
+            "--curve-authorized",
+        );
+        out
     }
 
     /// The CURVE settings of a socket command (flags, then env); `None`
@@ -157,14 +190,14 @@ impl CurveArgs {
             .load(false)
     }
 
-    /// The CURVE settings of a node (flags, then `[security]`, then env).
+    /// The CURVE settings of a node, from its layered `[security]` table
+    /// (flags and env already merged in, paths already resolved).
     pub(crate) fn node_config(
-        &self,
         file: Option<&SecurityFile>,
-        base: Option<&Path>,
         context: &str,
     ) -> Result<Option<CurveConfig>, BoxError> {
-        self.resolve(file, base, |k| std::env::var(k).ok())
+        CurveArgs::default()
+            .resolve(file, None, |_| None)
             .load(false)
             .map_err(|e| UsageError(format!("{context}: {e}")).into())
     }
@@ -234,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flag_beats_the_toml_which_beats_the_environment() {
+    fn a_flag_beats_the_environment_which_beats_the_toml() {
         let flags = CurveArgs {
             curve_secret: Some("flag.key".into()),
             ..Default::default()
@@ -251,9 +284,11 @@ mod tests {
         ]);
         let r = flags.resolve(Some(&file), Some(Path::new("/etc/zf")), &e);
         assert_eq!(r.secret, Some(PathBuf::from("flag.key")));
-        // TOML paths are relative to the TOML file.
-        assert_eq!(r.server.as_deref(), Some("/etc/zf/servers"));
+        assert_eq!(r.server.as_deref(), Some("env-servers"));
         assert_eq!(r.authorized, Some(PathBuf::from("/env/authorized")));
+        // TOML paths are relative to the TOML file.
+        let r = flags.resolve(Some(&file), Some(Path::new("/etc/zf")), env(&[]));
+        assert_eq!(r.server.as_deref(), Some("/etc/zf/servers"));
         // Only the environment.
         let r = CurveArgs::default().resolve(None, None, &e);
         assert_eq!(r.secret, Some(PathBuf::from("env.key")));

@@ -5,16 +5,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::Value;
 use zfabric::node::{CallError, CallOptions, MembershipEvent, Node, PeerId};
 use zfabric::{RemoteError, Request};
 
-use super::security::{CurveArgs, SecurityFile};
+use super::security::CurveArgs;
 use super::{json_arg, stop_signal};
 use crate::app::metrics::Common;
 use crate::app::{BoxError, UsageError};
-use crate::run::spec::{BulkheadSpec, ConsumerSpec, GatewaySpec, NodeSpec, ServiceSpec};
+use crate::run::spec::{GatewaySpec, NodeSpec};
 
 /// `zfabric serve` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,12 +71,42 @@ pub(crate) struct ReqArgs {
     curve: CurveArgs,
 }
 
-/// `zfabric node` options.
+/// `zfabric node` options. Every key of the configuration can also come
+/// from the environment (`ZFABRIC_…`) and from flags: flag > env > file
+/// > default (docs/NODE.md lists the keys and variables).
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct NodeArgs {
-    /// The node's configuration (TOML; see `docs/NODE.md`).
+    /// The node's configuration (TOML; see `docs/NODE.md`). Optional when
+    /// the environment and flags give the rest (at least a bind).
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// Check the configuration and print it as it would run (every key
+    /// with where it came from: flag, env, file, default; no key
+    /// material, only paths and public keys), loading every key file it
+    /// names; exit 0 if it is valid, 2 if not. Opens no socket.
+    #[arg(long)]
+    check_config: bool,
+    /// Set any key: `KEY=VALUE` (e.g. `gateway.bind=tcp://0.0.0.0:8080`;
+    /// lists comma-separated; `service`, `bulkhead`, `consumer` as TOML
+    /// inline arrays). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The node's name (default: the host name). Env ZFABRIC_NAME.
+    #[arg(long)]
+    name: Option<String>,
+    /// Listen on this endpoint (repeatable; replaces `bind`). Env
+    /// ZFABRIC_BIND.
+    #[arg(long)]
+    bind: Vec<String>,
+    /// Tell peers to reach this node at this endpoint (repeatable; port 0:
+    /// the bound port). Default: the bound endpoints, 0.0.0.0 replaced by
+    /// this host's address. Env ZFABRIC_ADVERTISE.
+    #[arg(long)]
+    advertise: Vec<String>,
+    /// A seed endpoint (repeatable; replaces `seeds`; host names resolve to
+    /// every address). Env ZFABRIC_SEEDS.
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
     #[command(flatten)]
     curve: CurveArgs,
     #[command(flatten)]
@@ -389,71 +418,101 @@ fn explain(e: &CallError, node: &Node) -> String {
     }
 }
 
-/// The `zfabric node` configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodeFile {
+/// Everything `node` needs, checked: the layered configuration, what to
+/// start and where, and what the check found (for `--check-config`).
+struct NodePlan {
+    layered: super::node_config::Layered,
     name: String,
-    /// Endpoints to listen on.
-    bind: Vec<String>,
-    /// Endpoints of other nodes (host names allowed; ZFABRIC_SEEDS adds more).
-    #[serde(default)]
-    seeds: Vec<String>,
-    /// UDP port for LAN discovery by broadcast beacon.
-    #[serde(default)]
-    beacon_port: Option<u16>,
-    /// A file holding the fabric key beacons are authenticated with.
-    #[serde(default)]
-    beacon_key_file: Option<std::path::PathBuf>,
-    #[serde(default, rename = "service")]
-    services: Vec<ServiceSpec>,
-    #[serde(default, rename = "bulkhead")]
-    bulkheads: Vec<BulkheadSpec>,
-    #[serde(default, rename = "consumer")]
-    consumers: Vec<ConsumerSpec>,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    gateway: Option<GatewayFile>,
-    /// CURVE: our key pair, the seeds' server keys, the allow-list.
-    #[serde(default)]
-    security: Option<SecurityFile>,
+    seeds: bool,
+    metrics: Option<String>,
+    spec: NodeSpec,
+    place: crate::run::world::Placement,
+    /// One line per check passed (keys loaded, endpoints advertised).
+    checks: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GatewayFile {
-    bind: String,
-    expose: Vec<String>,
-    #[serde(default)]
-    key: Option<crate::run::spec::toml_value::Ignored>,
-    #[serde(default)]
-    key_file: Option<std::path::PathBuf>,
-    #[serde(default)]
-    key_env: Option<String>,
-    #[serde(default)]
-    jwks_file: Option<std::path::PathBuf>,
-    #[serde(default)]
-    algorithm: Option<String>,
+/// The flags of `node` as configuration keys.
+fn flag_values(args: &NodeArgs) -> Result<Vec<super::node_config::FlagValue>, BoxError> {
+    use super::node_config::{parse_set, FlagValue};
+    let mut out = Vec::new();
+    let mut add = |path: &'static str, value: String, flag: &str| {
+        out.push(FlagValue {
+            path,
+            value,
+            flag: flag.into(),
+        })
+    };
+    if let Some(n) = &args.name {
+        add("name", n.clone(), "--name");
+    }
+    for (path, list, flag) in [
+        ("bind", &args.bind, "--bind"),
+        ("advertise", &args.advertise, "--advertise"),
+        ("seeds", &args.seeds, "--seed"),
+    ] {
+        if !list.is_empty() {
+            add(path, list.join(","), flag);
+        }
+    }
+    if let Some(m) = args.common.listen() {
+        add("metrics", m.to_owned(), "--metrics");
+    }
+    out.extend(args.curve.overrides());
+    for s in &args.set {
+        out.push(parse_set(s)?);
+    }
+    Ok(out)
 }
 
-/// `zfabric node`.
-pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
-    let file = args.config.display().to_string();
-    let text =
-        std::fs::read_to_string(&args.config).map_err(|e| UsageError(format!("{file}: {e}")))?;
-    let cfg: NodeFile = toml::from_str(&text).map_err(|e| {
-        let at = e
-            .span()
-            .map(|s| {
-                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-                format!(":{line}")
-            })
-            .unwrap_or_default();
-        UsageError(format!("{file}{at}: {}", e.message()))
-    })?;
-    for ep in cfg.bind.iter().chain(&cfg.seeds) {
-        check_endpoint(ep).map_err(|e| UsageError(format!("{file}: {e}")))?;
+/// Layers file, env and flags, checks the result and loads every key
+/// file it names; a usage error (exit 2) names what is wrong and where
+/// it was set.
+async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
+    use super::node_config::layer;
+    let text = match &args.config {
+        Some(p) => Some(
+            std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    let flags = flag_values(args)?;
+    let mut layered = layer(
+        args.config.as_deref().zip(text.as_deref()),
+        &|k| std::env::var(k).ok(),
+        &vars,
+        &flags,
+    )?;
+    let cfg = layered.config()?;
+    let file = layered.where_();
+    let name = match &cfg.name {
+        Some(n) if !n.trim().is_empty() => n.clone(),
+        _ => {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            if host.is_empty() {
+                return Err(UsageError(format!(
+                    "{file}: no `name` given (file, ZFABRIC_NAME or --name) and the host has no name"
+                ))
+                .into());
+            }
+            layered.default("name", toml::Value::String(host.clone()), "the host name");
+            host
+        }
+    };
+    for (what, list) in [
+        ("bind", &cfg.bind),
+        ("advertise", &cfg.advertise),
+        ("seeds", &cfg.seeds),
+    ] {
+        for ep in list {
+            check_endpoint(ep).map_err(|e| UsageError(format!("{file}: `{what}`: {e}")))?;
+        }
+    }
+    if let Some(m) = &cfg.metrics {
+        crate::app::metrics::parse_listen(m)
+            .map_err(|e| UsageError(format!("{file}: `metrics`: {e}")))?;
     }
     for svc in &cfg.services {
         if let Some(b) = &svc.bulkhead {
@@ -474,8 +533,74 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
             .into());
         }
     }
+    let mut checks = Vec::new();
+    let gateway = match &cfg.gateway {
+        Some(g) => {
+            check_endpoint(&g.bind)
+                .map_err(|e| UsageError(format!("{file}: `gateway.bind`: {e}")))?;
+            let spec = GatewaySpec {
+                expose: g.expose.clone(),
+                key: None,
+                key_file: g.key_file.clone(),
+                key_env: None,
+                jwks_file: g.jwks_file.clone(),
+                algorithm: g.algorithm.clone(),
+            };
+            let keys = spec
+                .key_spec()
+                .map_err(|e| UsageError(format!("{file}: {e}")))?;
+            zfabric::topology::gateway::Auth::load(&keys)
+                .map_err(|e| UsageError(format!("{file}: gateway key: {e}")))?;
+            checks.push(format!(
+                "gateway key loaded from {}",
+                g.key_file
+                    .as_ref()
+                    .or(g.jwks_file.as_ref())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ));
+            Some(spec)
+        }
+        None => None,
+    };
+    let curve = CurveArgs::node_config(cfg.security.as_ref(), &file)?;
+    if let Some(c) = &curve {
+        checks.push(format!(
+            "CURVE on: our public key {}",
+            c.public_key().to_z85()
+        ));
+    }
+    let beacon_key = match &cfg.beacon_key_file {
+        Some(p) => {
+            let k = zfabric::node::BeaconKey::from_file(p)
+                .map_err(|e| UsageError(format!("{file}: beacon_key_file: {e}")))?;
+            checks.push(format!("beacon key loaded from {}", p.display()));
+            Some(k)
+        }
+        None => None,
+    };
+    // What peers will be told (a port 0 is picked at start).
+    let parse = |l: &[String]| -> Vec<zfabric::Endpoint> {
+        l.iter().filter_map(|e| e.parse().ok()).collect()
+    };
+    let (bound, explicit, seeds) = (parse(&cfg.bind), parse(&cfg.advertise), parse(&cfg.seeds));
+    let host = if zfabric::node::HostAddresses::needed_for(&bound)
+        || zfabric::node::HostAddresses::needed_for(&explicit)
+    {
+        zfabric::node::HostAddresses::discover(&seeds).await
+    } else {
+        Default::default()
+    };
+    let adv = zfabric::node::advertised(&bound, &explicit, &host);
+    let shown: Vec<String> = adv.endpoints.iter().map(|e| e.to_string()).collect();
+    checks.push(format!("advertises {}", shown.join(" ")));
+    for ep in &adv.unroutable {
+        checks.push(format!(
+            "warning: {ep} is a wildcard and no address of this host was found: set `advertise`"
+        ));
+    }
     let spec = NodeSpec {
-        name: cfg.name.clone(),
+        name: name.clone(),
         services: cfg.services.clone(),
         bulkheads: cfg.bulkheads.clone(),
         consumers: cfg.consumers.clone(),
@@ -483,54 +608,54 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         subscribe: Vec::new(),
         pull: false,
         reply: None,
-        gateway: match &cfg.gateway {
-            Some(g) => {
-                let mut spec = GatewaySpec {
-                    expose: g.expose.clone(),
-                    key: g.key.clone(),
-                    key_file: g.key_file.clone(),
-                    key_env: g.key_env.clone(),
-                    jwks_file: g.jwks_file.clone(),
-                    algorithm: g.algorithm.clone(),
-                };
-                spec.resolve(args.config.parent().filter(|p| !p.as_os_str().is_empty()));
-                spec.key_spec()
-                    .map_err(|e| UsageError(format!("{file}: {e}")))?;
-                Some(spec)
-            }
-            None => None,
-        },
+        gateway,
     };
-    let curve = args.curve.node_config(
-        cfg.security.as_ref(),
-        args.config.parent().filter(|p| !p.as_os_str().is_empty()),
-        &file,
-    )?;
-    args.common.start().await?;
     let place = crate::run::world::Placement {
         curve,
         binds: cfg.bind.clone(),
+        advertise: cfg.advertise.clone(),
         seeds: cfg.seeds.clone(),
         beacon_port: cfg.beacon_port,
-        beacon_key: match &cfg.beacon_key_file {
-            Some(p) => {
-                let p = zfabric::topology::gateway::resolve_key_path(
-                    args.config.parent().filter(|p| !p.as_os_str().is_empty()),
-                    p,
-                );
-                Some(
-                    zfabric::node::BeaconKey::from_file(&p)
-                        .map_err(|e| UsageError(format!("{file}: beacon_key_file: {e}")))?,
-                )
-            }
-            None => None,
-        },
+        beacon_key,
         gateway_bind: cfg
             .gateway
             .as_ref()
             .map(|g| g.bind.clone())
             .unwrap_or_default(),
     };
+    Ok(NodePlan {
+        layered,
+        name,
+        seeds: !cfg.seeds.is_empty(),
+        metrics: cfg.metrics.clone(),
+        spec,
+        place,
+        checks,
+    })
+}
+
+/// `zfabric node`.
+pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
+    let plan = plan(&args).await?;
+    if args.check_config {
+        print!("{}", plan.layered.render());
+        for c in &plan.checks {
+            println!("# {c}");
+        }
+        println!("# configuration ok");
+        return Ok(());
+    }
+    for v in &plan.layered.unknown_vars {
+        tracing::warn!(variable = %v, "set but no zfabric variable: ignored (a typo?)");
+    }
+    crate::app::metrics::start_on(plan.metrics.as_deref()).await?;
+    let NodePlan {
+        name: node_name,
+        seeds: has_seeds,
+        spec,
+        place,
+        ..
+    } = plan;
     let local = crate::run::world::start_with(&spec, &place, &Default::default()).await?;
     let eps: Vec<String> = local
         .node
@@ -538,16 +663,23 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         .iter()
         .map(|e| e.to_string())
         .collect();
+    let bound: Vec<String> = local
+        .node
+        .bound_endpoints()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     println!(
-        "node {:?} (id {}) listening on {}",
-        cfg.name,
+        "node {:?} (id {}) listening on {} advertised as {}",
+        node_name,
         local.node.id(),
+        bound.join(" "),
         eps.join(" ")
     );
     if let Some(g) = &local.gateway {
         println!("gateway on {}", g.endpoints()[0]);
     }
-    watch_readiness(local.node.clone(), !cfg.seeds.is_empty());
+    watch_readiness(local.node.clone(), has_seeds);
     let mut events = local.node.events();
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -583,7 +715,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
             _ = &mut stop => break,
         }
     }
-    let stats = local.counters.snapshot(&cfg.name, false);
+    let stats = local.counters.snapshot(&node_name, false);
     let node = local.node.clone();
     drop(local);
     if let Ok(node) = Arc::try_unwrap(node) {
@@ -591,7 +723,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     }
     eprintln!(
         "node {:?} stopped after {:.1?}; handled {:?}",
-        cfg.name,
+        node_name,
         started.elapsed(),
         stats.handled
     );

@@ -3,7 +3,7 @@
 //! Guarantees: a node starts with every endpoint bound (or an error and
 //! nothing running), one server per transport family, its services fixed,
 //! and seeds checked (malformed ones refused here; names resolved later);
-//! `ZFABRIC_SEEDS` adds to the configured seeds. Starting wires the parts
+//! its advertised endpoints fixed (see `advertise`). Starting wires the parts
 //! together: the dispatcher on the servers, the heartbeat task, the beacon
 //! and its discoveries. Does not: wait for any peer.
 
@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::advertise::{advertised, HostAddresses};
 use super::beacon::BeaconConfig;
 use super::gossip::Gossip;
 use super::links::{LinkSecurity, Links};
@@ -38,6 +39,7 @@ pub struct NodeBuilder {
     pub(super) name: String,
     pub(super) config: NodeConfig,
     pub(super) binds: Vec<String>,
+    pub(super) advertise: Vec<String>,
     pub(super) seeds: Vec<String>,
     pub(super) services: Services,
     pub(super) groups: HashMap<String, Handler>,
@@ -65,6 +67,7 @@ impl Node {
             name: name.into(),
             config: NodeConfig::default(),
             binds: Vec::new(),
+            advertise: Vec::new(),
             seeds: Vec::new(),
             services: Services::default(),
             groups: Default::default(),
@@ -92,6 +95,16 @@ impl NodeBuilder {
     /// Adds an endpoint the node listens on (port 0 allowed).
     pub fn bind(mut self, endpoint: impl Into<String>) -> Self {
         self.binds.push(endpoint.into());
+        self
+    }
+
+    /// Adds an endpoint peers are told to reach this node by, instead of
+    /// the bound ones (a pod IP, a DNS name, a published port; port 0:
+    /// the first bound tcp port). Without any, the bound endpoints are
+    /// advertised, a wildcard host (`0.0.0.0`, `::`) replaced by this
+    /// host's address (see [`HostAddresses::discover`]).
+    pub fn advertise(mut self, endpoint: impl Into<String>) -> Self {
+        self.advertise.push(endpoint.into());
         self
     }
 
@@ -206,9 +219,22 @@ impl NodeBuilder {
         if let Some(c) = &self.curve {
             socket = socket.curve(c.clone());
         }
+        let explicit = parse_all(&self.advertise)?;
+        let seeds = parse_all(&self.seeds)?;
         let bound = Bound::bind(&self.binds, &socket).await?;
-        let endpoints = bound.endpoints();
-        let seeds = seeds(&self.seeds)?;
+        let bound_endpoints = bound.endpoints();
+        let host = if HostAddresses::needed_for(&bound_endpoints)
+            || HostAddresses::needed_for(&explicit)
+        {
+            HostAddresses::discover(&seeds).await
+        } else {
+            HostAddresses::default()
+        };
+        let adv = advertised(&bound_endpoints, &explicit, &host);
+        for ep in &adv.unroutable {
+            tracing::warn!(endpoint = %ep, "advertising a wildcard address: no address of this host was found; peers on other hosts cannot reach it (set an advertise endpoint)");
+        }
+        let endpoints = adv.endpoints;
         let id = PeerId(wire::random_u64());
         let info_name = self.name.clone();
         let info = PeerInfo {
@@ -275,6 +301,7 @@ impl NodeBuilder {
         crate::telemetry::register(owner);
         Ok(Node {
             shared,
+            bound: bound_endpoints,
             running: Some(Running {
                 _beacon: beacon,
                 servers,
@@ -284,19 +311,9 @@ impl NodeBuilder {
     }
 }
 
-/// The seeds: the configured ones, then those from the environment
-/// (12-factor: `ZFABRIC_SEEDS="tcp://a:7000,tcp://b:7000"`). Malformed
-/// seeds are refused here; names are resolved later.
-fn seeds(configured: &[String]) -> Result<Vec<Endpoint>, OpenError> {
-    let mut list = configured.to_vec();
-    if let Ok(env) = std::env::var("ZFABRIC_SEEDS") {
-        list.extend(
-            env.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        );
-    }
+/// Parses seeds or advertised endpoints: a malformed one is refused
+/// here (names are resolved later).
+fn parse_all(list: &[String]) -> Result<Vec<Endpoint>, OpenError> {
     Ok(list
         .iter()
         .map(|s| s.parse::<Endpoint>())

@@ -36,7 +36,7 @@ use super::options::GossipLimits;
 use super::protocol::{Hello, WirePeer};
 use super::routing::Routing;
 use crate::endpoint::Endpoint;
-use crate::telemetry::{self, GossipIgnored};
+use crate::telemetry::{self, GossipIgnored, SeedFailure};
 
 /// How many heartbeats between two resolutions of the seed names.
 const RESOLVE_EVERY: u32 = 10;
@@ -325,15 +325,17 @@ impl Gossiper {
     }
 
     /// Says hello over `link` and greets the peers the answer names that
-    /// this node does not know.
-    async fn say_hello(&self, link: &Link) {
-        if let Some(h) = link.hello(self.hello()).await {
-            for p in self.view.heard(&h, now()) {
-                if let Some(ep) = reachable(&p.endpoints) {
-                    self.greet(ep, p.curve_key).await;
-                }
+    /// this node does not know; whether it was answered.
+    async fn say_hello(&self, link: &Link) -> bool {
+        let Some(h) = link.hello(self.hello()).await else {
+            return false;
+        };
+        for p in self.view.heard(&h, now()) {
+            if let Some(ep) = reachable(&p.endpoints) {
+                self.greet(ep, p.curve_key).await;
             }
         }
+        true
     }
 
     /// Says hello, once, to a node known only by an endpoint (from gossip
@@ -372,6 +374,7 @@ impl Gossiper {
     /// at most half an interval).
     pub(super) async fn heartbeats(self, seed_names: Vec<Endpoint>) {
         let mut seeds: HashMap<Endpoint, Arc<Link>> = HashMap::new();
+        let health = Arc::new(SeedHealth::default());
         let mut beat = 0u32;
         let mut tick = tokio::time::interval(self.view.config.heartbeat_interval / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -384,14 +387,20 @@ impl Gossiper {
                 continue;
             }
             if beat.is_multiple_of(RESOLVE_EVERY) {
-                let current = resolve_seeds(&seed_names).await;
+                let current = resolve_seeds(&seed_names, &health).await;
                 seeds.retain(|ep, _| current.contains(ep));
+                health.keep(seed_names.iter().chain(&current));
                 for ep in current {
                     if seeds.contains_key(&ep) {
                         continue;
                     }
-                    if let Some(link) = self.links.connect(&ep).await {
-                        seeds.insert(ep, link);
+                    match self.links.connect(&ep).await {
+                        Some(link) => {
+                            seeds.insert(ep, link);
+                        }
+                        None => {
+                            health.report(&ep.to_string(), Err(SeedFailure::Unreachable));
+                        }
                     }
                 }
             }
@@ -401,12 +410,17 @@ impl Gossiper {
             for id in peers {
                 if let Some(link) = self.links.to_member(id, || self.view.endpoints(id)).await {
                     let me = self.clone();
-                    beats.push(tokio::spawn(async move { me.say_hello(&link).await }));
+                    beats.push(tokio::spawn(async move {
+                        me.say_hello(&link).await;
+                    }));
                 }
             }
-            for s in seeds.values() {
-                let (me, s) = (self.clone(), s.clone());
-                beats.push(tokio::spawn(async move { me.say_hello(&s).await }));
+            for (ep, s) in &seeds {
+                let (me, s, health, ep) = (self.clone(), s.clone(), health.clone(), ep.to_string());
+                beats.push(tokio::spawn(async move {
+                    let answered = me.say_hello(&s).await;
+                    health.report(&ep, answered.then_some(()).ok_or(SeedFailure::Unreachable));
+                }));
             }
             self.expire();
             drop(beats); // they finish on their own, within one interval
@@ -424,19 +438,66 @@ impl Gossiper {
     }
 }
 
+/// Which seeds failed last time, so that a change is logged once (the
+/// counter counts every failure).
+#[derive(Default)]
+struct SeedHealth(Mutex<HashMap<String, bool>>);
+
+impl SeedHealth {
+    /// Counts a failure and logs a change of state: a warning when `seed`
+    /// starts failing, info when it works again.
+    fn report(&self, seed: &str, outcome: Result<(), SeedFailure>) {
+        if let Err(reason) = outcome {
+            crate::telemetry::seed_failed(reason);
+        }
+        let ok = outcome.is_ok();
+        let before = self.0.lock().insert(seed.to_owned(), ok);
+        match (before, outcome) {
+            (Some(true) | None, Err(SeedFailure::Unresolved)) => tracing::warn!(
+                seed,
+                "seed name does not resolve (retried every ten heartbeats; counted as zfabric_seed_failures_total{{reason=\"unresolved\"}})"
+            ),
+            (Some(true) | None, Err(_)) => tracing::warn!(
+                seed,
+                "seed does not answer (retried every heartbeat; counted as zfabric_seed_failures_total{{reason=\"unreachable\"}})"
+            ),
+            (Some(false), Ok(())) => tracing::info!(seed, "seed answers again"),
+            _ => {}
+        }
+    }
+
+    /// Forgets every seed but `current` (addresses a name no longer has).
+    fn keep<'a>(&self, current: impl Iterator<Item = &'a Endpoint>) {
+        let keep: HashSet<String> = current.map(|e| e.to_string()).collect();
+        self.0.lock().retain(|k, _| keep.contains(k));
+    }
+}
+
 /// Seed endpoints, with host names resolved to every address they have
-/// (a Kubernetes headless Service name gives one per pod).
-async fn resolve_seeds(seeds: &[Endpoint]) -> Vec<Endpoint> {
+/// (a Kubernetes headless Service name gives one per pod); a name that
+/// does not resolve is reported to `health`.
+async fn resolve_seeds(seeds: &[Endpoint], health: &SeedHealth) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for ep in seeds {
         match ep {
             Endpoint::Tcp { host, port } if host.parse::<std::net::IpAddr>().is_err() => {
                 match tokio::net::lookup_host((host.as_str(), *port)).await {
-                    Ok(addrs) => out.extend(addrs.map(|a| Endpoint::Tcp {
-                        host: a.ip().to_string(),
-                        port: a.port(),
-                    })),
-                    Err(e) => tracing::debug!(%ep, error = %e, "seed name did not resolve"),
+                    Ok(addrs) => {
+                        let before = out.len();
+                        out.extend(addrs.map(|a| Endpoint::Tcp {
+                            host: a.ip().to_string(),
+                            port: a.port(),
+                        }));
+                        let found = out.len() > before;
+                        health.report(
+                            &ep.to_string(),
+                            found.then_some(()).ok_or(SeedFailure::Unresolved),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::debug!(%ep, error = %e, "seed name did not resolve");
+                        health.report(&ep.to_string(), Err(SeedFailure::Unresolved));
+                    }
                 }
             }
             other => out.push(other.clone()),

@@ -51,6 +51,7 @@
 //! | `local` | inbox, subscriptions, groups (local delivery) | know peers or links |
 //! | `routing` | interned service names, breakers, retry budgets, round-robin cursor, breaker log; `pick` (pure) | hold members or links, send |
 //! | `links` | the one place a link is made; member links; typed node requests | know membership, choose, retry |
+//! | `advertise` | what the hellos name: bound vs advertised endpoints (pure), the host's address | bind or connect |
 //! | `beacon` | the UDP beacon; hands discoveries over a channel | know the node |
 //! | `gossip` | the membership view, hellos, heartbeats, expiry, seeds, discoveries | route calls, deliver anything but hellos |
 //! | `serve` | the servers (bind, serve) and inbound dispatch, one function per message kind | choose members, make links |
@@ -62,6 +63,7 @@
 //! Locks are `parking_lot` locks: they cannot be poisoned, so a panic in
 //! one task never turns a registry into a silently empty one.
 
+mod advertise;
 mod beacon;
 mod builder;
 mod call;
@@ -80,6 +82,7 @@ mod serve;
 mod service;
 mod shared;
 
+pub use advertise::{advertised, Advertised, HostAddresses};
 pub use beacon::{BeaconConfig, BeaconKey, BeaconKeyError, BEACON_MAX_AGE, MAX_BEACON};
 pub use builder::NodeBuilder;
 pub use error::CallError;

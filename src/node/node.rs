@@ -34,6 +34,8 @@ use crate::RequestError;
 /// A running node. Dropping it stops it.
 pub struct Node {
     pub(super) shared: Arc<Shared>,
+    /// The endpoints bound (ports resolved); empty for a handle's view.
+    pub(super) bound: Vec<Endpoint>,
     /// The running tasks; `None` for a view made by a [`NodeHandle`].
     pub(super) running: Option<Running>,
 }
@@ -68,6 +70,7 @@ impl NodeHandle {
         let shared = self.0.get()?.upgrade()?;
         Some(Node {
             shared,
+            bound: Vec::new(),
             running: None,
         })
     }
@@ -134,9 +137,17 @@ impl Node {
         self.shared.view.me().id
     }
 
-    /// The endpoints this node listens on (ports resolved).
+    /// The endpoints this node tells its peers to reach it by (its
+    /// advertised endpoints; ports resolved). They are the bound ones
+    /// unless it was given advertise endpoints or binds a wildcard host
+    /// (see [`NodeBuilder::advertise`](super::NodeBuilder::advertise)).
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.shared.view.me().endpoints
+    }
+
+    /// The endpoints this node listens on, as bound (ports resolved).
+    pub fn bound_endpoints(&self) -> &[Endpoint] {
+        &self.bound
     }
 
     /// The current members (alive or suspect), by id.

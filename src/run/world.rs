@@ -299,6 +299,7 @@ pub(crate) async fn start_node(
 ) -> Result<LocalNode, BoxError> {
     let place = Placement {
         binds: vec![endpoint(transport, dir, &spec.name)],
+        advertise: Vec::new(),
         seeds: vec![seed.to_owned()],
         beacon_port: None,
         beacon_key: None,
@@ -312,6 +313,8 @@ pub(crate) async fn start_node(
 #[derive(Debug, Clone)]
 pub(crate) struct Placement {
     pub(crate) binds: Vec<String>,
+    /// Endpoints peers are told instead of the bound ones (none: the bound).
+    pub(crate) advertise: Vec<String>,
     pub(crate) seeds: Vec<String>,
     /// UDP port for LAN discovery beacons (broadcast), if any.
     pub(crate) beacon_port: Option<u16>,
@@ -333,6 +336,9 @@ pub(crate) async fn start_with(
     let mut b: NodeBuilder = Node::builder(spec.name.clone());
     for ep in &place.binds {
         b = b.bind(ep.clone());
+    }
+    for ep in &place.advertise {
+        b = b.advertise(ep.clone());
     }
     for s in &place.seeds {
         b = b.seed(s.clone());

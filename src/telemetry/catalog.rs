@@ -15,9 +15,10 @@ use metrics::Unit;
 
 use super::request::{REQUESTS, REQUESTS_IN_FLIGHT, REQUEST_DURATION};
 use super::{
-    DisconnectReason, DropReason, GossipIgnored, Traffic, GOSSIP_IGNORED, MESSAGES_DROPPED,
-    MESSAGES_LOST, MESSAGES_RECEIVED, MESSAGES_SENT, MESSAGE_BYTES_RECEIVED, MESSAGE_BYTES_SENT,
-    NODE_MEMBERS, PATTERNS, PEERS_DISCONNECTED, RECONNECTS, TRANSPORTS,
+    DisconnectReason, DropReason, GossipIgnored, SeedFailure, Traffic, GOSSIP_IGNORED,
+    MESSAGES_DROPPED, MESSAGES_LOST, MESSAGES_RECEIVED, MESSAGES_SENT, MESSAGE_BYTES_RECEIVED,
+    MESSAGE_BYTES_SENT, NODE_MEMBERS, PATTERNS, PEERS_DISCONNECTED, RECONNECTS, SEED_FAILURES,
+    TRANSPORTS,
 };
 use crate::resilience::{
     BREAKER_STATE, BREAKER_TRANSITIONS, BULKHEAD_IN_FLIGHT, BULKHEAD_QUEUED, BULKHEAD_REJECTED,
@@ -96,6 +97,12 @@ pub const CATALOGUE: &[Family] = &[
         Kind::Counter,
         Unit::Count,
         "Connections zfabric closed or lost, by reason (docs/OPERATIONS.md).",
+    ),
+    f(
+        SEED_FAILURES,
+        Kind::Counter,
+        Unit::Count,
+        "Failed attempts to reach a configured seed, by reason (unresolved, unreachable).",
     ),
     f(
         RECONNECTS,
@@ -229,6 +236,9 @@ pub fn describe() {
     }
     for r in GossipIgnored::ALL {
         metrics::counter!(GOSSIP_IGNORED, "reason" => r.as_str()).absolute(0);
+    }
+    for r in SeedFailure::ALL {
+        metrics::counter!(SEED_FAILURES, "reason" => r.as_str()).absolute(0);
     }
     metrics::counter!(MESSAGES_LOST).absolute(0);
     for transport in ["ipc", "tcp"] {

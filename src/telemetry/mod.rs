@@ -391,6 +391,41 @@ impl GossipIgnored {
     }
 }
 
+/// Counter: failed attempts to reach a configured seed, by `reason`
+/// ([`SeedFailure`]): a seed name that did not resolve (checked every
+/// ten heartbeats) or a seed address whose hello went unanswered (every
+/// heartbeat). Also logged (a warning when a seed starts failing, info
+/// when it answers again).
+pub const SEED_FAILURES: &str = "zfabric_seed_failures_total";
+
+/// Why a seed attempt failed (the `reason` label of [`SEED_FAILURES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SeedFailure {
+    /// The seed's host name did not resolve to any address.
+    Unresolved,
+    /// The seed's address did not answer a hello within the heartbeat
+    /// (nothing listens there, the handshake failed, or it is too slow).
+    Unreachable,
+}
+
+impl SeedFailure {
+    /// Every reason.
+    pub const ALL: [SeedFailure; 2] = [SeedFailure::Unresolved, SeedFailure::Unreachable];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SeedFailure::Unresolved => "unresolved",
+            SeedFailure::Unreachable => "unreachable",
+        }
+    }
+}
+
+pub(crate) fn seed_failed(reason: SeedFailure) {
+    metrics::counter!(SEED_FAILURES, "reason" => reason.as_str()).increment(1);
+}
+
 pub(crate) fn gossip_ignored(reason: GossipIgnored, n: u64) {
     metrics::counter!(GOSSIP_IGNORED, "reason" => reason.as_str()).increment(n);
 }
