@@ -503,7 +503,7 @@ impl GatewayCaller {
 
 fn describe(e: &RequestError) -> String {
     match e {
-        RequestError::Remote(r) => format!("remote {}", r.code.as_str()),
+        RequestError::Remote(r) => format!("remote {}: {}", r.code.as_str(), r.message),
         other => other.to_string(),
     }
 }
