@@ -77,9 +77,15 @@ const WATCHDOG: Duration = Duration::from_secs(60);
 /// `zfabric serve --service echo` on `bind`; its endpoint (port resolved)
 /// and its stderr.
 fn serve(bind: &str) -> (Reap, String, Lines) {
+    serve_with(bind, &[])
+}
+
+/// `serve` with more arguments (`--delay-us N`, …).
+fn serve_with(bind: &str, more: &[&str]) -> (Reap, String, Lines) {
     let mut child = Reap(
         zfabric()
             .args(["serve", "--bind", bind, "--service", "echo"])
+            .args(more)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -122,7 +128,10 @@ fn figure_after(line: &str, word: &str) -> u64 {
 /// (each bounded by its deadline), not hundreds of instant ones.
 #[test]
 fn a_caller_reaches_a_server_that_was_killed_and_restarted_on_the_same_endpoint() {
-    let (mut first, ep, _first_err) = serve("tcp://127.0.0.1:0");
+    // The first server answers slowly (50 ms), so that no reply of its
+    // slips in between the tenth one and the SIGKILL: every reply after
+    // the tenth is then the restarted server's.
+    let (mut first, ep, _first_err) = serve_with("tcp://127.0.0.1:0", &["--delay-us", "50000"]);
     let count = 300u64;
     let mut req = Reap(
         zfabric()

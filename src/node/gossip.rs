@@ -438,31 +438,54 @@ impl Gossiper {
     }
 }
 
-/// Which seeds failed last time, so that a change is logged once (the
-/// counter counts every failure).
+/// How many times in a row each seed failed, so that a change is logged
+/// once (the counter counts every failure).
 #[derive(Default)]
-struct SeedHealth(Mutex<HashMap<String, bool>>);
+struct SeedHealth(Mutex<HashMap<String, u32>>);
+
+/// Failures in a row before a seed is logged as failing, by reason:
+/// about five seconds' worth (names are resolved every ten heartbeats,
+/// hellos sent every heartbeat), so that a seed that is just starting,
+/// or a short-lived caller (`zfabric req`) that reports the failure
+/// itself, does not warn.
+const fn warn_after(reason: SeedFailure) -> u32 {
+    match reason {
+        SeedFailure::Unresolved => 2,
+        SeedFailure::Unreachable => 10,
+    }
+}
 
 impl SeedHealth {
-    /// Counts a failure and logs a change of state: a warning when `seed`
-    /// starts failing, info when it works again.
+    /// Counts a failure; logs a warning when `seed` has failed
+    /// [`warn_after`] times in a row, info when it works again after that.
     fn report(&self, seed: &str, outcome: Result<(), SeedFailure>) {
         if let Err(reason) = outcome {
             crate::telemetry::seed_failed(reason);
         }
-        let ok = outcome.is_ok();
-        let before = self.0.lock().insert(seed.to_owned(), ok);
-        match (before, outcome) {
-            (Some(true) | None, Err(SeedFailure::Unresolved)) => tracing::warn!(
-                seed,
-                "seed name does not resolve (retried every ten heartbeats; counted as zfabric_seed_failures_total{{reason=\"unresolved\"}})"
-            ),
-            (Some(true) | None, Err(_)) => tracing::warn!(
-                seed,
-                "seed does not answer (retried every heartbeat; counted as zfabric_seed_failures_total{{reason=\"unreachable\"}})"
-            ),
-            (Some(false), Ok(())) => tracing::info!(seed, "seed answers again"),
-            _ => {}
+        let mut m = self.0.lock();
+        let failed = m.entry(seed.to_owned()).or_insert(0);
+        match outcome {
+            Ok(()) => {
+                if *failed >= warn_after(SeedFailure::Unresolved) {
+                    tracing::info!(seed, "seed answers again");
+                }
+                *failed = 0;
+            }
+            Err(reason) => {
+                *failed = failed.saturating_add(1);
+                if *failed == warn_after(reason) {
+                    match reason {
+                        SeedFailure::Unresolved => tracing::warn!(
+                            seed,
+                            "seed name does not resolve (retried every ten heartbeats; counted as zfabric_seed_failures_total{{reason=\"unresolved\"}})"
+                        ),
+                        _ => tracing::warn!(
+                            seed,
+                            "seed does not answer (retried every heartbeat; counted as zfabric_seed_failures_total{{reason=\"unreachable\"}})"
+                        ),
+                    }
+                }
+            }
         }
     }
 

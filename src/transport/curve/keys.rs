@@ -6,8 +6,10 @@
 //!   (`getrandom` through `crypto_box`); nothing here is a primitive of its
 //!   own.
 //! - A secret key never appears in `Debug` output or logs.
-//! - A secret key file is written with mode `0600`, and one that group or
-//!   others can read is refused on load (on unix).
+//! - A secret key file is written with mode `0600`, and one that others
+//!   can read is refused on load (on unix), as is one its group can read
+//!   unless root owns it (a Kubernetes Secret volume with an `fsGroup`:
+//!   `root:fsGroup`, `0440`).
 //!
 //! # Not guaranteed
 //! Secret bytes are zeroed on drop by `crypto_box`, but copies the
@@ -47,7 +49,7 @@ pub enum KeyError {
         why: String,
     },
     /// A secret key file that group or others may read.
-    #[error("secret key file {path} has mode {mode:o}: readable by others; chmod 600 it")]
+    #[error("secret key file {path} has mode {mode:o}: readable by others; chmod 600 it (a file root owns may also be 0440/0640: read by its group)")]
     Permissions {
         /// The file.
         path: PathBuf,
@@ -200,7 +202,8 @@ impl CurveKeyPair {
 
     /// Loads a secret key file (one Z85 line; `#` comments allowed) and
     /// derives the public key. On unix the file must not be readable by
-    /// group or others ([`KeyError::Permissions`]).
+    /// others, nor by its group unless root owns it
+    /// ([`KeyError::Permissions`]).
     pub fn from_secret_file(path: &Path) -> Result<Self, KeyError> {
         check_private(path)?;
         let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
@@ -282,15 +285,22 @@ pub(crate) fn parse_key_lines(path: &Path, text: &str) -> Result<Vec<CurvePublic
     Ok(keys)
 }
 
+/// A secret key file is private when only its owner may read it, or when
+/// root owns it and lets its group read it, no more (`root:G`, `0440` or
+/// `0640`): what a Kubernetes Secret volume gives a pod with an `fsGroup`,
+/// the only way a non-root pod reads a Secret file not open to all.
+/// Only root can make a file root's, so that group is root's choice.
 #[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), KeyError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let owner_only = mode & 0o077 == 0;
+    let root_and_group_read = meta.uid() == 0 && mode & 0o037 == 0;
+    if !owner_only && !root_and_group_read {
         return Err(KeyError::Permissions {
             path: path.to_path_buf(),
             mode,
@@ -379,6 +389,31 @@ mod tests {
                 CurveKeyPair::from_secret_file(&path),
                 Err(KeyError::Permissions { .. })
             ));
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn group_read_is_private_only_for_a_file_root_owns() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        CurveKeyPair::generate().write_files(&path).unwrap();
+        let root = std::fs::metadata(&path).unwrap().uid() == 0;
+        let loads = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            match CurveKeyPair::from_secret_file(&path) {
+                Ok(_) => true,
+                Err(KeyError::Permissions { .. }) => false,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(loads(0o400) && loads(0o600));
+        // The kubelet's root:fsGroup 0440: private when root owns it.
+        assert_eq!(loads(0o440), root);
+        assert_eq!(loads(0o640), root);
+        for open in [0o444, 0o604, 0o460, 0o450, 0o644] {
+            assert!(!loads(open), "{open:o} loaded");
         }
     }
 
