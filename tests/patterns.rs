@@ -44,6 +44,7 @@ fn every_pattern_file_is_tested_here() {
         "bulkhead",
         "chain",
         "circuit_breaker",
+        "config_service",
         "multicast",
         "pipeline",
         "proxy",
@@ -95,6 +96,34 @@ fn unicast_reaches_only_the_named_node() {
     let served = l["outcome"]["served_by"].as_object().unwrap();
     assert_eq!(served.keys().collect::<Vec<_>>(), ["store-2"]);
     assert_eq!(n(&l["delivered"]), n(&l["sent"]));
+}
+
+#[test]
+fn config_service_serves_each_environment_its_highest_version_and_nothing_else() {
+    let r = run("config_service.toml", &["--duration", "1"]);
+    let (prod, staging, dev) = (load(&r, 0), load(&r, 1), load(&r, 2));
+    for (l, version) in [(prod, "2"), (staging, "1")] {
+        let versions = l["outcome"]["versions"].as_object().unwrap();
+        assert_eq!(versions.keys().collect::<Vec<_>>(), [version], "{l}");
+        assert_eq!(l["outcome"]["highest_on_disk"].to_string(), version, "{l}");
+        assert_eq!(n(&l["delivered"]), n(&l["sent"]), "{l}");
+        assert!(n(&l["sent"]) > 0, "{l}");
+    }
+    // No document for dev: every fetch is `not_found`, and those answers
+    // are a healthy member's (no circuit opened).
+    assert_eq!(n(&dev["delivered"]), 0, "{dev}");
+    assert_eq!(
+        n(&dev["outcome"]["errors"]["not_found"]),
+        n(&dev["sent"]),
+        "{dev}"
+    );
+    assert!(dev["outcome"]["highest_on_disk"].is_null(), "{dev}");
+    assert_eq!(
+        r["breaker"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r["breaker"]
+    );
 }
 
 #[test]

@@ -10,16 +10,28 @@
 //!   then, and whenever the command says it is not ready any more, 503
 //!   with the reason.
 //!
+//! - **Stopping**: once the command got SIGTERM/SIGINT it is not ready
+//!   for good ([`set_stopping`]): `/readyz` answers 503 while it leaves
+//!   the fabric and drains, so a load balancer takes it out first.
+//!
 //! Guarantees: one state per process, set only by the command; starts
-//! not ready ("starting"). Does not: probe the fabric itself.
+//! not ready ("starting"); stopping is final. Does not: probe the fabric
+//! itself.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+/// Set once the command stops: readiness can no longer change.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// The process's readiness: `Ok(())` or the reason it is not ready.
 static READY: Mutex<Result<(), String>> = Mutex::new(Err(String::new()));
 
 /// The command can do its work now.
 pub(crate) fn set_ready() {
+    if STOPPING.load(Ordering::SeqCst) {
+        return;
+    }
     if let Ok(mut r) = READY.lock() {
         *r = Ok(());
     }
@@ -27,7 +39,18 @@ pub(crate) fn set_ready() {
 
 /// The command cannot do its work, for `reason`.
 pub(crate) fn set_not_ready(reason: impl Into<String>) {
+    if STOPPING.load(Ordering::SeqCst) {
+        return;
+    }
     if let Ok(mut r) = READY.lock() {
+        *r = Err(reason.into());
+    }
+}
+
+/// The command is stopping (leaving, draining): not ready, for good.
+pub(crate) fn set_stopping(reason: impl Into<String>) {
+    if let Ok(mut r) = READY.lock() {
+        STOPPING.store(true, Ordering::SeqCst);
         *r = Err(reason.into());
     }
 }
@@ -56,5 +79,10 @@ mod tests {
         set_not_ready("no member seen");
         assert_eq!(readiness(), Err("no member seen".into()));
         set_ready();
+        // Stopping is final: nothing makes it ready again.
+        set_stopping("stopping");
+        set_ready();
+        set_not_ready("other");
+        assert_eq!(readiness(), Err("stopping".into()));
     }
 }

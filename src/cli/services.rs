@@ -78,8 +78,21 @@ pub(crate) struct ReqArgs {
 pub(crate) struct NodeArgs {
     /// The node's configuration (TOML; see `docs/NODE.md`). Optional when
     /// the environment and flags give the rest (at least a bind).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config_from_fabric")]
     config: Option<PathBuf>,
+    /// Fetch the configuration file from the fabric's configuration
+    /// service instead (`SERVICE/ENV`: the highest version of that
+    /// service's `toml` document in that environment), through the seeds
+    /// given by env or flags; env and flags still override its keys.
+    /// While running, new versions are announced (and with
+    /// `--restart-on-config-update` applied by a graceful stop).
+    #[arg(long, value_name = "SERVICE/ENV")]
+    config_from_fabric: Option<String>,
+    /// With `--config-from-fabric`: stop gracefully (exit 0) when a newer
+    /// version is published, for the orchestrator to restart the node
+    /// with it.
+    #[arg(long, requires = "config_from_fabric")]
+    restart_on_config_update: bool,
     /// Check the configuration and print it as it would run (every key
     /// with where it came from: flag, env, file, default; no key
     /// material, only paths and public keys), loading every key file it
@@ -160,6 +173,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     crate::app::health::set_ready();
     let started = Instant::now();
     stop_signal().await;
+    crate::app::health::set_stopping("stopping: draining requests");
     node.shutdown(Duration::from_secs(2)).await;
     eprintln!(
         "served {} requests ({} failed on purpose) in {:.1?}",
@@ -421,6 +435,8 @@ fn explain(e: &CallError, node: &Node) -> String {
 /// Everything `node` needs, checked: the layered configuration, what to
 /// start and where, and what the check found (for `--check-config`).
 struct NodePlan {
+    /// Fetched from the configuration service: service, env, version.
+    from_fabric: Option<(String, String, u64)>,
     layered: super::node_config::Layered,
     name: String,
     seeds: bool,
@@ -469,22 +485,38 @@ fn flag_values(args: &NodeArgs) -> Result<Vec<super::node_config::FlagValue>, Bo
 /// it was set.
 async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
     use super::node_config::layer;
-    let text = match &args.config {
-        Some(p) => Some(
-            std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?,
-        ),
-        None => None,
-    };
     let vars: Vec<String> = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
         .collect();
     let flags = flag_values(args)?;
-    let mut layered = layer(
-        args.config.as_deref().zip(text.as_deref()),
-        &|k| std::env::var(k).ok(),
-        &vars,
-        &flags,
-    )?;
+    let env = |k: &str| std::env::var(k).ok();
+    let mut from_fabric = None;
+    let (label, text) = match (&args.config, &args.config_from_fabric) {
+        (Some(p), _) => (
+            Some(p.clone()),
+            Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| UsageError(format!("{}: {e}", p.display())))?,
+            ),
+        ),
+        (None, Some(from)) => {
+            let before = layer(None, &env, &vars, &flags)?;
+            let doc = fetch_config(from, &before).await?;
+            // A label without a directory: paths in it are relative to
+            // the working directory.
+            let label = PathBuf::from(format!(
+                "config-service:{}:{}:v{}",
+                doc.service, doc.env, doc.version
+            ));
+            let text = String::from_utf8(doc.body.clone()).map_err(|_| {
+                UsageError(format!("{}: the document is not UTF-8", label.display()))
+            })?;
+            from_fabric = Some(doc);
+            (Some(label), Some(text))
+        }
+        (None, None) => (None, None),
+    };
+    let mut layered = layer(label.as_deref().zip(text.as_deref()), &env, &vars, &flags)?;
     let cfg = layered.config()?;
     let file = layered.where_();
     let name = match &cfg.name {
@@ -534,6 +566,17 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
         }
     }
     let mut checks = Vec::new();
+    let membership = match &cfg.membership {
+        Some(m) => {
+            let c = m.config().map_err(|e| UsageError(format!("{file}: {e}")))?;
+            checks.push(format!(
+                "membership: heartbeat {:?}, suspect after {:?}, gone after {:?}",
+                c.heartbeat_interval, c.suspect_after, c.gone_after
+            ));
+            Some(c)
+        }
+        None => None,
+    };
     let gateway = match &cfg.gateway {
         Some(g) => {
             check_endpoint(&g.bind)
@@ -609,11 +652,13 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
         pull: false,
         reply: None,
         gateway,
+        config_dir: cfg.config_dir.clone(),
     };
     let place = crate::run::world::Placement {
         curve,
         binds: cfg.bind.clone(),
         advertise: cfg.advertise.clone(),
+        membership,
         seeds: cfg.seeds.clone(),
         beacon_port: cfg.beacon_port,
         beacon_key,
@@ -623,7 +668,14 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
             .map(|g| g.bind.clone())
             .unwrap_or_default(),
     };
+    if let Some(d) = &from_fabric {
+        checks.push(format!(
+            "configuration fetched from the fabric: {}/{} version {}",
+            d.service, d.env, d.version
+        ));
+    }
     Ok(NodePlan {
+        from_fabric: from_fabric.map(|d| (d.service, d.env, d.version)),
         layered,
         name,
         seeds: !cfg.seeds.is_empty(),
@@ -632,6 +684,77 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
         place,
         checks,
     })
+}
+
+/// Fetches `SERVICE/ENV`'s configuration from the fabric, through the
+/// seeds (and with the CURVE settings) of `before` (env and flags).
+async fn fetch_config(
+    from: &str,
+    before: &super::node_config::Layered,
+) -> Result<zfabric::topology::config::ConfigDocument, BoxError> {
+    use zfabric::topology::config::{fetch, ConfigError, ConfigKey};
+    let (service, env) = from
+        .split_once('/')
+        .filter(|(s, e)| !s.is_empty() && !e.is_empty())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--config-from-fabric {from:?}: expected SERVICE/ENV"
+            ))
+        })?;
+    let seeds: Vec<String> = before
+        .table
+        .get("seeds")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(first) = seeds.first() else {
+        return Err(UsageError(
+            "--config-from-fabric needs seeds to reach the configuration service: give \
+             ZFABRIC_SEEDS or --seed"
+                .into(),
+        )
+        .into());
+    };
+    for s in &seeds {
+        check_endpoint(s)?;
+    }
+    let security: Option<super::security::SecurityFile> = match before.table.get("security") {
+        Some(v) => Some(
+            v.clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| UsageError(format!("security: {}", e.message())))?,
+        ),
+        None => None,
+    };
+    let curve = CurveArgs::node_config(security.as_ref(), "the configuration (env and flags)")?;
+    let mut b = Node::builder(format!("config-fetch-{}", std::process::id())).client();
+    if let Some(c) = curve {
+        b = b.curve(c);
+    }
+    b = b.bind(own_endpoint(&check_endpoint(first)?)?);
+    for s in &seeds {
+        b = b.seed(s.clone());
+    }
+    let node = b.start().await?;
+    let key = ConfigKey::latest(service, "toml", env);
+    let got = fetch(&node, &key, Duration::from_secs(30)).await;
+    node.shutdown(Duration::from_millis(200)).await;
+    match got {
+        Ok(doc) => Ok(doc),
+        Err(ConfigError::NotFound(what)) => Err(UsageError(format!(
+            "--config-from-fabric {from}: the configuration service has no document {what}"
+        ))
+        .into()),
+        Err(e) => Err(format!(
+            "--config-from-fabric {from}: no configuration from the fabric (seeds {}): {e}",
+            seeds.join(", ")
+        )
+        .into()),
+    }
 }
 
 /// `zfabric node`.
@@ -654,6 +777,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         seeds: has_seeds,
         spec,
         place,
+        from_fabric,
         ..
     } = plan;
     let local = crate::run::world::start_with(&spec, &place, &Default::default()).await?;
@@ -681,6 +805,10 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     }
     watch_readiness(&local.node, has_seeds);
     let mut events = local.node.events();
+    let mut updates = from_fabric
+        .as_ref()
+        .map(|(service, env, _)| zfabric::topology::config::watch(&local.node, service, env, 8));
+    let mut running_version = from_fabric.as_ref().map(|f| f.2).unwrap_or(0);
     let stop = stop_signal();
     tokio::pin!(stop);
     let started = Instant::now();
@@ -712,9 +840,32 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("({n} membership events skipped)"),
                 Err(_) => break,
             },
+            Some(msg) = async {
+                match &mut updates {
+                    Some(u) => u.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match msg.decode::<zfabric::topology::config::ConfigDocument>() {
+                    Ok(doc) if doc.kind == "toml" && doc.version > running_version => {
+                        println!(
+                            "config: {}/{} version {} available (running {running_version})",
+                            doc.service, doc.env, doc.version
+                        );
+                        if args.restart_on_config_update {
+                            println!("config: stopping to restart with version {}", doc.version);
+                            break;
+                        }
+                        running_version = doc.version;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "a configuration update did not decode"),
+                }
+            },
             _ = &mut stop => break,
         }
     }
+    crate::app::health::set_stopping("stopping: leaving the fabric and draining requests");
     let stats = local.counters.snapshot(&node_name, false);
     let mut node = local.node.clone();
     drop(local);

@@ -294,7 +294,9 @@ async fn to_peer_unmeasured(
     guarded(s, peer, call, timeout).await
 }
 
-/// A call to one member, judged by its breaker (already admitted).
+/// A call to one member, judged by its breaker (already admitted): a
+/// success or a caller error counts as a success, anything else as a
+/// failure.
 async fn guarded(
     s: &Shared,
     peer: PeerId,
@@ -303,7 +305,9 @@ async fn guarded(
 ) -> Result<Bytes, CallError> {
     let mut judge = s.routing.judge(peer, &call.service);
     let r = one(s, peer, &call, timeout).await;
-    if r.is_ok() {
+    // A caller error (bad_request, not_found, …) is a healthy member's
+    // answer.
+    if r.as_ref().map_or_else(CallError::is_caller_error, |_| true) {
         judge.success();
     }
     r

@@ -65,6 +65,18 @@ impl CallError {
 
     /// Whether the member failed (went away, unreachable), as opposed to
     /// answering: such a call may be retried elsewhere if idempotent.
+    /// Whether the member answered and the request was at fault: a remote
+    /// error `bad_request`, `not_found`, `unauthorized` or `forbidden`.
+    /// Such an answer is a healthy member's: its circuit breaker counts
+    /// it as a success, so callers sending bad requests cannot open the
+    /// circuit for everyone.
+    pub fn is_caller_error(&self) -> bool {
+        match self {
+            CallError::Request(RequestError::Remote(e)) => CALLER_ERRORS.contains(&e.code.as_str()),
+            _ => false,
+        }
+    }
+
     pub(super) fn is_member_failure(&self) -> bool {
         matches!(
             self,
@@ -75,6 +87,9 @@ impl CallError {
         )
     }
 }
+
+/// The remote error codes that blame the request, not the member.
+const CALLER_ERRORS: [&str; 4] = ["bad_request", "not_found", "unauthorized", "forbidden"];
 
 /// Types the remote errors of a service call a caller can act on.
 pub(super) fn from_remote(peer: PeerId, e: RemoteError, timeout: Duration) -> CallError {

@@ -75,6 +75,10 @@ pub(crate) struct NodeSpec {
     /// A gateway in front of the fabric, on this node.
     #[serde(default)]
     pub(crate) gateway: Option<GatewaySpec>,
+    /// Serve the configuration service (`config`) from this directory
+    /// (relative to the file), publishing new versions.
+    #[serde(default)]
+    pub(crate) config_dir: Option<std::path::PathBuf>,
 }
 
 /// A service on a node.
@@ -323,6 +327,8 @@ pub(crate) enum LoadKind {
     Event,
     /// Call `target` through the gateway.
     Gateway,
+    /// Fetch `target` (`service/env`) from the configuration service.
+    Config,
 }
 
 /// A fault to inject.
@@ -373,6 +379,9 @@ impl Spec {
         for n in &mut spec.nodes {
             if let Some(g) = &mut n.gateway {
                 g.resolve(base);
+            }
+            if let Some(d) = &mut n.config_dir {
+                *d = zfabric::topology::gateway::resolve_key_path(base, d);
             }
         }
         Ok(spec)
@@ -461,6 +470,9 @@ impl Spec {
         for l in &self.loads {
             if let Some(p) = &l.policy {
                 parse_policy(p).map_err(|e| format!("load field `policy`: {e}"))?;
+            }
+            if l.kind == LoadKind::Config && !l.target.contains('/') {
+                return Err("load field `target`: config targets are `service/env`".into());
             }
             if l.kind == LoadKind::Unicast && !l.target.contains('/') {
                 return Err("load field `target`: unicast targets are `node/service`".into());

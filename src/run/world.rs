@@ -300,6 +300,7 @@ pub(crate) async fn start_node(
     let place = Placement {
         binds: vec![endpoint(transport, dir, &spec.name)],
         advertise: Vec::new(),
+        membership: None,
         seeds: vec![seed.to_owned()],
         beacon_port: None,
         beacon_key: None,
@@ -315,6 +316,8 @@ pub(crate) struct Placement {
     pub(crate) binds: Vec<String>,
     /// Endpoints peers are told instead of the bound ones (none: the bound).
     pub(crate) advertise: Vec<String>,
+    /// Failure-detection timings (`None`: the defaults).
+    pub(crate) membership: Option<zfabric::node::MembershipConfig>,
     pub(crate) seeds: Vec<String>,
     /// UDP port for LAN discovery beacons (broadcast), if any.
     pub(crate) beacon_port: Option<u16>,
@@ -324,6 +327,9 @@ pub(crate) struct Placement {
     pub(crate) curve: Option<zfabric::CurveConfig>,
     pub(crate) gateway_bind: String,
 }
+
+/// How often a configuration service looks for new versions.
+pub(crate) const CONFIG_SCAN: Duration = Duration::from_millis(500);
 
 /// Starts `spec` as `place` says.
 pub(crate) async fn start_with(
@@ -339,6 +345,12 @@ pub(crate) async fn start_with(
     }
     for ep in &place.advertise {
         b = b.advertise(ep.clone());
+    }
+    if let Some(m) = place.membership {
+        b = b.config(zfabric::node::NodeConfig {
+            membership: m,
+            ..Default::default()
+        });
     }
     for s in &place.seeds {
         b = b.seed(s.clone());
@@ -471,8 +483,23 @@ pub(crate) async fn start_with(
             }
         });
     }
+    let config_store = spec
+        .config_dir
+        .as_ref()
+        .map(zfabric::topology::config::ConfigStore::new);
+    if let Some(store) = &config_store {
+        b = zfabric::topology::config::serve(b, store.clone());
+    }
+    let handle = b.handle();
     let node = Arc::new(b.start().await?);
     let mut tasks = Vec::new();
+    if let Some(store) = config_store {
+        tasks.push(tokio::spawn(zfabric::topology::config::publish_changes(
+            handle,
+            store,
+            CONFIG_SCAN,
+        )));
+    }
     if !spec.subscribe.is_empty() {
         let ep = eps.publish.clone().ok_or("no publisher to subscribe to")?;
         let prefixes: Vec<&str> = spec.subscribe.iter().map(String::as_str).collect();

@@ -12,6 +12,7 @@
 mod aggregate;
 mod anycast;
 mod branch;
+mod config;
 mod event;
 mod gateway;
 mod multicast;
@@ -427,6 +428,7 @@ pub(super) fn start(
         LoadKind::Route => spawn::<route::Route>(ctx, load, progress),
         LoadKind::Event => spawn::<event::Event>(ctx, load, progress),
         LoadKind::Gateway => spawn::<gateway::Gateway>(ctx, load, progress),
+        LoadKind::Config => spawn::<config::Config>(ctx, load, progress),
     }
 }
 
