@@ -876,9 +876,6 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     loop {
         match Arc::try_unwrap(node) {
             Ok(n) => {
-                // Not ready while leaving (the readiness check can no
-                // longer take the node to say otherwise).
-                crate::app::health::set_not_ready("leaving the fabric");
                 n.shutdown(Duration::from_secs(2)).await;
                 break;
             }
