@@ -133,6 +133,9 @@
 mod config;
 mod endpoint;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod messaging;
 pub mod node;
 pub mod resilience;

@@ -463,6 +463,65 @@ mod commands {
         assert!(err.contains("price"), "{err}");
     }
 
+    /// A node that joined through a seed leaves gracefully on SIGTERM: its
+    /// peer sees it gone at once, never suspect first (which is what an
+    /// expiry looks like), so a rolling restart drains instead of failing
+    /// calls.
+    #[test]
+    fn a_node_with_seeds_tells_its_peers_it_leaves_on_sigterm() {
+        let mut a = Reap(
+            node_with_env(&[("ZFABRIC_NAME", "a"), ("ZFABRIC_BIND", "tcp://127.0.0.1:0")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut a_out = BufReader::new(a.0.stdout.take().unwrap());
+        let mut first = String::new();
+        a_out.read_line(&mut first).unwrap();
+        let ep = first
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no endpoint in {first:?}"))
+            .to_owned();
+        let mut b = Reap(
+            node_with_env(&[
+                ("ZFABRIC_NAME", "b"),
+                ("ZFABRIC_BIND", "tcp://127.0.0.1:0"),
+                ("ZFABRIC_SEEDS", &ep),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        );
+        // Every line of `a` about `b`, until it is gone (expired or left:
+        // either comes within a few heartbeats of b's stop).
+        let mut about_b = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(a_out.read_line(&mut line).unwrap() > 0, "a ended");
+            if line.contains(": b (") {
+                about_b.push(line.split(':').next().unwrap().to_owned());
+                if line.starts_with("joined") {
+                    let pid = b.0.id().to_string();
+                    assert!(Command::new("kill")
+                        .args(["-TERM", &pid])
+                        .status()
+                        .unwrap()
+                        .success());
+                    assert!(b.0.wait().unwrap().success());
+                }
+                if line.starts_with("gone") {
+                    break;
+                }
+            }
+        }
+        assert_eq!(about_b, ["joined", "gone"], "b did not leave gracefully");
+    }
+
     /// `zfabric node` with the environment cleared of zfabric's variables
     /// but those given.
     fn node_with_env(vars: &[(&str, &str)]) -> Command {

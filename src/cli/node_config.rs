@@ -71,6 +71,21 @@ pub(crate) const KEYS: &[Key] = &[
     key("beacon_key_file", "ZFABRIC_BEACON_KEY_FILE", Kind::Path),
     key("groups", "ZFABRIC_GROUPS", Kind::List),
     key("config_dir", "ZFABRIC_CONFIG_DIR", Kind::Path),
+    key(
+        "membership.heartbeat_ms",
+        "ZFABRIC_MEMBERSHIP_HEARTBEAT_MS",
+        Kind::Int,
+    ),
+    key(
+        "membership.suspect_after_ms",
+        "ZFABRIC_MEMBERSHIP_SUSPECT_AFTER_MS",
+        Kind::Int,
+    ),
+    key(
+        "membership.gone_after_ms",
+        "ZFABRIC_MEMBERSHIP_GONE_AFTER_MS",
+        Kind::Int,
+    ),
     key("service", "ZFABRIC_SERVICE", Kind::Tables),
     key("bulkhead", "ZFABRIC_BULKHEAD", Kind::Tables),
     key("consumer", "ZFABRIC_CONSUMER", Kind::Tables),
@@ -162,11 +177,58 @@ pub(crate) struct NodeFile {
     /// Serve the configuration service from this directory.
     #[serde(default)]
     pub(crate) config_dir: Option<PathBuf>,
+    /// Failure-detection timings (every node of a fabric should agree).
+    #[serde(default)]
+    pub(crate) membership: Option<MembershipFile>,
     #[serde(default)]
     pub(crate) gateway: Option<GatewayFile>,
     /// CURVE: our key pair, the seeds' server keys, the allow-list.
     #[serde(default)]
     pub(crate) security: Option<super::security::SecurityFile>,
+}
+
+/// The `[membership]` table: failure-detection timings, in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MembershipFile {
+    /// How often hellos go to every member and seed (default 500).
+    #[serde(default)]
+    pub(crate) heartbeat_ms: Option<u64>,
+    /// Silence after which a member is suspect (default 1,500).
+    #[serde(default)]
+    pub(crate) suspect_after_ms: Option<u64>,
+    /// Silence after which a member is gone (default 2,500).
+    #[serde(default)]
+    pub(crate) gone_after_ms: Option<u64>,
+}
+
+impl MembershipFile {
+    /// The timings, defaults filled in; heartbeat < suspect < gone, or
+    /// an error naming the keys.
+    pub(crate) fn config(&self) -> Result<zfabric::node::MembershipConfig, String> {
+        let d = zfabric::node::MembershipConfig::default();
+        let ms = |v: Option<u64>, d: std::time::Duration| {
+            v.map(std::time::Duration::from_millis).unwrap_or(d)
+        };
+        let c = zfabric::node::MembershipConfig {
+            heartbeat_interval: ms(self.heartbeat_ms, d.heartbeat_interval),
+            suspect_after: ms(self.suspect_after_ms, d.suspect_after),
+            gone_after: ms(self.gone_after_ms, d.gone_after),
+            ..d
+        };
+        if c.heartbeat_interval.is_zero()
+            || c.suspect_after <= c.heartbeat_interval
+            || c.gone_after <= c.suspect_after
+        {
+            return Err(format!(
+                "`membership`: need 0 < heartbeat_ms < suspect_after_ms < gone_after_ms, got {} < {} < {}",
+                c.heartbeat_interval.as_millis(),
+                c.suspect_after.as_millis(),
+                c.gone_after.as_millis()
+            ));
+        }
+        Ok(c)
+    }
 }
 
 /// The `[gateway]` table.
@@ -615,6 +677,26 @@ handler = "echo"
             assert!(err.0.contains("key_file"), "{}", err.0);
             assert!(!err.0.contains("hunter2"), "{}", err.0);
         }
+    }
+
+    #[test]
+    fn membership_timings_come_from_any_layer_and_must_be_ordered() {
+        let (e, vars) = env(&[("ZFABRIC_MEMBERSHIP_GONE_AFTER_MS", "5000")]);
+        let text = "bind = [\"tcp://0.0.0.0:1\"]\n[membership]\nheartbeat_ms = 200\n";
+        let c = layer(Some((Path::new("n.toml"), text)), &e, &vars, &[])
+            .unwrap()
+            .config()
+            .unwrap();
+        let m = c.membership.unwrap().config().unwrap();
+        assert_eq!(m.heartbeat_interval.as_millis(), 200);
+        assert_eq!(m.suspect_after.as_millis(), 1500);
+        assert_eq!(m.gone_after.as_millis(), 5000);
+        let bad = MembershipFile {
+            heartbeat_ms: Some(2000),
+            suspect_after_ms: None,
+            gone_after_ms: None,
+        };
+        assert!(bad.config().unwrap_err().contains("heartbeat_ms"));
     }
 
     #[test]

@@ -566,6 +566,17 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
         }
     }
     let mut checks = Vec::new();
+    let membership = match &cfg.membership {
+        Some(m) => {
+            let c = m.config().map_err(|e| UsageError(format!("{file}: {e}")))?;
+            checks.push(format!(
+                "membership: heartbeat {:?}, suspect after {:?}, gone after {:?}",
+                c.heartbeat_interval, c.suspect_after, c.gone_after
+            ));
+            Some(c)
+        }
+        None => None,
+    };
     let gateway = match &cfg.gateway {
         Some(g) => {
             check_endpoint(&g.bind)
@@ -647,6 +658,7 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
         curve,
         binds: cfg.bind.clone(),
         advertise: cfg.advertise.clone(),
+        membership,
         seeds: cfg.seeds.clone(),
         beacon_port: cfg.beacon_port,
         beacon_key,
@@ -791,7 +803,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     if let Some(g) = &local.gateway {
         println!("gateway on {}", g.endpoints()[0]);
     }
-    watch_readiness(local.node.clone(), has_seeds);
+    watch_readiness(&local.node, has_seeds);
     let mut events = local.node.events();
     let mut updates = from_fabric
         .as_ref()
@@ -855,10 +867,27 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     }
     crate::app::health::set_stopping("stopping: leaving the fabric and draining requests");
     let stats = local.counters.snapshot(&node_name, false);
-    let node = local.node.clone();
+    let mut node = local.node.clone();
     drop(local);
-    if let Ok(node) = Arc::try_unwrap(node) {
-        node.shutdown(Duration::from_secs(2)).await;
+    // A graceful leave needs the node itself: the tasks that held a clone
+    // (the gateway's server, aborted as `local` dropped) let go of it as
+    // they end, within a bounded moment.
+    let waited = Instant::now();
+    loop {
+        match Arc::try_unwrap(node) {
+            Ok(n) => {
+                n.shutdown(Duration::from_secs(2)).await;
+                break;
+            }
+            Err(shared) if waited.elapsed() < Duration::from_secs(1) => {
+                node = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                tracing::warn!("the node is still in use: stopping without telling its peers");
+                break;
+            }
+        }
     }
     eprintln!(
         "node {:?} stopped after {:.1?}; handled {:?}",
@@ -871,18 +900,23 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
 
 /// Keeps `/readyz` true to the node: bound and serving now, and (with
 /// seeds) joined: ready while it sees at least one member. Checked every
-/// half second for as long as the process runs.
-fn watch_readiness(node: std::sync::Arc<Node>, has_seeds: bool) {
+/// half second for as long as the node runs; the check holds the node
+/// only while it looks (so that stopping can take it back to leave).
+fn watch_readiness(node: &Arc<Node>, has_seeds: bool) {
     if !has_seeds {
         crate::app::health::set_ready();
         return;
     }
     crate::app::health::set_not_ready("has seeds and has not joined the fabric yet");
+    let node = Arc::downgrade(node);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
-            if node.members().is_empty() {
+            let Some(node) = node.upgrade() else { break };
+            let alone = node.members().is_empty();
+            drop(node);
+            if alone {
                 crate::app::health::set_not_ready("sees no member of the fabric");
             } else {
                 crate::app::health::set_ready();

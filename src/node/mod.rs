@@ -81,6 +81,8 @@ mod routing;
 mod serve;
 mod service;
 mod shared;
+#[doc(hidden)]
+pub mod vectors;
 
 pub use advertise::{advertised, Advertised, HostAddresses};
 pub use beacon::{BeaconConfig, BeaconKey, BeaconKeyError, BEACON_MAX_AGE, MAX_BEACON};
@@ -92,3 +94,19 @@ pub use node::{Node, NodeHandle};
 pub use options::{Balance, CallOptions, GossipLimits, MulticastReport, NodeConfig};
 pub use routing::BreakerEvent;
 pub use service::{CallInfo, ServeOptions, MAX_HOPS};
+
+/// Reads arbitrary bytes as a node request (header length in the first
+/// two bytes, then header, then body) and as a hello reply: the fuzz
+/// target's way in (see `crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_node_message(data: &[u8]) {
+    if data.len() < 2 {
+        return;
+    }
+    let n = usize::from(u16::from_be_bytes([data[0], data[1]])).min(data.len() - 2);
+    let (head, body) = data[2..].split_at(n);
+    if let Ok(h) = crate::wire::Header::decode(head, 16 * 1024) {
+        let _ = protocol::NodeMsg::read(&h, body);
+    }
+    let _ = protocol::read_hello_reply(body);
+}

@@ -300,6 +300,7 @@ pub(crate) async fn start_node(
     let place = Placement {
         binds: vec![endpoint(transport, dir, &spec.name)],
         advertise: Vec::new(),
+        membership: None,
         seeds: vec![seed.to_owned()],
         beacon_port: None,
         beacon_key: None,
@@ -315,6 +316,8 @@ pub(crate) struct Placement {
     pub(crate) binds: Vec<String>,
     /// Endpoints peers are told instead of the bound ones (none: the bound).
     pub(crate) advertise: Vec<String>,
+    /// Failure-detection timings (`None`: the defaults).
+    pub(crate) membership: Option<zfabric::node::MembershipConfig>,
     pub(crate) seeds: Vec<String>,
     /// UDP port for LAN discovery beacons (broadcast), if any.
     pub(crate) beacon_port: Option<u16>,
@@ -342,6 +345,12 @@ pub(crate) async fn start_with(
     }
     for ep in &place.advertise {
         b = b.advertise(ep.clone());
+    }
+    if let Some(m) = place.membership {
+        b = b.config(zfabric::node::NodeConfig {
+            membership: m,
+            ..Default::default()
+        });
     }
     for s in &place.seeds {
         b = b.seed(s.clone());

@@ -29,9 +29,16 @@ pub(crate) fn endpoint(tp: Tp, dir: &tempfile::TempDir) -> String {
 /// Runs a test body under a watchdog: a hang fails the test instead of
 /// blocking the suite. The limit is a safety net, not an assertion on speed.
 pub(crate) async fn watchdog<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(Duration::from_secs(60), f)
+    watchdog_for(Duration::from_secs(60), f).await
+}
+
+/// [`watchdog`] with a limit of the test's own, for tests that drive
+/// outside systems (containers) and take minutes. The body is dropped when
+/// the limit passes, so guards it owns clean up before the test fails.
+pub(crate) async fn watchdog_for<F: Future<Output = ()>>(limit: Duration, f: F) {
+    tokio::time::timeout(limit, f)
         .await
-        .expect("test hung: watchdog fired");
+        .unwrap_or_else(|_| panic!("test hung: watchdog fired after {limit:?}"));
 }
 
 /// Repeats `attempt` until it returns `Some`, at most `tries` times,

@@ -471,8 +471,11 @@ async fn drive<K: Load + 'static>(
     let tally = Arc::new(Mutex::new(Tally::new()));
     if load.rate > 0.0 {
         // Open loop: calls start on schedule; at most 4096 in flight.
-        let gate = Arc::new(tokio::sync::Semaphore::new(4096.max(load.concurrency)));
-        let mut tasks = Vec::new();
+        // No handle is kept per call (a finished task's memory would stay
+        // until its handle went: a long run grew by every call): the end
+        // is known by taking back every permit.
+        let slots = 4096.max(load.concurrency);
+        let gate = Arc::new(tokio::sync::Semaphore::new(slots));
         let mut i = 0u64;
         while i < limit {
             let at = started + Duration::from_secs_f64(i as f64 / load.rate);
@@ -485,16 +488,15 @@ async fn drive<K: Load + 'static>(
             };
             let (ctx, load2, tally, progress) =
                 (ctx.clone(), load.clone(), tally.clone(), progress.clone());
-            tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 let c = one::<K>(&ctx, &load2, i).await;
                 record(&tally, &progress, c);
                 drop(permit);
-            }));
+            });
             i += 1;
         }
-        for t in tasks {
-            let _ = t.await;
-        }
+        // Every call has recorded its outcome once every permit is back.
+        let _all = gate.acquire_many(slots as u32).await;
     } else {
         let next = Arc::new(AtomicU64::new(0));
         let workers: Vec<_> = (0..load.concurrency)

@@ -211,3 +211,19 @@ impl CurveConfig {
         }
     }
 }
+
+/// A HELLO then an INITIATE (split by the first two bytes, the HELLO's
+/// length) into a server handshake with a fixed key pair: the fuzz
+/// target's way in (see `crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_server(data: &[u8]) {
+    if data.len() < 2 {
+        return;
+    }
+    let n = usize::from(u16::from_be_bytes([data[0], data[1]])).min(data.len() - 2);
+    let (hello, initiate) = data[2..].split_at(n);
+    let ours = CurveKeyPair::from_secret(CurveSecretKey::from_bytes([7; keys::KEY_BYTES]));
+    if let Ok((next, _welcome)) = handshake::ServerHello::new(ours).hello(hello) {
+        let _ = next.initiate(initiate);
+    }
+}
