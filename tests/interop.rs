@@ -25,30 +25,14 @@ struct Item {
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/peer.py");
 
 /// Makes sure python3 can import zmq and msgpack, installing them from PyPI
-/// if needed (once per test binary).
+/// if needed (once per test binary); these tests need them.
 fn python_ready() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        let ok = |c: &mut std::process::Command| c.status().map(|s| s.success()).unwrap_or(false);
-        let check =
-            || ok(std::process::Command::new("python3").args(["-c", "import zmq, msgpack"]));
-        if check() {
-            return;
-        }
-        let installed = ok(std::process::Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "pyzmq",
-            "msgpack",
-        ]));
-        assert!(
-            installed && check(),
-            "the interop test needs python3 with pyzmq and msgpack (pip install pyzmq msgpack)"
-        );
-    });
+    static READY: OnceLock<bool> = OnceLock::new();
+    let ok = *READY.get_or_init(|| common::python_with("zmq, msgpack", &["pyzmq", "msgpack"]));
+    assert!(
+        ok,
+        "the interop test needs python3 with pyzmq and msgpack (pip install pyzmq msgpack)"
+    );
 }
 
 fn peer(mode: &str, endpoint: &str, count: u32) -> Child {

@@ -37,33 +37,10 @@ const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vecto
 
 /// Whether python3 with pyzmq and msgpack is there, installing the two
 /// from PyPI if needed (once per test binary). `false` (with a SKIP line)
-/// only where python3 itself is missing and `ZFABRIC_REQUIRE_ALL` is unset.
+/// only where they are missing and `ZFABRIC_REQUIRE_ALL` is unset.
 fn python_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
-    *READY.get_or_init(|| {
-        if !common::tool_available("python3", "--version") {
-            return false;
-        }
-        let ok = |c: &mut std::process::Command| c.status().map(|s| s.success()).unwrap_or(false);
-        let check =
-            || ok(std::process::Command::new("python3").args(["-c", "import zmq, msgpack"]));
-        if !check() {
-            ok(std::process::Command::new("python3").args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "pyzmq",
-                "msgpack",
-            ]));
-        }
-        assert!(
-            check(),
-            "the interop node test needs pyzmq and msgpack (pip install pyzmq msgpack)"
-        );
-        true
-    })
+    *READY.get_or_init(|| common::python_with("zmq, msgpack", &["pyzmq", "msgpack"]))
 }
 
 /// Rust nodes' timings here: quick heartbeats, slow suspicion, so that a

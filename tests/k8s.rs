@@ -111,20 +111,7 @@ fn tools() -> bool {
     {
         return false;
     }
-    let yaml = Command::new("python3")
-        .args(["-c", "import yaml"])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !yaml {
-        assert!(
-            std::env::var_os("ZFABRIC_REQUIRE_ALL").is_none(),
-            "python3 with PyYAML is required (ZFABRIC_REQUIRE_ALL is set) but missing"
-        );
-        eprintln!("SKIP: python3 with PyYAML is not installed; this test did not run");
-    }
-    yaml
+    common::python_with("yaml", &[])
 }
 
 /// Copies a directory tree (the manifests) into `to`, leaving out any key

@@ -127,6 +127,51 @@ pub(crate) fn tool_available(tool: &str, version_arg: &str) -> bool {
     ok
 }
 
+/// Whether python3 can `import` each of `modules`, installing `packages`
+/// from PyPI first if it cannot (pip, quietly). Where they are still
+/// missing: a SKIP line and `false`, or a failure under
+/// `ZFABRIC_REQUIRE_ALL`. Callers cache the answer (one check per test
+/// binary).
+pub(crate) fn python_with(modules: &str, packages: &[&str]) -> bool {
+    if !tool_available("python3", "--version") {
+        return false;
+    }
+    let imports = || {
+        std::process::Command::new("python3")
+            .args(["-c", &format!("import {modules}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if imports() {
+        return true;
+    }
+    if !packages.is_empty() {
+        let _ = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(packages)
+            .status();
+    }
+    let ok = imports();
+    if !ok {
+        assert!(
+            std::env::var_os("ZFABRIC_REQUIRE_ALL").is_none(),
+            "python3 with {modules} is required (ZFABRIC_REQUIRE_ALL is set) but missing \
+             (pip install {})",
+            packages.join(" ")
+        );
+        eprintln!("SKIP: python3 with {modules} is not installed; this test did not run");
+    }
+    ok
+}
+
 /// The process's metrics recorder for tests that read counters: installed
 /// on first use (one per test binary).
 fn snapshotter() -> &'static metrics_util::debugging::Snapshotter {
