@@ -610,6 +610,72 @@ async fn seeds_that_do_not_resolve_or_do_not_answer_are_counted() {
     .await
 }
 
+/// A member whose connection broke is skipped for another member even by
+/// a call that is not idempotent (nothing is sent to it), before it
+/// expires and before its breaker opens. Found by the Compose test: a
+/// killed replica failed 10 plain calls per caller until the breaker saw
+/// enough of them.
+#[tokio::test]
+async fn a_member_whose_link_is_down_is_skipped_even_by_calls_that_are_not_idempotent() {
+    common::watchdog(async {
+        let serve = |name: &'static str| {
+            Node::builder(name)
+                .bind("tcp://127.0.0.1:0")
+                .serve("svc", move |_: zfabric::Request<u32>| async move {
+                    Ok::<_, RemoteError>(name.to_string())
+                })
+        };
+        // Default timings: the dead member stays a member for 2.5 s.
+        let a = serve("a").start().await.unwrap();
+        let seed = a.endpoints()[0].to_string();
+        let b = serve("b").seed(seed.clone()).start().await.unwrap();
+        let c = Node::builder("c")
+            .bind("tcp://127.0.0.1:0")
+            .seed(seed)
+            .start()
+            .await
+            .unwrap();
+        converge(&[&a, &b, &c]).await;
+        // Both members answer (links made to each).
+        let mut seen = HashSet::new();
+        for _ in 0..20 {
+            let r: String = c
+                .request("svc", &1u32, Duration::from_secs(5))
+                .await
+                .unwrap();
+            seen.insert(r);
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let b_id = b.id();
+        drop(b); // its sockets close; it sends no leave
+                 // Until c's link to b is known to be down: a call to b by name
+                 // then fails at once, unsent.
+        let mut down = false;
+        for _ in 0..300 {
+            match c
+                .request_peer::<_, String>(b_id, "svc", &1u32, Duration::from_millis(200))
+                .await
+            {
+                Err(CallError::Request(zfabric::RequestError::PeerGone)) => {
+                    down = true;
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        assert!(down, "c never saw its link to b go down");
+        assert!(
+            c.members().iter().any(|m| m.id == b_id),
+            "b expired already"
+        );
+        for i in 0..20 {
+            let r: Result<String, _> = c.request("svc", &1u32, Duration::from_secs(5)).await;
+            assert_eq!(r.as_deref().ok(), Some("a"), "call {i}: {r:?}");
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_malformed_seed_is_refused_at_start() {
     let r = Node::builder("x")

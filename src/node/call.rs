@@ -5,7 +5,9 @@
 //! once per attempt, and is retried on another member only if idempotent,
 //! after a member failure, with jittered backoff, within the attempts,
 //! the deadline and the retry budget; every attempt carries the same call
-//! id. A call to this node's own service runs in the caller's task, with
+//! id. A member whose link is known to be down is skipped for another
+//! (once per call, idempotent or not: nothing was sent to it, and its
+//! breaker counts a failure). A call to this node's own service runs in the caller's task, with
 //! no socket, through the same service path (hop limit, dedup, bulkhead,
 //! deadline). A member whose link is down fails at once (`PeerGone`); a
 //! link still connecting gets two heartbeats; a member declared gone by
@@ -167,6 +169,15 @@ async fn anycast_unmeasured(
                 });
             }
         };
+        // A member whose link is known to be down would not be sent the
+        // call: skip it, once, for another member, idempotent or not
+        // (nothing is processed), and tell its breaker. Once every member
+        // has been tried the call goes ahead and fails as it would.
+        if !tried.contains(&id) && s.links.known_down(id) {
+            drop(s.routing.judge(id, service));
+            tried.push(id);
+            continue;
+        }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let call = Call {
             service: name.get_or_insert_with(|| s.routing.name(service)).clone(),

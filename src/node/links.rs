@@ -277,6 +277,13 @@ impl Links {
         self.members.lock().remove(&id);
     }
 
+    /// Whether the link to a member exists and is known to be down (its
+    /// connection broke and is not back): a call to it would not be sent.
+    pub(super) fn known_down(&self, id: PeerId) -> bool {
+        let link = self.members.lock().get(&id).cloned();
+        link.is_some_and(|l| l.is_down())
+    }
+
     /// Requests to a member still waiting for a reply (0 without a link).
     pub(super) fn in_flight(&self, id: PeerId) -> usize {
         self.members
