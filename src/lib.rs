@@ -139,6 +139,7 @@ pub mod fuzzing;
 pub mod messaging;
 pub mod node;
 pub mod resilience;
+pub mod stream;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;

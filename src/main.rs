@@ -46,6 +46,9 @@ enum Command {
     /// Run a long-lived node from a configuration file, the environment
     /// (ZFABRIC_*) and flags; `--check-config` checks and prints it.
     Node(cli::services::NodeArgs),
+    /// Durable streams: serve one from a directory, append, tail, info.
+    #[command(subcommand)]
+    Stream(cli::stream::StreamCommand),
     /// Wait until host names resolve or TCP endpoints accept connections
     /// (an init container's job, in an image without a shell).
     WaitFor(cli::wait::WaitArgs),
@@ -83,6 +86,7 @@ fn main() {
             Command::Serve(args) => cli::services::serve(args).await,
             Command::Req(args) => cli::services::request(args).await,
             Command::Node(args) => cli::services::node(args).await,
+            Command::Stream(cmd) => cli::stream::run(cmd).await,
             Command::Keygen(args) => cli::security::keygen(args).await,
             Command::WaitFor(args) => cli::wait::wait_for(args).await,
             Command::Bench(args) => bench::run(args).await,

@@ -45,11 +45,13 @@ fn every_pattern_file_is_tested_here() {
         "chain",
         "circuit_breaker",
         "config_service",
+        "event_stream",
         "multicast",
         "pipeline",
         "proxy",
         "pubsub",
         "router_dealer",
+        "shared_data",
         "unicast",
     ];
     let mut files: Vec<String> =
@@ -308,6 +310,124 @@ fn the_breaker_opens_half_opens_and_closes() {
         Some("half_open>closed"),
         "{moves:?}"
     );
+}
+
+/// What `shared_data.toml` promises, checked on one run's report.
+fn check_shared_data(r: &Value) {
+    let l = load(r, 0);
+    let o = &l["outcome"];
+    assert_eq!(n(&l["failed"]) + n(&l["timed_out"]), 0, "{l}");
+    let rounds = n(&o["rounds"]);
+    assert!(rounds >= 10, "{o}");
+    // Business idempotency: concurrent and retried creates of one email
+    // make one customer, and the file holds exactly one row per email.
+    assert_eq!(n(&o["create_calls"]), 4 * rounds, "{o}");
+    assert_eq!(n(&o["distinct_emails"]), rounds, "{o}");
+    // One answer per email says it made the customer, unless the data
+    // service died between its commit and that answer.
+    assert_eq!(
+        n(&o["customers_made"]) + n(&o["made_but_answer_lost"]),
+        rounds,
+        "{o}"
+    );
+    assert_eq!(n(&o["emails_with_two_ids"]), 0, "{o}");
+    assert_eq!(
+        n(&o["rows_in_db"]),
+        rounds,
+        "rows counted in the redb file: {o}"
+    );
+    assert_eq!(n(&o["email_index_rows"]), rounds, "{o}");
+    // Optimistic concurrency: every stale update refused.
+    assert_eq!(n(&o["conflicts_refused"]), rounds, "{o}");
+    // The data survived the restart: the file it opened again held every
+    // customer made before.
+    assert_eq!(n(&o["boots_seen"]), 2, "the data service restarted: {o}");
+    let before = n(&o["customers_before_restart"]);
+    assert!(before > 0 && before < rounds, "{o}");
+    assert_eq!(n(&o["rows_at_last_open"]), before, "{o}");
+    // Caches: hits and misses counted; the cache that dropped its
+    // invalidations served stale values, never one as old as its TTL.
+    for svc in ["orders.customer", "billing.customer"] {
+        let c = &o["caches"][svc];
+        assert!(n(&c["cache_hits"]) >= rounds, "{svc}: {c}");
+        assert!(n(&c["cache_misses"]) >= rounds, "{svc}: {c}");
+        assert_eq!(n(&c["hits_seen_by_rounds"]), rounds, "{svc}: {c}");
+        let ttl = n(&c["ttl_ms"]) as f64;
+        assert!(c["max_stale_age_ms"].as_f64().unwrap() < ttl, "{svc}: {c}");
+    }
+    let orders = &o["caches"]["orders.customer"];
+    assert!(n(&orders["invalidations_dropped"]) > 0, "{orders}");
+    assert!(n(&orders["stale_reads"]) > 0, "{orders}");
+    assert!(n(&orders["evicted"]["expired"]) > 0, "{orders}");
+    // Measured at the caller, so with room for scheduling: stale for
+    // about a TTL after the update, then fresh.
+    let stale_for = orders["max_stale_for_ms"].as_f64().unwrap();
+    let ttl = n(&orders["ttl_ms"]) as f64;
+    assert!(stale_for > 0.0 && stale_for < ttl + 1000.0, "{orders}");
+    let billing = &o["caches"]["billing.customer"];
+    assert_eq!(n(&billing["invalidations_dropped"]), 0, "{billing}");
+    // Every round's first version left billing's cache: invalidated by
+    // its change event, or expired when that event was never published
+    // (the data service killed between commit and publish).
+    let ev = &billing["evicted"];
+    assert!(
+        n(&ev["invalidated"]) + n(&ev["expired"]) >= rounds,
+        "{billing}"
+    );
+    assert!(n(&ev["invalidated"]) * 2 >= rounds, "{billing}");
+}
+
+#[test]
+fn shared_data_makes_one_customer_per_email_bounds_staleness_by_the_ttl_and_survives_a_restart() {
+    check_shared_data(&run("shared_data.toml", &[]));
+}
+
+#[test]
+fn shared_data_keeps_its_promises_across_processes_when_the_data_service_is_sigkilled() {
+    let r = run("shared_data.toml", &["--transport", "ipc", "--split"]);
+    assert_eq!(r["split"], true);
+    check_shared_data(&r);
+}
+
+/// What `event_stream.toml` promises, checked on one run's report.
+fn check_event_stream(r: &Value) {
+    let l = load(r, 0);
+    let o = &l["outcome"];
+    let appended = n(&o["appended"]);
+    // 40 a second for 4 s; a few fail while the producer restarts.
+    assert!(appended >= 100, "{o}");
+    assert_eq!(appended + n(&o["append_failed"]), n(&l["sent"]), "{l}");
+    // Every acknowledged record was processed, none had its effect twice.
+    assert_eq!(n(&o["lost"]), 0, "{o}");
+    assert_eq!(n(&l["lost"]), 0, "{l}");
+    assert_eq!(n(&o["processed_twice"]), 0, "{o}");
+    // What the store holds: every acknowledged record, and at most the
+    // unacknowledged appends beside them (written, answer lost).
+    let processed = n(&o["processed"]);
+    assert!(processed >= appended, "{o}");
+    assert!(processed <= appended + n(&o["append_failed"]), "{o}");
+    // The log reopened after the restart holds all of them.
+    assert!(n(&o["records_in_log"]) >= processed, "{o}");
+    // The members left at the end took over the leaver's partitions
+    // (which member gets which is rendezvous hashing over random ids),
+    // and positions were committed.
+    let by = &o["processed_by"];
+    assert!(n(&by["c1"]) + n(&by["c2"]) > 0, "{o}");
+    assert!(n(&o["commits"]) > 0, "{o}");
+    let faults = r["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 3, "{faults:?}");
+}
+
+#[test]
+fn event_stream_loses_nothing_and_applies_no_effect_twice_across_restarts_and_a_rebalance() {
+    check_event_stream(&run("event_stream.toml", &[]));
+}
+
+#[test]
+fn event_stream_keeps_its_promises_when_the_producer_and_a_member_are_sigkilled() {
+    let r = run("event_stream.toml", &["--transport", "ipc", "--split"]);
+    assert_eq!(r["split"], true);
+    check_event_stream(&r);
 }
 
 #[test]

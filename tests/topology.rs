@@ -635,3 +635,125 @@ async fn a_gateway_with_a_public_key_accepts_its_tokens_and_refuses_algorithm_co
     })
     .await;
 }
+
+/// The shared-data pattern over the fabric: a data node over a redb file,
+/// a caching node in front of it, a caller.
+async fn shared_data_makes_one_customer_refuses_stale_updates_and_invalidates_caches(tp: Tp) {
+    use zfabric::topology::shared_data::{
+        self, CacheConfig, Cached, CreateCustomer, CustomerCache, DataStore, GetCustomer, Stored,
+        UpdateCustomer, CHANGED_TOPIC, CREATE, UPDATE,
+    };
+    // Installs the test recorder before anything counts.
+    let conflicts_before = common::counter(shared_data::DATA_REFUSED, "conflict");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DataStore::open(dir.path().join("customers.redb")).unwrap());
+    let published = Arc::new(AtomicU32::new(0));
+    let p = published.clone();
+    let data = shared_data::serve(builder("data", tp, &dir, None), store.clone(), move |n| {
+        p.fetch_add(n, Ordering::Relaxed);
+    })
+    .start()
+    .await
+    .unwrap();
+    // A long TTL: anything fresh here is the invalidation's doing.
+    let cache = CustomerCache::new(
+        "orders.customer",
+        CacheConfig {
+            capacity: 64,
+            ttl: Duration::from_secs(60),
+        },
+    );
+    let orders = shared_data::serve_cached(
+        builder("orders", tp, &dir, Some(&data)),
+        "orders.customer",
+        cache.clone(),
+        Duration::from_secs(2),
+    )
+    .start()
+    .await
+    .unwrap();
+    let listening = tokio::spawn(shared_data::listen(
+        shared_data::subscribe(&orders, 64),
+        cache.clone(),
+    ));
+    let caller = builder("caller", tp, &dir, Some(&data))
+        .start()
+        .await
+        .unwrap();
+    converge(&[&data, &orders, &caller]).await;
+    // The data node knows of the cache's subscription before any change.
+    common::eventually(400, Duration::from_millis(10), || async {
+        data.members()
+            .iter()
+            .any(|m| m.topics.iter().any(|t| t == CHANGED_TOPIC))
+            .then_some(())
+    })
+    .await;
+
+    // Four concurrent creates of one email and a retry: one customer.
+    let create = CreateCustomer {
+        email: "Ada@Example.com".into(),
+        name: "Ada".into(),
+    };
+    let t = Duration::from_secs(2);
+    let answers = futures_util::future::join_all(
+        (0..4).map(|_| caller.request::<_, Stored>(CREATE, &create, t)),
+    )
+    .await;
+    let mut answers: Vec<Stored> = answers.into_iter().map(Result::unwrap).collect();
+    answers.push(caller.request(CREATE, &create, t).await.unwrap());
+    assert_eq!(answers.iter().filter(|s| s.created).count(), 1);
+    let id = answers[0].customer.id;
+    assert!(answers.iter().all(|s| s.customer.id == id), "{answers:?}");
+    assert_eq!(store.rows().unwrap().customers, 1);
+
+    // Through the cache: a miss, then a hit.
+    let get = GetCustomer { id };
+    let first: Cached = caller.request("orders.customer", &get, t).await.unwrap();
+    let second: Cached = caller.request("orders.customer", &get, t).await.unwrap();
+    assert!(!first.hit && second.hit, "{first:?} {second:?}");
+
+    // A versioned update, then the same one, stale: a typed conflict.
+    let update = UpdateCustomer {
+        id,
+        expected_version: 1,
+        name: "Ada L.".into(),
+    };
+    let v2: Stored = caller.request(UPDATE, &update, t).await.unwrap();
+    assert_eq!(v2.customer.version, 2);
+    match caller.request::<_, Stored>(UPDATE, &update, t).await {
+        Err(CallError::Request(RequestError::Remote(e))) => {
+            assert_eq!(
+                e.known_code(),
+                Some(zfabric::wire::RemoteCode::Conflict),
+                "{e}"
+            )
+        }
+        other => panic!("a stale update must be a conflict: {other:?}"),
+    }
+    assert!(
+        published.load(Ordering::Relaxed) >= 2,
+        "create and update published"
+    );
+    // Counted by reason (other transports' runs may count too).
+    assert!(common::counter(shared_data::DATA_REFUSED, "conflict") > conflicts_before);
+
+    // The change event reached the cache: version 2, long before the TTL.
+    let fresh: Cached = common::eventually(400, Duration::from_millis(10), || async {
+        let c: Cached = caller.request("orders.customer", &get, t).await.unwrap();
+        (c.customer.version == 2).then_some(c)
+    })
+    .await;
+    assert_eq!(fresh.customer.name, "Ada L.");
+    let stats = cache.stats();
+    assert!(
+        stats.evicted(shared_data::Eviction::Invalidated) >= 1,
+        "{stats:?}"
+    );
+    assert!(common::counter(shared_data::CACHE_EVICTED, "invalidated") >= 1);
+    listening.abort();
+}
+per_transport!(
+    shared_data_one_customer_conflicts_and_invalidation,
+    shared_data_makes_one_customer_refuses_stale_updates_and_invalidates_caches
+);

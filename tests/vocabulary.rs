@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use zfabric::telemetry::{DisconnectReason, DropReason, GossipIgnored, SeedFailure};
+use zfabric::topology::shared_data::{DataRefusal, Eviction};
 use zfabric::wire::RemoteCode;
 
 fn doc(path: &str) -> String {
@@ -108,6 +109,21 @@ fn every_drop_and_disconnect_reason_is_documented_for_operators() {
         gossip.is_empty(),
         "docs/OPERATIONS.md lacks gossip reasons {gossip:?}"
     );
+    let refused = first_cells(section(&text, "## Shared data"));
+    for r in DataRefusal::ALL {
+        assert!(
+            refused.contains(&r.as_str()),
+            "docs/OPERATIONS.md lacks shared-data refusal `{}`",
+            r.as_str()
+        );
+    }
+    for e in Eviction::ALL {
+        assert!(
+            refused.contains(&e.as_str()),
+            "docs/OPERATIONS.md lacks cache eviction reason `{}`",
+            e.as_str()
+        );
+    }
     let seeds = missing(&text, SeedFailure::ALL.iter().map(|r| r.as_str()));
     assert!(
         seeds.is_empty(),

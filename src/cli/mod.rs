@@ -1,5 +1,5 @@
-//! The terminal commands: pub, sub, push, pull, serve, req, node, keygen,
-//! wait-for.
+//! The terminal commands: pub, sub, push, pull, serve, req, node, stream,
+//! keygen, wait-for.
 //!
 //! Bodies are JSON on the terminal and MessagePack on the wire. Every
 //! long-running command takes `--metrics ADDR` (Prometheus text format on
@@ -10,6 +10,7 @@ pub(crate) mod messaging;
 pub(crate) mod node_config;
 pub(crate) mod security;
 pub(crate) mod services;
+pub(crate) mod stream;
 pub(crate) mod wait;
 
 use crate::app::{BoxError, UsageError};

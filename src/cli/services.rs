@@ -126,7 +126,7 @@ pub(crate) struct NodeArgs {
     common: Common,
 }
 
-fn check_endpoint(ep: &str) -> Result<zfabric::Endpoint, BoxError> {
+pub(crate) fn check_endpoint(ep: &str) -> Result<zfabric::Endpoint, BoxError> {
     ep.parse::<zfabric::Endpoint>()
         .map_err(|e| UsageError(format!("bad endpoint {ep:?}: {e}")).into())
 }
@@ -185,7 +185,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), BoxError> {
 }
 
 /// An endpoint for a short-lived caller node on the same transport.
-fn own_endpoint(to: &zfabric::Endpoint) -> Result<String, BoxError> {
+pub(crate) fn own_endpoint(to: &zfabric::Endpoint) -> Result<String, BoxError> {
     let s = to.to_string();
     if s.starts_with("inproc://") {
         return Err(
@@ -313,7 +313,7 @@ enum FindError {
 /// end of `timeout`; once the node at `endpoint` answers, the members it
 /// names get two heartbeats to answer too, then a service nobody serves is
 /// an error at once (with what is served instead).
-async fn find_service(
+pub(crate) async fn find_service(
     node: &Node,
     endpoint: &str,
     service: &str,
@@ -417,7 +417,7 @@ async fn refused(endpoint: &str) -> Option<String> {
 
 /// A call error as the user reads it: members by name (and id), not as
 /// a bare id.
-fn explain(e: &CallError, node: &Node) -> String {
+pub(crate) fn explain(e: &CallError, node: &Node) -> String {
     let who = |id: PeerId| match node.members().into_iter().find(|m| m.id == id) {
         Some(m) => format!("{} (id {id})", m.name),
         None => format!("peer {id}"),
@@ -653,6 +653,11 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
         reply: None,
         gateway,
         config_dir: cfg.config_dir.clone(),
+        data_service: false,
+        customer_cache: None,
+        stream: None,
+        stream_consumer: None,
+        effect_store: false,
     };
     let place = crate::run::world::Placement {
         curve,
@@ -667,6 +672,7 @@ async fn plan(args: &NodeArgs) -> Result<NodePlan, BoxError> {
             .as_ref()
             .map(|g| g.bind.clone())
             .unwrap_or_default(),
+        data_dir: None,
     };
     if let Some(d) = &from_fabric {
         checks.push(format!(

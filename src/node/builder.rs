@@ -47,6 +47,7 @@ pub struct NodeBuilder {
     pub(super) handle: NodeHandle,
     pub(super) curve: Option<CurveConfig>,
     pub(super) client: bool,
+    pub(super) extensions: super::shared::Extensions,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -75,6 +76,7 @@ impl Node {
             handle: NodeHandle::default(),
             curve: None,
             client: false,
+            extensions: Default::default(),
         }
     }
 }
@@ -84,6 +86,12 @@ impl NodeBuilder {
     /// call onwards through it.
     pub fn handle(&self) -> NodeHandle {
         self.handle.clone()
+    }
+
+    /// Attaches `value` to the node for the layers above (one per type).
+    pub(crate) fn extension<T: std::any::Any + Send + Sync>(mut self, value: Arc<T>) -> Self {
+        self.extensions.insert(value);
+        self
     }
 
     /// Uses `config`.
@@ -275,6 +283,7 @@ impl NodeBuilder {
                 self.config.retry_budget,
             )),
             services: Arc::new(self.services),
+            extensions: self.extensions,
             config: self.config,
         });
         let dispatch = Dispatch {

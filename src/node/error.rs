@@ -66,7 +66,8 @@ impl CallError {
     /// Whether the member failed (went away, unreachable), as opposed to
     /// answering: such a call may be retried elsewhere if idempotent.
     /// Whether the member answered and the request was at fault: a remote
-    /// error `bad_request`, `not_found`, `unauthorized` or `forbidden`.
+    /// error `bad_request`, `not_found`, `unauthorized`, `forbidden` or
+    /// `conflict`.
     /// Such an answer is a healthy member's: its circuit breaker counts
     /// it as a success, so callers sending bad requests cannot open the
     /// circuit for everyone.
@@ -89,7 +90,13 @@ impl CallError {
 }
 
 /// The remote error codes that blame the request, not the member.
-const CALLER_ERRORS: [&str; 4] = ["bad_request", "not_found", "unauthorized", "forbidden"];
+const CALLER_ERRORS: [&str; 5] = [
+    "bad_request",
+    "not_found",
+    "unauthorized",
+    "forbidden",
+    "conflict",
+];
 
 /// Types the remote errors of a service call a caller can act on.
 pub(super) fn from_remote(peer: PeerId, e: RemoteError, timeout: Duration) -> CallError {

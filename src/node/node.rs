@@ -131,6 +131,21 @@ impl Node {
             tracing::warn!("shutdown: requests still running at the deadline were abandoned");
         }
     }
+    /// The value of type `T` attached with `NodeBuilder::extension`.
+    pub(crate) fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.shared.extensions.get::<T>()
+    }
+
+    /// A view of this node for tasks that outlive the borrow (as
+    /// [`NodeHandle::node`] gives): it calls, publishes and reads
+    /// membership; dropping it does not stop the node.
+    pub(crate) fn view(&self) -> Node {
+        Node {
+            shared: self.shared.clone(),
+            bound: Vec::new(),
+            running: None,
+        }
+    }
 
     /// This node's id.
     pub fn id(&self) -> PeerId {

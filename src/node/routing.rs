@@ -84,11 +84,11 @@ pub(super) fn pick(
 
 /// The `zfabric_breaker_state` value of a state: 0 closed, 1 half-open,
 /// 2 open.
-fn breaker_level(state: BreakerState) -> f64 {
+fn breaker_level(state: BreakerState) -> u8 {
     match state {
-        BreakerState::Closed => 0.0,
-        BreakerState::HalfOpen => 1.0,
-        BreakerState::Open => 2.0,
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
     }
 }
 
@@ -215,7 +215,21 @@ impl Routing {
         for e in self.names.iter() {
             e.value().collect();
         }
-        let mut worst: std::collections::BTreeMap<(Arc<str>, String), f64> = Default::default();
+        for ((service, peer), level) in self.breaker_levels(name) {
+            metrics::gauge!(crate::resilience::BREAKER_STATE, "node" => self.node.clone(),
+                "service" => service, "peer" => peer)
+            .set(level as f64);
+        }
+    }
+
+    /// The breaker state per service and peer name (0 closed, 1
+    /// half-open, 2 open; the worst when names repeat; peers without a
+    /// name skipped), as the gauge and the status report show it.
+    pub(super) fn breaker_levels(
+        &self,
+        name: impl Fn(PeerId) -> Option<String>,
+    ) -> std::collections::BTreeMap<(Arc<str>, String), u8> {
+        let mut worst: std::collections::BTreeMap<(Arc<str>, String), u8> = Default::default();
         for e in self.breakers.iter() {
             let (peer, service) = e.key();
             let Some(peer_name) = name(*peer) else {
@@ -223,13 +237,9 @@ impl Routing {
             };
             let level = breaker_level(e.value().state());
             let w = worst.entry((service.clone(), peer_name)).or_insert(level);
-            *w = w.max(level);
+            *w = (*w).max(level);
         }
-        for ((service, peer), level) in worst {
-            metrics::gauge!(crate::resilience::BREAKER_STATE, "node" => self.node.clone(),
-                "service" => service, "peer" => peer)
-            .set(level);
-        }
+        worst
     }
 
     /// [`pick`] with this node's cursor and breakers.

@@ -26,6 +26,26 @@ pub(super) struct Shared {
     pub(super) routing: Arc<Routing>,
     pub(super) services: Arc<Services>,
     pub(super) config: NodeConfig,
+    /// Parts of the layers above (a durable-event outbox), by type: the
+    /// node holds them for them without knowing them.
+    pub(super) extensions: Extensions,
+}
+
+/// Values attached to a node by the layers above it, one per type.
+#[derive(Default, Clone)]
+pub(crate) struct Extensions(Vec<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Extensions {
+    /// Attaches `value` (replacing one of the same type).
+    pub(crate) fn insert<T: std::any::Any + Send + Sync>(&mut self, value: Arc<T>) {
+        self.0.retain(|v| !v.is::<T>());
+        self.0.push(value);
+    }
+
+    /// The value of type `T`, if one is attached.
+    pub(crate) fn get<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.0.iter().find_map(|v| v.clone().downcast::<T>().ok())
+    }
 }
 
 impl Shared {

@@ -69,6 +69,7 @@ pub(super) async fn drive(spec: &Spec, mode: Mode<'_>) -> Result<Report, BoxErro
         seed: &seed,
         eps: &eps,
         expect: spec.nodes.len(),
+        data_dir: &dir.0,
     };
     if mode.split {
         // All at once: each child waits until it sees the whole fabric,
@@ -94,8 +95,24 @@ pub(super) async fn drive(spec: &Spec, mode: Mode<'_>) -> Result<Report, BoxErro
         members.extend(started);
     } else {
         for n in &spec.nodes {
-            let node = world::start_node(n, mode.transport, &dir.0, &seed, &eps).await?;
-            members.push(Member::local(&n.name, node));
+            let node = world::start_node(
+                n,
+                mode.transport,
+                &dir.0,
+                &seed,
+                &eps,
+                world::Life::first(&dir.0),
+            )
+            .await?;
+            let again = member::Again {
+                spec: n.clone(),
+                transport: mode.transport.to_owned(),
+                dir: dir.0.clone(),
+                seed: seed.clone(),
+                eps: eps.clone(),
+                restarts: 0,
+            };
+            members.push(Member::local(&n.name, node, Some(again)));
         }
     }
     wait_for_fabric(&driver, &members, spec.nodes.len()).await?;

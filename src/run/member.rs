@@ -75,9 +75,15 @@ impl Said {
 /// A fault the driver sends a child on its stdin.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Order {
-    Slow { ms: f64 },
+    Slow {
+        ms: f64,
+    },
     Fail,
     Heal,
+    /// Drop change events (drop_invalidations; 0: until heal).
+    Deaf {
+        count: u64,
+    },
 }
 
 impl Order {
@@ -86,6 +92,7 @@ impl Order {
             Order::Slow { ms } => format!("slow {ms}\n"),
             Order::Fail => "fail\n".into(),
             Order::Heal => "heal\n".into(),
+            Order::Deaf { count } => format!("deaf {count}\n"),
         }
     }
 
@@ -98,6 +105,9 @@ impl Order {
             }),
             (Some("fail"), _) => Some(Order::Fail),
             (Some("heal"), _) => Some(Order::Heal),
+            (Some("deaf"), n) => Some(Order::Deaf {
+                count: n.and_then(|n| n.parse().ok()).unwrap_or(0),
+            }),
             _ => None,
         }
     }
@@ -109,8 +119,20 @@ pub(super) enum Member {
         name: String,
         node: Option<LocalNode>,
         killed: Option<NodeStats>,
+        /// How to start it again (a `restart` fault).
+        again: Option<Box<Again>>,
     },
     Child(ChildProc),
+}
+
+/// What it takes to start a local node again.
+pub(super) struct Again {
+    pub(super) spec: NodeSpec,
+    pub(super) transport: String,
+    pub(super) dir: std::path::PathBuf,
+    pub(super) seed: String,
+    pub(super) eps: DriverEps,
+    pub(super) restarts: u32,
 }
 
 /// A node running as a child process.
@@ -123,15 +145,57 @@ pub(super) struct ChildProc {
     stats_seen: Arc<tokio::sync::Notify>,
     gateway: Option<String>,
     killed: bool,
+    /// How to start it again (a `restart` fault).
+    again: Option<Box<(OwnedLaunch, NodeSpec)>>,
+}
+
+/// A [`Launch`] that owns its parts.
+#[derive(Clone)]
+pub(super) struct OwnedLaunch {
+    exe: std::path::PathBuf,
+    file: std::path::PathBuf,
+    transport: String,
+    seed: String,
+    eps: DriverEps,
+    expect: usize,
+    data_dir: std::path::PathBuf,
+}
+
+impl OwnedLaunch {
+    fn of(how: &Launch<'_>) -> Self {
+        OwnedLaunch {
+            exe: how.exe.to_path_buf(),
+            file: how.file.to_path_buf(),
+            transport: how.transport.to_owned(),
+            seed: how.seed.to_owned(),
+            eps: how.eps.clone(),
+            expect: how.expect,
+            data_dir: how.data_dir.to_path_buf(),
+        }
+    }
+
+    fn launch(&self) -> Launch<'_> {
+        Launch {
+            exe: &self.exe,
+            file: &self.file,
+            transport: &self.transport,
+            seed: &self.seed,
+            eps: &self.eps,
+            expect: self.expect,
+            data_dir: &self.data_dir,
+        }
+    }
 }
 
 impl Member {
-    /// A member running in this process.
-    pub(super) fn local(name: &str, node: LocalNode) -> Self {
+    /// A member running in this process, started again by `again` on a
+    /// `restart` fault.
+    pub(super) fn local(name: &str, node: LocalNode, again: Option<Again>) -> Self {
         Member::Local {
             name: name.to_owned(),
             node: Some(node),
             killed: None,
+            again: again.map(Box::new),
         }
     }
 
@@ -171,18 +235,48 @@ impl Member {
     }
 
     /// Puts it under fault `kind`.
-    pub(super) async fn apply(&mut self, kind: FaultKind, delay_ms: f64) {
+    pub(super) async fn apply(&mut self, kind: FaultKind, delay_ms: f64, count: u64) {
         match self {
-            Member::Local { name, node, killed } => match kind {
+            Member::Local {
+                name,
+                node,
+                killed,
+                again,
+            } => match kind {
                 FaultKind::Kill => {
                     if let Some(n) = node.take() {
                         *killed = Some(n.counters.snapshot(name, true));
                         drop(n);
                     }
                 }
+                FaultKind::Restart => {
+                    let (Some(n), Some(a)) = (node.take(), again.as_mut()) else {
+                        return;
+                    };
+                    let counters = n.counters.clone();
+                    drop(n);
+                    a.restarts += 1;
+                    let life = world::Life {
+                        restarts: a.restarts,
+                        counters: counters.clone(),
+                        data_dir: &a.dir,
+                    };
+                    match world::start_node(&a.spec, &a.transport, &a.dir, &a.seed, &a.eps, life)
+                        .await
+                    {
+                        Ok(n) => *node = Some(n),
+                        Err(e) => {
+                            eprintln!("node {name} did not start again: {e}");
+                            *killed = Some(counters.snapshot(name, true));
+                        }
+                    }
+                }
                 FaultKind::Slow => node.iter().for_each(|n| n.fault.slow(delay_ms)),
                 FaultKind::Fail => node.iter().for_each(|n| n.fault.fail()),
                 FaultKind::Heal => node.iter().for_each(|n| n.fault.heal()),
+                FaultKind::DropInvalidations => {
+                    node.iter().for_each(|n| n.fault.drop_invalidations(count))
+                }
             },
             Member::Child(c) => {
                 let order = match kind {
@@ -191,9 +285,30 @@ impl Member {
                         let _ = c.child.start_kill();
                         return;
                     }
+                    FaultKind::Restart => {
+                        let _ = c.child.start_kill();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), c.child.wait()).await;
+                        let Some(again) = c.again.take() else {
+                            c.killed = true;
+                            return;
+                        };
+                        match spawn_child(&again.0.launch(), &again.1).await {
+                            Ok(Member::Child(mut fresh)) => {
+                                fresh.again = Some(again);
+                                *c = fresh;
+                            }
+                            Ok(_) => c.killed = true,
+                            Err(e) => {
+                                eprintln!("node {} did not start again: {e}", c.name);
+                                c.killed = true;
+                            }
+                        }
+                        return;
+                    }
                     FaultKind::Slow => Order::Slow { ms: delay_ms },
                     FaultKind::Fail => Order::Fail,
                     FaultKind::Heal => Order::Heal,
+                    FaultKind::DropInvalidations => Order::Deaf { count },
                 };
                 if let Some(stdin) = c.stdin.as_mut() {
                     let _ = stdin.write_all(order.line().as_bytes()).await;
@@ -215,6 +330,7 @@ impl Member {
                 name,
                 node,
                 killed: k,
+                ..
             } => match (node, k) {
                 (Some(n), _) => n.counters.snapshot(&name, false),
                 (None, Some(k)) => k,
@@ -246,6 +362,9 @@ pub(super) struct Launch<'a> {
     pub(super) eps: &'a DriverEps,
     /// Members it must see before it says READY.
     pub(super) expect: usize,
+    /// Where data files are kept (the run's directory, kept across
+    /// restarts).
+    pub(super) data_dir: &'a Path,
 }
 
 /// Starts `node` as a child process and waits until it is READY.
@@ -263,6 +382,8 @@ pub(super) async fn spawn_child(how: &Launch<'_>, node: &NodeSpec) -> Result<Mem
         ])
         .args(["--driver-eps", &serde_json::to_string(how.eps)?])
         .args(["--expect", &how.expect.to_string()])
+        .arg("--data-dir")
+        .arg(how.data_dir)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -311,6 +432,7 @@ pub(super) async fn spawn_child(how: &Launch<'_>, node: &NodeSpec) -> Result<Mem
         stats_seen,
         gateway: ready.gateway,
         killed: false,
+        again: Some(Box::new((OwnedLaunch::of(how), node.clone()))),
     }))
 }
 
@@ -338,8 +460,26 @@ pub(super) async fn child(args: &RunArgs, spec: &Spec, name: &str) -> Result<(),
         Some(j) => serde_json::from_str(j)?,
         None => DriverEps::default(),
     };
-    let dir = super::tempfile_dir()?;
-    let local = world::start_node(node_spec, &args.transport, &dir, &seed, &eps).await?;
+    // Inside the driver's directory when it gives one, so that what a
+    // killed child leaves there goes when the run ends.
+    let dir = match &args.data_dir {
+        Some(d) => {
+            let mine = d.join(format!("{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&mine)?;
+            super::TempDir(mine)
+        }
+        None => super::tempfile_dir()?,
+    };
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| dir.to_path_buf());
+    let local = world::start_node(
+        node_spec,
+        &args.transport,
+        &dir,
+        &seed,
+        &eps,
+        world::Life::first(&data_dir),
+    )
+    .await?;
     for _ in 0..1000 {
         if local.node.members().len() >= args.expect {
             break;
@@ -366,6 +506,7 @@ pub(super) async fn child(args: &RunArgs, spec: &Spec, name: &str) -> Result<(),
             Some(Order::Slow { ms }) => local.fault.slow(ms),
             Some(Order::Fail) => local.fault.fail(),
             Some(Order::Heal) => local.fault.heal(),
+            Some(Order::Deaf { count }) => local.fault.drop_invalidations(count),
             None => {}
         }
     }
@@ -405,11 +546,18 @@ mod tests {
 
     #[test]
     fn orders_read_back_the_same_and_junk_is_ignored() {
-        for o in [Order::Slow { ms: 12.5 }, Order::Fail, Order::Heal] {
+        for o in [
+            Order::Slow { ms: 12.5 },
+            Order::Fail,
+            Order::Heal,
+            Order::Deaf { count: 7 },
+            Order::Deaf { count: 0 },
+        ] {
             assert_eq!(Order::parse(&o.line()), Some(o));
         }
         assert_eq!(Order::parse("slow"), None);
         assert_eq!(Order::parse("dance"), None);
         assert_eq!(Order::parse("slow x"), Some(Order::Slow { ms: 0.0 }));
+        assert_eq!(Order::parse("deaf"), Some(Order::Deaf { count: 0 }));
     }
 }

@@ -18,6 +18,7 @@
 //! - `spec`: the topology file.
 
 mod driver;
+pub(crate) mod effects;
 mod load;
 mod member;
 mod report;
@@ -55,6 +56,9 @@ pub(crate) struct RunArgs {
     /// Child mode: the driver's socket endpoints, as JSON.
     #[arg(long, hide = true)]
     driver_eps: Option<String>,
+    /// Child mode: where data files are kept (the driver's directory).
+    #[arg(long, hide = true)]
+    data_dir: Option<PathBuf>,
     /// Child mode: members to see before reporting ready.
     #[arg(long, hide = true, default_value_t = 0)]
     expect: usize,

@@ -125,7 +125,7 @@ impl Report {
         for l in &self.loads {
             println!(
                 "{:<10} {:<22} {:>8} {:>9} {:>6} {:>8} {:>7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10.0}",
-                format!("{:?}", l.kind).to_lowercase(),
+                l.kind.name(),
                 short(&l.target, 22),
                 l.sent,
                 l.delivered,
@@ -147,7 +147,7 @@ impl Report {
                 continue;
             }
             println!();
-            println!("{} {}:", format!("{:?}", l.kind).to_lowercase(), l.target);
+            println!("{} {}:", l.kind.name(), l.target);
             for (k, v) in &l.outcome {
                 println!("  {k}: {v}");
             }
@@ -175,8 +175,9 @@ impl Report {
             let handled: Vec<String> = n.handled.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let received: Vec<String> =
                 n.received.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let figures: Vec<String> = n.figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!(
-                "  {:<12}{} handled [{}] received [{}]{}",
+                "  {:<12}{} handled [{}] received [{}]{}{}",
                 n.name,
                 if n.killed { " (killed)" } else { "" },
                 handled.join(" "),
@@ -185,6 +186,11 @@ impl Report {
                     format!(" gaps {}", n.lost)
                 } else {
                     String::new()
+                },
+                if figures.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", figures.join(" "))
                 }
             );
         }

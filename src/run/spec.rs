@@ -79,6 +79,109 @@ pub(crate) struct NodeSpec {
     /// (relative to the file), publishing new versions.
     #[serde(default)]
     pub(crate) config_dir: Option<std::path::PathBuf>,
+    /// Serve the shared-data service (`customers.*`) from a redb file in
+    /// the run's temporary directory, kept across restarts of the node.
+    #[serde(default)]
+    pub(crate) data_service: bool,
+    /// A read-through cache of customers in front of the data service,
+    /// served as `service`, invalidated by its change events.
+    #[serde(default)]
+    pub(crate) customer_cache: Option<CacheSpec>,
+    /// Host a durable stream on this node (its log in the run's temporary
+    /// directory, kept across restarts of the node).
+    #[serde(default)]
+    pub(crate) stream: Option<StreamSpec>,
+    /// Consume a stream as a member of a consumer group, recording each
+    /// record's effect in the effect store (`effect_store`).
+    #[serde(default)]
+    pub(crate) stream_consumer: Option<StreamConsumerSpec>,
+    /// Serve the effect store (`effects.apply`, `effects.seen`) from a redb
+    /// file in the run's temporary directory, kept across restarts.
+    #[serde(default)]
+    pub(crate) effect_store: bool,
+}
+
+/// A stream hosted on a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamSpec {
+    /// Its name (`[A-Za-z0-9._-]{1,64}`).
+    pub(crate) name: String,
+    /// Its partitions.
+    #[serde(default = "one_u32")]
+    pub(crate) partitions: u32,
+    /// `always`, `os`, or `group:<ms>` (group commit).
+    #[serde(default = "always")]
+    pub(crate) fsync: String,
+    /// How long a group member's lease lasts without renewal.
+    #[serde(default = "lease_ms")]
+    pub(crate) lease_ms: u64,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+fn always() -> String {
+    "always".into()
+}
+
+fn lease_ms() -> u64 {
+    3000
+}
+
+impl StreamSpec {
+    /// Its fsync policy, or why `fsync` is not one.
+    pub(crate) fn fsync_policy(&self) -> Result<zfabric::stream::FsyncPolicy, String> {
+        use zfabric::stream::FsyncPolicy;
+        match self.fsync.as_str() {
+            "always" => Ok(FsyncPolicy::Always),
+            "os" => Ok(FsyncPolicy::Os),
+            f => match f
+                .strip_prefix("group:")
+                .and_then(|ms| ms.parse::<u64>().ok())
+            {
+                Some(ms) => Ok(FsyncPolicy::GroupCommit {
+                    interval: std::time::Duration::from_millis(ms),
+                }),
+                None => Err(format!(
+                    "stream field `fsync`: {f:?} is not always, os or group:<ms>"
+                )),
+            },
+        }
+    }
+}
+
+/// A consumer-group member on a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamConsumerSpec {
+    /// The stream it consumes.
+    pub(crate) stream: String,
+    /// Its consumer group.
+    pub(crate) group: String,
+    /// How long the handler works on after recording a record's effect
+    /// (before the record counts as processed and can be committed): the
+    /// window in which a SIGKILL makes the record be delivered again.
+    #[serde(default)]
+    pub(crate) work_ms: u64,
+}
+
+/// A read-through customer cache on a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CacheSpec {
+    /// The service it answers as (`GetCustomer` → `Cached`).
+    pub(crate) service: String,
+    /// Entries held at most.
+    #[serde(default = "thousand_usize")]
+    pub(crate) capacity: usize,
+    /// How long a value may be served.
+    pub(crate) ttl_ms: u64,
+}
+
+fn thousand_usize() -> usize {
+    1024
 }
 
 /// A service on a node.
@@ -329,6 +432,24 @@ pub(crate) enum LoadKind {
     Gateway,
     /// Fetch `target` (`service/env`) from the configuration service.
     Config,
+    /// Rounds against the shared-data service: concurrent and retried
+    /// creates of one email, reads through the caches of `services`,
+    /// a versioned update and a stale one, reads until fresh.
+    SharedData,
+    /// Append records to the stream `target` through its host, one per
+    /// call, and wait until the effect store holds each acknowledged
+    /// record's effect.
+    StreamAppend,
+}
+
+impl LoadKind {
+    /// Its name in the file (`shared_data`).
+    pub(crate) fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
 }
 
 /// A fault to inject.
@@ -341,6 +462,10 @@ pub(crate) struct FaultSpec {
     /// slow: added delay.
     #[serde(default)]
     pub(crate) delay_ms: f64,
+    /// drop_invalidations: how many change events to drop (0: every one
+    /// until heal).
+    #[serde(default)]
+    pub(crate) count: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -352,8 +477,14 @@ pub(crate) enum FaultKind {
     Slow,
     /// Make every handler fail.
     Fail,
-    /// Undo slow and fail.
+    /// Undo slow, fail and drop_invalidations.
     Heal,
+    /// Stop the node abruptly and start it again (same name, same data
+    /// files; a new process with `--split`).
+    Restart,
+    /// A cache node drops the next `count` change events it receives
+    /// (every one until heal, without a count).
+    DropInvalidations,
 }
 
 /// A bad topology file: where and why.
@@ -450,6 +581,33 @@ impl Spec {
                     ));
                 }
             }
+            if let Some(st) = &n.stream {
+                zfabric::stream::store::check_name(&st.name)
+                    .map_err(|e| format!("node `{}` stream field `name`: {e}", n.name))?;
+                st.fsync_policy()
+                    .map_err(|e| format!("node `{}` {e}", n.name))?;
+                if st.partitions == 0 || st.partitions > zfabric::stream::store::MAX_PARTITIONS {
+                    return Err(format!(
+                        "node `{}` stream field `partitions`: 1 to {}",
+                        n.name,
+                        zfabric::stream::store::MAX_PARTITIONS
+                    ));
+                }
+            }
+            if let Some(sc) = &n.stream_consumer {
+                if sc.group.is_empty() || sc.group.contains('/') {
+                    return Err(format!(
+                        "node `{}` stream_consumer field `group`: not empty, no '/'",
+                        n.name
+                    ));
+                }
+                if !self.nodes.iter().any(|m| m.effect_store) {
+                    return Err(format!(
+                        "node `{}` stream_consumer: no node has `effect_store = true`",
+                        n.name
+                    ));
+                }
+            }
             for c in &n.consumers {
                 if c.group.contains('/') {
                     return Err(format!(
@@ -482,6 +640,39 @@ impl Spec {
             }
             if l.kind == LoadKind::Route && l.routes.is_empty() {
                 return Err("load field `routes`: a route load needs routes".into());
+            }
+            if l.kind == LoadKind::StreamAppend {
+                if !self
+                    .nodes
+                    .iter()
+                    .any(|n| n.stream.as_ref().is_some_and(|s| s.name == l.target))
+                {
+                    return Err(format!(
+                        "load kind `stream_append`: no node hosts a stream named `{}`",
+                        l.target
+                    ));
+                }
+                if !self.nodes.iter().any(|n| n.effect_store) {
+                    return Err(
+                        "load kind `stream_append`: no node has `effect_store = true`".into(),
+                    );
+                }
+            }
+            if l.kind == LoadKind::SharedData {
+                if !self.nodes.iter().any(|n| n.data_service) {
+                    return Err("load kind `shared_data`: no node has `data_service = true`".into());
+                }
+                for svc in &l.services {
+                    if !self
+                        .nodes
+                        .iter()
+                        .any(|n| n.customer_cache.as_ref().is_some_and(|c| &c.service == svc))
+                    {
+                        return Err(format!(
+                            "load field `services`: no node has a customer_cache serving `{svc}`"
+                        ));
+                    }
+                }
             }
             if l.concurrency == 0 {
                 return Err("load field `concurrency`: must be at least 1".into());
@@ -538,6 +729,75 @@ target = "s"
 "#;
         let e = Spec::parse("f.toml", text).unwrap_err();
         assert!(e.message.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn a_shared_data_load_needs_a_data_service_and_its_caches() {
+        let file = |nodes: &str, services: &str| {
+            format!(
+                "name = \"x\"\nsummary = \"y\"\n{nodes}\n[[load]]\nkind = \"shared_data\"\nservices = [{services}]\n"
+            )
+        };
+        let db = "[[node]]\nname = \"db\"\ndata_service = true\n";
+        let cache =
+            "[[node]]\nname = \"o\"\ncustomer_cache = { service = \"o.c\", ttl_ms = 100 }\n";
+        let e = Spec::parse("f.toml", &file(cache, "\"o.c\"")).unwrap_err();
+        assert!(e.message.contains("data_service"), "{e}");
+        let e = Spec::parse("f.toml", &file(&format!("{db}{cache}"), "\"b.c\"")).unwrap_err();
+        assert!(e.message.contains("`b.c`"), "{e}");
+        let s = Spec::parse("f.toml", &file(&format!("{db}{cache}"), "\"o.c\"")).unwrap();
+        let c = s.nodes[1].customer_cache.as_ref().unwrap();
+        assert_eq!((c.capacity, c.ttl_ms), (1024, 100));
+        assert_eq!(s.loads[0].kind.name(), "shared_data");
+        let f = "name = \"x\"\nsummary = \"y\"\n[[node]]\nname = \"a\"\n[[load]]\nkind = \"anycast\"\ntarget = \"s\"\n[[fault]]\nat_s = 1\nkind = \"drop_invalidations\"\nnode = \"a\"\ncount = 3\n";
+        let s = Spec::parse("f.toml", f).unwrap();
+        assert_eq!(
+            (s.faults[0].kind, s.faults[0].count),
+            (FaultKind::DropInvalidations, 3)
+        );
+    }
+
+    #[test]
+    fn a_stream_append_load_needs_its_host_and_an_effect_store_and_a_stream_is_checked() {
+        let file = |nodes: &str| {
+            format!(
+                "name = \"x\"\nsummary = \"y\"\n{nodes}\n[[load]]\nkind = \"stream_append\"\ntarget = \"orders\"\n"
+            )
+        };
+        let host = "[[node]]\nname = \"p\"\nstream = { name = \"orders\", partitions = 2 }\n";
+        let fx = "[[node]]\nname = \"fx\"\neffect_store = true\n";
+        let member =
+            "[[node]]\nname = \"c\"\nstream_consumer = { stream = \"orders\", group = \"g\" }\n";
+        let e = Spec::parse("f.toml", &file(fx)).unwrap_err();
+        assert!(
+            e.message.contains("no node hosts a stream named `orders`"),
+            "{e}"
+        );
+        let e = Spec::parse("f.toml", &file(host)).unwrap_err();
+        assert!(e.message.contains("effect_store"), "{e}");
+        let e = Spec::parse("f.toml", &file(&format!("{host}{member}"))).unwrap_err();
+        assert!(e.message.contains("effect_store"), "{e}");
+        let s = Spec::parse("f.toml", &file(&format!("{host}{fx}{member}"))).unwrap();
+        let st = s.nodes[0].stream.as_ref().unwrap();
+        assert_eq!((st.partitions, st.lease_ms), (2, 3000));
+        assert!(matches!(
+            st.fsync_policy(),
+            Ok(zfabric::stream::FsyncPolicy::Always)
+        ));
+        assert_eq!(s.loads[0].kind.name(), "stream_append");
+        for (bad, says) in [
+            ("name = \"or/ders\"", "field `name`"),
+            ("name = \"orders\", fsync = \"sometimes\"", "field `fsync`"),
+            ("name = \"orders\", partitions = 0", "field `partitions`"),
+        ] {
+            let nodes = format!("[[node]]\nname = \"p\"\nstream = {{ {bad} }}\n{fx}");
+            let e = Spec::parse("f.toml", &file(&nodes)).unwrap_err();
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+        let g =
+            "[[node]]\nname = \"c\"\nstream_consumer = { stream = \"orders\", group = \"a/b\" }\n";
+        let e = Spec::parse("f.toml", &file(&format!("{host}{fx}{g}"))).unwrap_err();
+        assert!(e.message.contains("field `group`"), "{e}");
     }
 
     fn gateway(line: &str) -> Result<Spec, SpecError> {

@@ -53,7 +53,7 @@ pub(super) async fn watch(
         tick.tick().await;
         while let Some(f) = faults.due(start.elapsed().as_secs_f64()) {
             if let Some(m) = members.iter_mut().find(|m| m.name() == f.node) {
-                m.apply(f.kind, f.delay_ms).await;
+                m.apply(f.kind, f.delay_ms, f.count).await;
             }
             applied.push(FaultReport {
                 at_s: start.elapsed().as_secs_f64(),
@@ -93,6 +93,7 @@ mod tests {
             kind: FaultKind::Kill,
             node: node.into(),
             delay_ms: 0.0,
+            count: 0,
         }
     }
 

@@ -16,11 +16,16 @@ use zfabric::node::{Node, NodeBuilder, NodeHandle, ServeOptions};
 use zfabric::resilience::{Bulkhead, BulkheadConfig, DedupConfig};
 use zfabric::topology::events::{emit, Event, EventDelivery};
 use zfabric::topology::gateway::{Auth, Gateway, GatewayConfig};
+use zfabric::topology::shared_data::{
+    self, CacheConfig, Changed, CustomerCache, DataStore, Eviction,
+};
 use zfabric::{wire, RemoteError, Request, SocketBuilder};
 
+use super::effects::{self, Applied, EffectStore};
 use super::spec::{HandlerKind, HandlerSpec, NodeSpec};
 use crate::app::histogram::{histogram, Unit};
 use crate::app::BoxError;
+use zfabric::stream::{ConsumerConfig, ConsumerHandle, ConsumerStats};
 
 /// What the driver sends to services and sockets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +78,8 @@ pub(crate) fn chance(p: f64) -> bool {
 pub(crate) struct Fault {
     extra_delay_us: AtomicU64,
     failing: AtomicBool,
+    /// Change events still to drop (a cache node; `u64::MAX`: all).
+    deaf: AtomicU64,
 }
 
 impl Fault {
@@ -83,14 +90,29 @@ impl Fault {
     pub(crate) fn fail(&self) {
         self.failing.store(true, Ordering::Relaxed);
     }
+    /// Drops the next `count` change events (0: every one until heal).
+    pub(crate) fn drop_invalidations(&self, count: u64) {
+        let n = if count == 0 { u64::MAX } else { count };
+        self.deaf.store(n, Ordering::Relaxed);
+    }
+    /// Whether to drop this change event (counts it off).
+    fn deaf(&self) -> bool {
+        self.deaf
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| match n {
+                0 => None,
+                u64::MAX => Some(u64::MAX),
+                n => Some(n - 1),
+            })
+            .is_ok()
+    }
     pub(crate) fn heal(&self) {
         self.extra_delay_us.store(0, Ordering::Relaxed);
         self.failing.store(false, Ordering::Relaxed);
+        self.deaf.store(0, Ordering::Relaxed);
     }
 }
 
 /// Counters of one node.
-#[derive(Debug)]
 pub(crate) struct Counters {
     /// Handled successfully, by service / `consumer:<group>` / `group:<g>`
     /// / `socket`.
@@ -100,6 +122,23 @@ pub(crate) struct Counters {
     probes: AtomicU64,
     lost: AtomicU64,
     latency: Mutex<Histogram<u64>>,
+    /// Role figures counted as they happen (shared data: invalidations
+    /// published, dropped, applied).
+    figures: DashMap<String, AtomicU64>,
+    /// Role figures read when the snapshot is taken (rows in the store,
+    /// a cache's counts); replaced when the node restarts.
+    probe: Mutex<Option<FigureProbe>>,
+}
+
+/// Reads a role's figures at snapshot time.
+type FigureProbe = Arc<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>;
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("probes", &self.probes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Counters {
@@ -110,6 +149,8 @@ impl Default for Counters {
             probes: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             latency: Mutex::new(histogram(Unit::Micros)),
+            figures: DashMap::new(),
+            probe: Mutex::new(None),
         }
     }
 }
@@ -151,6 +192,11 @@ impl Counters {
                     .collect()
             })
             .unwrap_or_default();
+        let mut figures = collect(&self.figures);
+        let probe = self.probe.lock().ok().and_then(|p| p.clone());
+        if let Some(p) = probe {
+            figures.extend(p());
+        }
         NodeStats {
             name: name.to_owned(),
             killed,
@@ -158,6 +204,7 @@ impl Counters {
             received: collect(&self.received),
             lost: self.lost.load(Ordering::Relaxed),
             latency_us: latency,
+            figures,
         }
     }
 }
@@ -173,6 +220,11 @@ pub(crate) struct NodeStats {
     pub(crate) lost: u64,
     /// Receive latency of its socket roles: `(µs, count)`.
     pub(crate) latency_us: Vec<(u64, u64)>,
+    /// What its roles measured (shared data: `rows`, `email_index_rows`,
+    /// `rows_at_open`; a cache: `cache_hits`, `cache_misses`,
+    /// `evicted_<reason>`, `invalidations_dropped`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) figures: BTreeMap<String, u64>,
 }
 
 /// Where the driver's sockets listen, for socket roles.
@@ -189,6 +241,16 @@ pub(crate) struct LocalNode {
     pub(crate) gateway: Option<Gateway>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) fault: Arc<Fault>,
+    /// Its shared-data store, if it serves one (closed when it stops, so
+    /// that a restart can open the file again).
+    data: Option<Arc<DataStore>>,
+    /// Its effect store, if it serves one (closed when it stops).
+    effects: Option<EffectStore>,
+    /// The stream it hosts (closed when it stops, so that a restart
+    /// reopens the same log).
+    stream: Option<zfabric::stream::Stream>,
+    /// Its consumer-group member (stopped when the node stops).
+    consumer: Option<Arc<parking_lot::Mutex<Option<ConsumerHandle>>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -197,7 +259,49 @@ impl Drop for LocalNode {
         for t in &self.tasks {
             t.abort();
         }
+        if let Some(d) = &self.data {
+            d.close();
+        }
+        if let Some(e) = &self.effects {
+            e.close();
+        }
+        if let Some(s) = &self.stream {
+            if let Err(e) = s.close() {
+                eprintln!("stream did not close: {e}");
+            }
+        }
+        // In one process a stopped member leaves the group gracefully (its
+        // record in hand finishes and is committed); a SIGKILLed child
+        // (--split) does not. Its figures are added to the node's.
+        if let Some(h) = self.consumer.as_ref().and_then(|c| c.lock().take()) {
+            let c = self.counters.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let s = h.stop().await;
+                    for (k, v) in consumer_figures(&s) {
+                        add(&c.figures, &format!("earlier_{k}"), v);
+                    }
+                });
+            }
+        }
     }
+}
+
+/// A consumer's figures, by the names the report gives them.
+fn consumer_figures(s: &ConsumerStats) -> [(&'static str, u64); 5] {
+    [
+        ("stream_processed", s.processed),
+        ("stream_duplicates_skipped", s.duplicates_skipped),
+        ("stream_gaps_filled", s.gaps),
+        ("stream_handler_failed", s.handler_failed),
+        ("stream_commits", s.commits),
+    ]
+}
+
+fn add(map: &DashMap<String, AtomicU64>, key: &str, n: u64) {
+    map.entry(key.to_owned())
+        .or_default()
+        .fetch_add(n, Ordering::Relaxed);
 }
 
 /// Runs one handler kind on a payload.
@@ -289,25 +393,54 @@ pub(crate) fn node_endpoint(transport: &str, dir: &std::path::Path, name: &str) 
     endpoint(transport, dir, name)
 }
 
-/// Starts `spec` as a node seeded by `seed`.
+/// Starts `spec` as a node seeded by `seed`; `life` counts its restarts
+/// (each binds a new endpoint), `counters` carry over them.
 pub(crate) async fn start_node(
     spec: &NodeSpec,
     transport: &str,
     dir: &std::path::Path,
     seed: &str,
     eps: &DriverEps,
+    life: Life<'_>,
 ) -> Result<LocalNode, BoxError> {
+    let bind_name = match life.restarts {
+        0 => spec.name.clone(),
+        n => format!("{}-r{n}", spec.name),
+    };
     let place = Placement {
-        binds: vec![endpoint(transport, dir, &spec.name)],
+        binds: vec![endpoint(transport, dir, &bind_name)],
         advertise: Vec::new(),
         membership: None,
         seeds: vec![seed.to_owned()],
         beacon_port: None,
         beacon_key: None,
         curve: None,
-        gateway_bind: endpoint(transport, dir, &format!("{}-gw", spec.name)),
+        gateway_bind: endpoint(transport, dir, &format!("{bind_name}-gw")),
+        data_dir: Some(life.data_dir.to_path_buf()),
     };
-    start_with(spec, &place, eps).await
+    start_counted(spec, &place, eps, life.counters).await
+}
+
+/// What a node keeps across a restart.
+#[derive(Debug)]
+pub(crate) struct Life<'a> {
+    /// Restarts so far.
+    pub(crate) restarts: u32,
+    /// Its counters (new ones for a first start).
+    pub(crate) counters: Arc<Counters>,
+    /// Where its data files are.
+    pub(crate) data_dir: &'a std::path::Path,
+}
+
+impl<'a> Life<'a> {
+    /// A first start, with data files in `data_dir`.
+    pub(crate) fn first(data_dir: &'a std::path::Path) -> Self {
+        Life {
+            restarts: 0,
+            counters: Arc::new(Counters::default()),
+            data_dir,
+        }
+    }
 }
 
 /// Where a node listens and whom it joins.
@@ -326,6 +459,9 @@ pub(crate) struct Placement {
     /// CURVE for the node's servers and links (`[security]`), if any.
     pub(crate) curve: Option<zfabric::CurveConfig>,
     pub(crate) gateway_bind: String,
+    /// Where a shared-data node keeps its file (`NAME.redb`); `None`: it
+    /// cannot serve one.
+    pub(crate) data_dir: Option<std::path::PathBuf>,
 }
 
 /// How often a configuration service looks for new versions.
@@ -337,7 +473,19 @@ pub(crate) async fn start_with(
     place: &Placement,
     eps: &DriverEps,
 ) -> Result<LocalNode, BoxError> {
-    let counters = Arc::new(Counters::default());
+    start_counted(spec, place, eps, Arc::new(Counters::default())).await
+}
+
+/// How long a cache waits for the data service on a miss.
+const CACHE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// [`start_with`], counting into `counters`.
+async fn start_counted(
+    spec: &NodeSpec,
+    place: &Placement,
+    eps: &DriverEps,
+    counters: Arc<Counters>,
+) -> Result<LocalNode, BoxError> {
     let fault = Arc::new(Fault::default());
     let mut b: NodeBuilder = Node::builder(spec.name.clone());
     for ep in &place.binds {
@@ -483,6 +631,59 @@ pub(crate) async fn start_with(
             }
         });
     }
+    let data = if spec.data_service {
+        let dir = place
+            .data_dir
+            .as_ref()
+            .ok_or("a data service needs a data directory")?;
+        let store = Arc::new(DataStore::open(dir.join(format!("{}.redb", spec.name)))?);
+        let c = counters.clone();
+        b = shared_data::serve(b, store.clone(), move |reached| {
+            bump(&c.figures, "invalidations_published");
+            c.figures
+                .entry("invalidation_deliveries".into())
+                .or_default()
+                .fetch_add(reached.into(), Ordering::Relaxed);
+        });
+        let s = store.clone();
+        set_probe(&counters, move || {
+            let mut m = BTreeMap::new();
+            if let Ok(r) = s.rows() {
+                m.insert("rows".into(), r.customers);
+                m.insert("email_index_rows".into(), r.emails);
+            }
+            m.insert("rows_at_open".into(), s.rows_at_open().customers);
+            m
+        });
+        Some(store)
+    } else {
+        None
+    };
+    let cache = spec.customer_cache.as_ref().map(|c| {
+        CustomerCache::new(
+            c.service.clone(),
+            CacheConfig {
+                capacity: c.capacity,
+                ttl: Duration::from_millis(c.ttl_ms),
+            },
+        )
+    });
+    if let (Some(cache), Some(cs)) = (&cache, &spec.customer_cache) {
+        b = shared_data::serve_cached(b, cs.service.clone(), cache.clone(), CACHE_READ_TIMEOUT);
+        let k = cache.clone();
+        set_probe(&counters, move || {
+            let s = k.stats();
+            let mut m = BTreeMap::from([
+                ("cache_hits".to_string(), s.hits),
+                ("cache_misses".to_string(), s.misses),
+                ("cache_len".to_string(), s.len),
+            ]);
+            for e in Eviction::ALL {
+                m.insert(format!("evicted_{}", e.as_str()), s.evicted(e));
+            }
+            m
+        });
+    }
     let config_store = spec
         .config_dir
         .as_ref()
@@ -490,9 +691,129 @@ pub(crate) async fn start_with(
     if let Some(store) = &config_store {
         b = zfabric::topology::config::serve(b, store.clone());
     }
+    let effect_store = if spec.effect_store {
+        let dir = place
+            .data_dir
+            .as_ref()
+            .ok_or("an effect store needs a data directory")?;
+        let store = EffectStore::open(&dir.join(format!("{}-effects.redb", spec.name)))?;
+        b = serve_effects(b, store.clone());
+        let s = store.clone();
+        set_probe(&counters, move || {
+            let mut m = BTreeMap::new();
+            if let Ok(c) = s.counts() {
+                m.insert("effects".into(), c.effects);
+                m.insert("effect_deliveries".into(), c.deliveries);
+                m.insert("effect_redeliveries".into(), c.redeliveries);
+                m.insert("effects_applied_twice".into(), c.applied_twice);
+            }
+            m
+        });
+        Some(store)
+    } else {
+        None
+    };
+    let stream = match &spec.stream {
+        Some(st) => {
+            let dir = place
+                .data_dir
+                .as_ref()
+                .ok_or("a stream host needs a data directory")?;
+            let (host, stream) = open_stream_host(dir, &spec.name, st).await?;
+            b = host.serve_on(b);
+            let s = stream.clone();
+            set_probe(&counters, move || {
+                let mut records = 0;
+                for p in 0..s.partitions() {
+                    if let Ok(l) = s.partition(p) {
+                        let i = l.info();
+                        records += i.end - i.start;
+                    }
+                }
+                BTreeMap::from([("stream_records_in_log".to_string(), records)])
+            });
+            Some(stream)
+        }
+        None => None,
+    };
     let handle = b.handle();
     let node = Arc::new(b.start().await?);
     let mut tasks = Vec::new();
+    let consumer = match &spec.stream_consumer {
+        Some(sc) => {
+            let n = node.clone();
+            let work = Duration::from_millis(sc.work_ms);
+            let h = zfabric::stream::consumer(&sc.stream)
+                .group(&sc.group)
+                .config(ConsumerConfig {
+                    batch: 32,
+                    poll: Duration::from_millis(200),
+                    rebalance: Duration::from_millis(200),
+                    ..ConsumerConfig::default()
+                })
+                .run(&node, move |r| {
+                    let n = n.clone();
+                    async move {
+                        let opts = zfabric::node::CallOptions::default()
+                            .timeout(EFFECT_TIMEOUT)
+                            .idempotent()
+                            .wait_for_member();
+                        let apply = effects::Apply {
+                            partition: r.partition,
+                            offset: r.offset,
+                        };
+                        n.request_with::<_, Applied>(effects::APPLY, &apply, opts)
+                            .await
+                            .map_err(|e| RemoteError::new("effect", e.to_string()))?;
+                        if !work.is_zero() {
+                            tokio::time::sleep(work).await;
+                        }
+                        Ok(())
+                    }
+                })?;
+            let cell = Arc::new(parking_lot::Mutex::new(Some(h)));
+            let (c, w) = (cell.clone(), Arc::downgrade(&counters));
+            set_probe(&counters, move || {
+                let mut m = BTreeMap::new();
+                let now = c.lock().as_ref().map(|h| h.stats()).unwrap_or_default();
+                let earlier = |k: &str| {
+                    w.upgrade()
+                        .and_then(|c| {
+                            c.figures
+                                .get(&format!("earlier_{k}"))
+                                .map(|v| v.load(Ordering::Relaxed))
+                        })
+                        .unwrap_or(0)
+                };
+                for (k, v) in consumer_figures(&now) {
+                    m.insert(k.to_string(), v + earlier(k));
+                }
+                m.insert("stream_partitions_owned".into(), now.owned.len() as u64);
+                m
+            });
+            Some(cell)
+        }
+        None => None,
+    };
+    if let Some(cache) = cache {
+        let mut sub = shared_data::subscribe(&node, 1024);
+        let (c, f) = (counters.clone(), fault.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(p) = sub.recv().await {
+                if f.deaf() {
+                    bump(&c.figures, "invalidations_dropped");
+                    continue;
+                }
+                match p.decode::<Changed>() {
+                    Ok(ch) => {
+                        cache.invalidate(ch);
+                        bump(&c.figures, "invalidations_applied");
+                    }
+                    Err(_) => bump(&c.figures, "invalidations_undecodable"),
+                }
+            }
+        }));
+    }
     if let Some(store) = config_store {
         tasks.push(tokio::spawn(zfabric::topology::config::publish_changes(
             handle,
@@ -586,8 +907,97 @@ pub(crate) async fn start_with(
         gateway,
         counters,
         fault,
+        data,
+        effects: effect_store,
+        stream,
+        consumer,
         tasks,
     })
+}
+
+/// How long a consumer's handler waits for the effect store.
+const EFFECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves `store` as [`effects::APPLY`] and [`effects::SEEN`].
+fn serve_effects(b: NodeBuilder, store: EffectStore) -> NodeBuilder {
+    let s = store.clone();
+    let b = b.serve_with(
+        effects::APPLY,
+        ServeOptions::default(),
+        move |req: Request<effects::Apply>| {
+            let s = s.clone();
+            async move {
+                let a = req.body;
+                tokio::task::spawn_blocking(move || s.apply(a.partition, a.offset))
+                    .await
+                    .map_err(|e| RemoteError::new("internal", e.to_string()))?
+                    .map_err(|e| RemoteError::new("internal", e.to_string()))
+            }
+        },
+    );
+    b.serve_with(
+        effects::SEEN,
+        ServeOptions::default(),
+        move |req: Request<effects::Seen>| {
+            let s = store.clone();
+            async move {
+                let q = req.body;
+                tokio::task::spawn_blocking(move || s.seen(q.partition, q.offset))
+                    .await
+                    .map_err(|e| RemoteError::new("internal", e.to_string()))?
+                    .map_err(|e| RemoteError::new("internal", e.to_string()))
+            }
+        },
+    )
+}
+
+/// Opens the stream `st` of node `node` in `dir` and makes it ready to
+/// serve. A restart in this process may find the previous life's group
+/// store still being released: it is tried again for up to 2 s.
+async fn open_stream_host(
+    dir: &std::path::Path,
+    node: &str,
+    st: &super::spec::StreamSpec,
+) -> Result<(zfabric::stream::StreamHost, zfabric::stream::Stream), BoxError> {
+    use zfabric::stream::{HostConfig, LogConfig, Stream, StreamConfig, StreamHost};
+    let config = StreamConfig {
+        partitions: st.partitions,
+        log: LogConfig {
+            fsync: st.fsync_policy()?,
+            ..LogConfig::default()
+        },
+    };
+    let host_config = HostConfig {
+        lease_ttl: Duration::from_millis(st.lease_ms),
+        ..HostConfig::default()
+    };
+    let path = dir.join(format!("{node}-stream"));
+    let mut last = None;
+    for _ in 0..40 {
+        match Stream::open(&path, &st.name, config.clone()) {
+            Ok((stream, _)) => match StreamHost::new(stream.clone(), host_config) {
+                Ok(h) => return Ok((h, stream)),
+                Err(e) => {
+                    let _ = stream.close();
+                    last = Some(e.to_string());
+                }
+            },
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "stream {} did not open: {}",
+        st.name,
+        last.unwrap_or_default()
+    )
+    .into())
+}
+
+fn set_probe(c: &Counters, f: impl Fn() -> BTreeMap<String, u64> + Send + Sync + 'static) {
+    if let Ok(mut p) = c.probe.lock() {
+        *p = Some(Arc::new(f));
+    }
 }
 
 /// The suffix of probe topics and the tier of probe pushes: the driver

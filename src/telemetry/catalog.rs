@@ -24,8 +24,12 @@ use crate::resilience::{
     BREAKER_STATE, BREAKER_TRANSITIONS, BULKHEAD_IN_FLIGHT, BULKHEAD_QUEUED, BULKHEAD_REJECTED,
     DEDUP_HITS, RETRIES, RETRY_BUDGET_EXHAUSTED,
 };
+use crate::stream::consumer::{STREAM_DUPLICATES_SKIPPED, STREAM_TAIL_GAPS};
+use crate::stream::host::STREAM_TAIL_RECORDS;
+use crate::stream::log::{STREAM_APPENDED_RECORDS, STREAM_FSYNCS, STREAM_TRUNCATED_BYTES};
 use crate::topology::events::EVENTS_REDELIVERED;
 use crate::topology::gateway::GATEWAY_REJECTED;
+use crate::topology::shared_data::{CACHE_EVICTED, CACHE_LOOKUPS, DATA_REFUSED};
 
 /// What kind of metric a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +210,60 @@ pub const CATALOGUE: &[Family] = &[
         Unit::Count,
         "Requests the gateway refused, by reason (unauthorized, forbidden).",
     ),
+    f(
+        STREAM_TAIL_RECORDS,
+        Kind::Counter,
+        Unit::Count,
+        "Stream records published on the live tail to at least one subscriber, by stream.",
+    ),
+    f(
+        STREAM_TAIL_GAPS,
+        Kind::Counter,
+        Unit::Count,
+        "Gaps in a stream's live tail that a consumer filled by fetching, by stream.",
+    ),
+    f(
+        STREAM_DUPLICATES_SKIPPED,
+        Kind::Counter,
+        Unit::Count,
+        "Stream records a consumer skipped as already processed (below its position), by stream.",
+    ),
+    f(
+        DATA_REFUSED,
+        Kind::Counter,
+        Unit::Count,
+        "Calls the shared-data service refused, by reason (conflict, not_found, invalid, storage).",
+    ),
+    f(
+        CACHE_LOOKUPS,
+        Kind::Counter,
+        Unit::Count,
+        "Read-through cache look-ups, by cache and result (hit, miss).",
+    ),
+    f(
+        CACHE_EVICTED,
+        Kind::Counter,
+        Unit::Count,
+        "Entries that left a read-through cache, by cache and reason (capacity, expired, invalidated, stale_fill).",
+    ),
+    f(
+        STREAM_APPENDED_RECORDS,
+        Kind::Counter,
+        Unit::Count,
+        "Records appended to stream logs and acknowledged (durable per the log's fsync policy).",
+    ),
+    f(
+        STREAM_FSYNCS,
+        Kind::Counter,
+        Unit::Count,
+        "fsyncs of stream log segments by their writer threads.",
+    ),
+    f(
+        STREAM_TRUNCATED_BYTES,
+        Kind::Counter,
+        Unit::Bytes,
+        "Bytes cut off torn or corrupt stream log tails when the logs were opened.",
+    ),
 ];
 
 /// Histogram buckets for durations, in seconds: 10 µs to 10 s, about
@@ -240,7 +298,17 @@ pub fn describe() {
     for r in SeedFailure::ALL {
         metrics::counter!(SEED_FAILURES, "reason" => r.as_str()).absolute(0);
     }
+    for r in crate::topology::shared_data::DataRefusal::ALL {
+        metrics::counter!(DATA_REFUSED, "reason" => r.as_str()).absolute(0);
+    }
     metrics::counter!(MESSAGES_LOST).absolute(0);
+    for name in [
+        STREAM_APPENDED_RECORDS,
+        STREAM_FSYNCS,
+        STREAM_TRUNCATED_BYTES,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
     for transport in ["ipc", "tcp"] {
         metrics::counter!(RECONNECTS, "transport" => transport).absolute(0);
     }

@@ -212,11 +212,18 @@ pub enum DropReason {
     /// Still unsent when a sender closed and its linger ran out (e.g. no
     /// puller ever connected).
     LingerExpired,
+    /// A stream record a consumer's handler failed on every attempt
+    /// (`ConsumerConfig::handler_attempts`); skipped so the partition
+    /// goes on.
+    StreamHandlerFailed,
+    /// Stream records that retention removed before a consumer read them
+    /// (the consumer was away longer than the stream keeps records).
+    StreamRetention,
 }
 
 impl DropReason {
     /// Every reason, for registering counters and for docs.
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::Malformed,
         DropReason::HeaderTooLarge,
         DropReason::MessageTooLarge,
@@ -243,6 +250,8 @@ impl DropReason {
         DropReason::NoSubscriber,
         DropReason::SlowSubscriber,
         DropReason::LingerExpired,
+        DropReason::StreamHandlerFailed,
+        DropReason::StreamRetention,
     ];
 
     /// The metric label.
@@ -274,6 +283,8 @@ impl DropReason {
             DropReason::NoSubscriber => "no_subscriber",
             DropReason::SlowSubscriber => "slow_subscriber",
             DropReason::LingerExpired => "linger_expired",
+            DropReason::StreamHandlerFailed => "stream_handler_failed",
+            DropReason::StreamRetention => "stream_retention",
         }
     }
 }

@@ -20,9 +20,14 @@
 //!   same member on every attempt while that member is alive (chosen by
 //!   the event id), so that the member's window sees the redelivery.
 //!
+//! - **Durable**: kept in the emitter's outbox (a stream log) before
+//!   `emit` returns, then relayed at least once, even across restarts of
+//!   the emitter ([`super::outbox`]).
+//!
 //! # Not guaranteed
-//! No ordering between events, and no persistence: an event whose
-//! publisher dies before every group acknowledged it may be lost. If the
+//! No ordering between events. Without the durable delivery, no
+//! persistence: an event whose publisher dies before every group
+//! acknowledged it may be lost. If the
 //! chosen member dies after processing and before acknowledging, another
 //! member processes the event again (its window does not know it).
 
@@ -79,6 +84,11 @@ pub enum EventDelivery {
         /// How long to wait for the acknowledgement.
         timeout: Duration,
     },
+    /// Kept in the emitter's [`Outbox`](super::outbox::Outbox) before
+    /// `emit` returns, then relayed at least once to every consumer group,
+    /// across restarts of the emitter (see [`super::outbox`]). Needs an
+    /// outbox attached to the node ([`Outbox::relay_on`](super::outbox::Outbox::relay_on)).
+    Durable,
     /// Redelivered until acknowledged, up to `max_attempts`.
     AtLeastOnce {
         /// How long one attempt waits for its acknowledgement.
@@ -96,6 +106,12 @@ impl EventDelivery {
         EventDelivery::AtMostOnce {
             timeout: Duration::from_secs(1),
         }
+    }
+
+    /// Durable: in the node's outbox before `emit` returns, relayed at
+    /// least once even across restarts.
+    pub fn durable() -> Self {
+        EventDelivery::Durable
     }
 
     /// At least once: 1 s per attempt, 5 attempts, 50 ms apart.
@@ -119,6 +135,23 @@ pub struct EmitReport {
     pub redeliveries: u32,
     /// Plain subscriptions that took it (at most once).
     pub subscribers: u32,
+    /// For a durable event: its offset in the outbox (the relay delivers
+    /// it to the groups after `emit` returned).
+    pub outbox: Option<u64>,
+}
+
+/// Why an event could not be emitted.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The event could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// A durable event on a node with no outbox attached.
+    #[error("durable delivery needs an outbox on the node (Outbox::relay_on)")]
+    NoOutbox,
+    /// The outbox could not take it (its log failed): not emitted.
+    #[error(transparent)]
+    Outbox(#[from] super::outbox::OutboxError),
 }
 
 fn service_name(group: &str, prefix: &str) -> String {
@@ -192,35 +225,42 @@ impl NodeBuilder {
 }
 
 /// Emits `event` on `topic` to every consumer group and subscriber
-/// interested in it, concurrently, as `delivery` says.
+/// interested in it, concurrently, as `delivery` says. A durable event is
+/// in the node's outbox when this returns; its groups get it from the
+/// relay (the report names the outbox offset).
 pub async fn emit<T: Serialize>(
     node: &Node,
     topic: &str,
     event: &T,
     delivery: EventDelivery,
-) -> Result<EmitReport, EncodeError> {
+) -> Result<EmitReport, EmitError> {
     let id = wire::random_u64() | 1;
     let body = wire::encode_body(&EventMsg {
         topic: Cow::Borrowed(topic),
         body: &wire::encode_body(event)?,
         id,
     })?;
+    if delivery == EventDelivery::Durable {
+        let outbox = super::outbox::of(node).ok_or(EmitError::NoOutbox)?;
+        let offset = outbox.append(id, body).await?;
+        let subscribers = node
+            .publish(topic, event, Duration::from_secs(1))
+            .await
+            .unwrap_or(0);
+        return Ok(EmitReport {
+            subscribers,
+            outbox: Some(offset),
+            ..EmitReport::default()
+        });
+    }
     // The emit span: every delivery and publish below continues it.
     let op = crate::trace::outgoing(crate::trace::Op::Emit, &topic, true);
     let (outcomes, subscribers, services) = op
         .bind(async {
-            let mut services: Vec<String> = node
-                .members()
-                .iter()
-                .flat_map(|m| m.services.iter())
-                .filter(|s| parse_service(s).is_some_and(|(_, p)| topic.starts_with(p)))
-                .cloned()
-                .collect();
-            services.sort();
-            services.dedup();
+            let services = group_services(node, topic);
             let deliveries = services
                 .iter()
-                .map(|svc| deliver(node, svc, body.clone(), id, delivery));
+                .map(|svc| deliver(node, svc, body.clone(), id, delivery, true));
             let plain = async {
                 match delivery {
                     EventDelivery::AtMostOnce { timeout } => {
@@ -229,6 +269,7 @@ pub async fn emit<T: Serialize>(
                     EventDelivery::AtLeastOnce { ack_timeout, .. } => {
                         node.publish(topic, event, ack_timeout).await
                     }
+                    EventDelivery::Durable => Ok(0),
                 }
             };
             let (outcomes, subscribers) =
@@ -253,6 +294,55 @@ pub async fn emit<T: Serialize>(
     Ok(report)
 }
 
+/// The event services (one per consumer group and prefix) that take
+/// `topic`, as the membership knows them now.
+pub(crate) fn group_services(node: &Node, topic: &str) -> Vec<String> {
+    let mut services: Vec<String> = node
+        .members()
+        .iter()
+        .flat_map(|m| m.services.iter())
+        .filter(|s| parse_service(s).is_some_and(|(_, p)| topic.starts_with(p)))
+        .cloned()
+        .collect();
+    services.sort();
+    services.dedup();
+    services
+}
+
+/// The topic of an encoded event (an outbox record); `None` if it is not
+/// one.
+pub(crate) fn encoded_topic(body: &[u8]) -> Option<String> {
+    rmp_serde::from_slice::<EventMsg<'_>>(body)
+        .ok()
+        .map(|m| m.topic.into_owned())
+}
+
+/// Whether event service `service` (`@ev/<group>/<prefix>`) takes `topic`.
+pub(crate) fn takes(service: &str, topic: &str) -> bool {
+    parse_service(service).is_some_and(|(_, p)| topic.starts_with(p))
+}
+
+/// One delivery of an encoded event to `service`'s group, as `delivery`
+/// says (durable: at least once, 1 s per attempt); whether the group
+/// acknowledged. A failure is not counted as a loss: the caller (the
+/// outbox relay) tries again.
+pub(crate) async fn deliver_encoded(
+    node: &Node,
+    service: &str,
+    id: u64,
+    body: Bytes,
+    delivery: EventDelivery,
+) -> bool {
+    let delivery = match delivery {
+        EventDelivery::Durable => EventDelivery::at_least_once(),
+        d => d,
+    };
+    deliver(node, service, body, id, delivery, false)
+        .await
+        .0
+        .is_ok()
+}
+
 /// The member an event goes to: chosen by the event id among the alive
 /// members, so that every redelivery goes to the same one while it lives.
 fn sticky(node: &Node, service: &str, id: u64, skip: &[PeerId]) -> Option<PeerId> {
@@ -274,9 +364,11 @@ async fn deliver(
     body: Bytes,
     id: u64,
     delivery: EventDelivery,
+    count_loss: bool,
 ) -> (Result<(), CallError>, u32) {
     let (timeout, attempts, backoff) = match delivery {
         EventDelivery::AtMostOnce { timeout } => (timeout, 1, Duration::ZERO),
+        EventDelivery::Durable => (Duration::from_secs(1), 5, Duration::from_millis(50)),
         EventDelivery::AtLeastOnce {
             ack_timeout,
             max_attempts,
@@ -323,6 +415,8 @@ async fn deliver(
     } else {
         "event_undelivered"
     };
-    metrics::counter!(crate::telemetry::MESSAGES_DROPPED, "reason" => reason).increment(1);
+    if count_loss {
+        metrics::counter!(crate::telemetry::MESSAGES_DROPPED, "reason" => reason).increment(1);
+    }
     (Err(last), attempts - 1)
 }

@@ -259,11 +259,15 @@ pub enum RemoteCode {
     /// The call had taken more service hops than the node allows
     /// (`node::MAX_HOPS`): a forwarding loop, ended.
     TooManyHops,
+    /// A write named a version other than the stored one (optimistic
+    /// concurrency: someone changed it since the caller read it); nothing
+    /// was changed. Read again and retry.
+    Conflict,
 }
 
 impl RemoteCode {
     /// Every code, for docs and tests.
-    pub const ALL: [RemoteCode; 19] = [
+    pub const ALL: [RemoteCode; 20] = [
         RemoteCode::BadRequest,
         RemoteCode::BadReply,
         RemoteCode::BadErrorReply,
@@ -283,6 +287,7 @@ impl RemoteCode {
         RemoteCode::Unauthorized,
         RemoteCode::Forbidden,
         RemoteCode::TooManyHops,
+        RemoteCode::Conflict,
     ];
 
     /// The code as it travels on the wire.
@@ -307,6 +312,7 @@ impl RemoteCode {
             RemoteCode::Unauthorized => "unauthorized",
             RemoteCode::Forbidden => "forbidden",
             RemoteCode::TooManyHops => "too_many_hops",
+            RemoteCode::Conflict => "conflict",
         }
     }
 

@@ -20,6 +20,8 @@ mod publish;
 mod push;
 mod request;
 mod route;
+mod shared_data;
+mod stream_append;
 mod unicast;
 
 use std::collections::BTreeMap;
@@ -67,7 +69,7 @@ impl Progress {
     pub(super) fn line(&self, l: &LoadSpec) -> String {
         format!(
             "{} {}: sent {} ok {} err {}",
-            format!("{:?}", l.kind).to_lowercase(),
+            l.kind.name(),
             l.target,
             self.sent.load(Ordering::Relaxed),
             self.ok.load(Ordering::Relaxed),
@@ -429,6 +431,8 @@ pub(super) fn start(
         LoadKind::Event => spawn::<event::Event>(ctx, load, progress),
         LoadKind::Gateway => spawn::<gateway::Gateway>(ctx, load, progress),
         LoadKind::Config => spawn::<config::Config>(ctx, load, progress),
+        LoadKind::SharedData => spawn::<shared_data::SharedData>(ctx, load, progress),
+        LoadKind::StreamAppend => spawn::<stream_append::StreamAppend>(ctx, load, progress),
     }
 }
 
