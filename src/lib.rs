@@ -51,6 +51,9 @@
 //!   delivery, serve): membership, discovery, unicast/anycast/multicast.
 //! - [`topology`]: aggregator, events, branch, chain, gateway, forwarder,
 //!   composed from nodes.
+//! - `edge` (feature `edge`, on with `cli`): the HTTP gateway into the
+//!   fabric (routes, JWT, caching, limits, status page), over `node` and
+//!   `topology`; no business logic, no way around the fabric's security.
 //!
 //! The command line (`zfabric run`, `bench`, `pub`, `req`, ...) is the
 //! binary's, behind the default-on `cli` feature: the library built with
@@ -131,6 +134,8 @@
 //! | request/reply | exactly one reply or typed error before the deadline | server stops reading |
 
 mod config;
+#[cfg(feature = "edge")]
+pub mod edge;
 mod endpoint;
 mod error;
 #[cfg(feature = "fuzzing")]

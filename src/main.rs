@@ -49,6 +49,9 @@ enum Command {
     /// Durable streams: serve one from a directory, append, tail, info.
     #[command(subcommand)]
     Stream(cli::stream::StreamCommand),
+    /// Serve HTTP routes into the fabric from a TOML file (the HTTP edge:
+    /// JSON in and out, JWT, limits, caching, a status page on /).
+    Gateway(cli::gateway::GatewayArgs),
     /// Wait until host names resolve or TCP endpoints accept connections
     /// (an init container's job, in an image without a shell).
     WaitFor(cli::wait::WaitArgs),
@@ -87,6 +90,7 @@ fn main() {
             Command::Req(args) => cli::services::request(args).await,
             Command::Node(args) => cli::services::node(args).await,
             Command::Stream(cmd) => cli::stream::run(cmd).await,
+            Command::Gateway(args) => cli::gateway::gateway(args).await,
             Command::Keygen(args) => cli::security::keygen(args).await,
             Command::WaitFor(args) => cli::wait::wait_for(args).await,
             Command::Bench(args) => bench::run(args).await,

@@ -383,7 +383,8 @@ mod commands {
     #[test]
     fn every_command_has_help() {
         for cmd in [
-            "run", "tour", "pub", "sub", "push", "pull", "serve", "req", "node", "keygen",
+            "run", "tour", "pub", "sub", "push", "pull", "serve", "req", "node", "gateway",
+            "keygen",
         ] {
             let out = zfabric().args([cmd, "--help"]).output().unwrap();
             assert!(out.status.success(), "{cmd}");

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use zfabric::telemetry::{DisconnectReason, DropReason, GossipIgnored, SeedFailure};
+use zfabric::telemetry::{DisconnectReason, DropReason, EdgeRefusal, GossipIgnored, SeedFailure};
 use zfabric::topology::shared_data::{DataRefusal, Eviction};
 use zfabric::wire::RemoteCode;
 
@@ -128,6 +128,17 @@ fn every_drop_and_disconnect_reason_is_documented_for_operators() {
     assert!(
         seeds.is_empty(),
         "docs/OPERATIONS.md lacks seed failure reasons {seeds:?}"
+    );
+    let edge = missing(&text, EdgeRefusal::ALL.iter().map(|r| r.as_str()));
+    assert!(
+        edge.is_empty(),
+        "docs/OPERATIONS.md lacks edge refusal reasons {edge:?}"
+    );
+    let gateway = doc("docs/GATEWAY.md");
+    let edge = missing(&gateway, EdgeRefusal::ALL.iter().map(|r| r.as_str()));
+    assert!(
+        edge.is_empty(),
+        "docs/GATEWAY.md lacks edge refusal reasons {edge:?}"
     );
 }
 

@@ -4,7 +4,9 @@
 //! Guarantees: the recorder is installed before the command starts (once:
 //! a second install is an error); the listener (axum over hyper) answers
 //! `GET /metrics` with the Prometheus text format, `GET /healthz` and
-//! `GET /readyz` as [`health`] says, and anything else with 404. Each
+//! `GET /readyz` as [`health`] says, `GET /` with the status page and
+//! `GET /status.json` with what it shows (`zfabric::edge::status`), and
+//! anything else with 404. Each
 //! scrape first sets every gauge from what is alive now (the library's
 //! [`zfabric::telemetry::collect`], the build, the process); a gauge not
 //! set since the previous scrape is removed (an idle timeout on gauges
@@ -129,6 +131,7 @@ fn router(
     use axum::http::{header, StatusCode};
     use axum::routing::get;
     const TEXT: &str = "text/plain; charset=utf-8";
+    let status_handle = handle.clone();
     axum::Router::new()
         .route(
             "/metrics",
@@ -139,6 +142,33 @@ fn router(
                 zfabric::telemetry::collect();
                 let body = handle.render();
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            }),
+        )
+        .route(
+            "/",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    zfabric::edge::status::PAGE,
+                )
+            }),
+        )
+        .route(
+            "/status.json",
+            get(move || {
+                zfabric::telemetry::collect();
+                let lines = zfabric::edge::status::lines_from_prometheus(&status_handle.render());
+                let status = zfabric::edge::status::Status::now("node", lines);
+                let body = serde_json::to_vec(&status).unwrap_or_default();
+                async move {
+                    (
+                        [
+                            (header::CONTENT_TYPE, "application/json"),
+                            (header::CACHE_CONTROL, "no-store"),
+                        ],
+                        body,
+                    )
+                }
             }),
         )
         .route(
@@ -166,7 +196,7 @@ fn router(
             (
                 StatusCode::NOT_FOUND,
                 [(header::CONTENT_TYPE, TEXT)],
-                "try /metrics, /healthz or /readyz\n",
+                "try /metrics, /healthz, /readyz, / (status page) or /status.json\n",
             )
         })
 }

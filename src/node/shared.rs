@@ -71,4 +71,49 @@ impl crate::telemetry::Collector for Shared {
         self.routing.collect(|id| self.view.member_name(id));
         self.services.collect();
     }
+
+    fn report(&self, into: &mut crate::telemetry::StatusReport) {
+        use crate::telemetry::{BreakerStatus, MemberStatus, NodeStatus};
+        let me = self.view.me();
+        let mut members: Vec<MemberStatus> = self
+            .view
+            .members()
+            .into_iter()
+            .map(|p| MemberStatus {
+                state: match self.view.state(p.id) {
+                    Some(super::PeerState::Alive) => "alive",
+                    Some(super::PeerState::Suspect) => "suspect",
+                    _ => "gone",
+                },
+                name: p.name,
+                id: p.id.to_string(),
+                services: p.services,
+                endpoints: p.endpoints.iter().map(|e| e.to_string()).collect(),
+            })
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let breakers = self
+            .routing
+            .breaker_levels(|id| self.view.member_name(id))
+            .into_iter()
+            .map(|((service, peer), level)| BreakerStatus {
+                service: service.to_string(),
+                peer,
+                state: match level {
+                    0 => "closed",
+                    1 => "half_open",
+                    _ => "open",
+                },
+            })
+            .collect();
+        let mut serves = self.services.names();
+        serves.sort();
+        into.nodes.push(NodeStatus {
+            name: me.name.clone(),
+            id: me.id.to_string(),
+            serves,
+            members,
+            breakers,
+        });
+    }
 }

@@ -177,6 +177,16 @@ impl crate::telemetry::Collector for Inner {
         metrics::gauge!(BULKHEAD_QUEUED, "bulkhead" => self.name.clone())
             .set(self.queued.load(Ordering::Relaxed) as f64);
     }
+
+    fn report(&self, into: &mut crate::telemetry::StatusReport) {
+        into.bulkheads.push(crate::telemetry::BulkheadStatus {
+            name: self.name.clone(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
+            max_concurrent: self.config.max_concurrent,
+            max_queued: self.config.max_queued,
+        });
+    }
 }
 
 /// A named bulkhead. Clones share the same slots and queue.

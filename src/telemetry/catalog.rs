@@ -15,10 +15,10 @@ use metrics::Unit;
 
 use super::request::{REQUESTS, REQUESTS_IN_FLIGHT, REQUEST_DURATION};
 use super::{
-    DisconnectReason, DropReason, GossipIgnored, SeedFailure, Traffic, GOSSIP_IGNORED,
-    MESSAGES_DROPPED, MESSAGES_LOST, MESSAGES_RECEIVED, MESSAGES_SENT, MESSAGE_BYTES_RECEIVED,
-    MESSAGE_BYTES_SENT, NODE_MEMBERS, PATTERNS, PEERS_DISCONNECTED, RECONNECTS, SEED_FAILURES,
-    TRANSPORTS,
+    DisconnectReason, DropReason, EdgeRefusal, GossipIgnored, SeedFailure, Traffic, EDGE_REFUSED,
+    EDGE_REQUESTS, EDGE_REQUEST_DURATION, GOSSIP_IGNORED, MESSAGES_DROPPED, MESSAGES_LOST,
+    MESSAGES_RECEIVED, MESSAGES_SENT, MESSAGE_BYTES_RECEIVED, MESSAGE_BYTES_SENT, NODE_MEMBERS,
+    PATTERNS, PEERS_DISCONNECTED, RECONNECTS, SEED_FAILURES, TRANSPORTS,
 };
 use crate::resilience::{
     BREAKER_STATE, BREAKER_TRANSITIONS, BULKHEAD_IN_FLIGHT, BULKHEAD_QUEUED, BULKHEAD_REJECTED,
@@ -264,6 +264,24 @@ pub const CATALOGUE: &[Family] = &[
         Unit::Bytes,
         "Bytes cut off torn or corrupt stream log tails when the logs were opened.",
     ),
+    f(
+        EDGE_REFUSED,
+        Kind::Counter,
+        Unit::Count,
+        "HTTP requests the edge refused, by reason (docs/OPERATIONS.md).",
+    ),
+    f(
+        EDGE_REQUESTS,
+        Kind::Counter,
+        Unit::Count,
+        "HTTP requests the edge answered, by route template and status code.",
+    ),
+    f(
+        EDGE_REQUEST_DURATION,
+        Kind::Histogram,
+        Unit::Seconds,
+        "HTTP request duration at the edge in seconds, by route template.",
+    ),
 ];
 
 /// Histogram buckets for durations, in seconds: 10 µs to 10 s, about
@@ -300,6 +318,9 @@ pub fn describe() {
     }
     for r in crate::topology::shared_data::DataRefusal::ALL {
         metrics::counter!(DATA_REFUSED, "reason" => r.as_str()).absolute(0);
+    }
+    for r in EdgeRefusal::ALL {
+        metrics::counter!(EDGE_REFUSED, "reason" => r.as_str()).absolute(0);
     }
     metrics::counter!(MESSAGES_LOST).absolute(0);
     for name in [

@@ -28,6 +28,10 @@ use std::sync::{Arc, Mutex, Weak};
 pub(crate) trait Collector: Send + Sync {
     /// Sets every gauge this owner describes, now.
     fn collect(&self);
+
+    /// Adds what this owner is now to a status report (nothing by
+    /// default).
+    fn report(&self, _into: &mut super::status::StatusReport) {}
 }
 
 /// The owners, weakly: a dropped owner is pruned, never kept alive here.
@@ -45,16 +49,20 @@ pub(crate) fn register(owner: Weak<dyn Collector>) {
 /// through the installed recorder. Call it right before rendering a
 /// scrape; the `zfabric` commands do on every `GET /metrics`.
 pub fn collect() {
-    // Collect outside the lock: an owner may be registering meanwhile.
-    let live: Vec<Arc<dyn Collector>> = match OWNERS.lock() {
+    for owner in live() {
+        owner.collect();
+    }
+}
+
+/// The live owners, taken out of the lock (an owner may be registering
+/// meanwhile); dead ones are pruned.
+pub(super) fn live() -> Vec<Arc<dyn Collector>> {
+    match OWNERS.lock() {
         Ok(mut owners) => {
             owners.retain(|o| o.strong_count() > 0);
             owners.iter().filter_map(Weak::upgrade).collect()
         }
-        Err(_) => return,
-    };
-    for owner in live {
-        owner.collect();
+        Err(_) => Vec::new(),
     }
 }
 

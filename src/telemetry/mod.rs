@@ -43,11 +43,13 @@
 pub mod catalog;
 mod collect;
 mod request;
+mod status;
 
 pub use collect::collect;
 pub(crate) use collect::{register, Collector};
 pub(crate) use request::{remote_outcome, RequestMetrics, RequestTimer, Side};
 pub use request::{REQUESTS, REQUESTS_IN_FLIGHT, REQUEST_DURATION};
+pub use status::{status, BreakerStatus, BulkheadStatus, MemberStatus, NodeStatus, StatusReport};
 
 /// Counter: messages discarded, by `reason`.
 pub const MESSAGES_DROPPED: &str = "zfabric_messages_dropped_total";
@@ -469,4 +471,71 @@ pub(crate) fn disconnected(reason: DisconnectReason) {
 
 pub(crate) fn reconnected(transport: &'static str) {
     metrics::counter!(RECONNECTS, "transport" => transport).increment(1);
+}
+
+/// Counter: HTTP requests the edge (`zfabric::edge`, the HTTP gateway)
+/// refused before or instead of a fabric call, by `reason`
+/// ([`EdgeRefusal`]). Every reason starts at zero.
+pub const EDGE_REFUSED: &str = "zfabric_edge_refused_total";
+
+/// Counter: HTTP requests the edge answered, by `route` (the configured
+/// path template, a bounded set) and `status` (the HTTP status code).
+pub const EDGE_REQUESTS: &str = "zfabric_edge_requests_total";
+
+/// Histogram: time from an HTTP request's arrival at the edge to its
+/// answer, in seconds, by `route`.
+pub const EDGE_REQUEST_DURATION: &str = "zfabric_edge_request_duration_seconds";
+
+/// Why the HTTP edge refused a request (the `reason` label of
+/// [`EDGE_REFUSED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EdgeRefusal {
+    /// No configured route matches the path (404).
+    NoRoute,
+    /// A route matches the path but not the method (405).
+    MethodNotAllowed,
+    /// The body is larger than `max_body_bytes` (413).
+    TooLarge,
+    /// The body is not JSON, path parameters cannot merge into it, or the
+    /// deadline header does not parse (400).
+    BadRequest,
+    /// No bearer token, or one that does not verify (401).
+    Unauthorized,
+    /// A valid token without the route's scopes or claims, or a service
+    /// the route does not allow (403).
+    Forbidden,
+    /// The client's token bucket is empty (429).
+    RateLimited,
+}
+
+impl EdgeRefusal {
+    /// Every reason.
+    pub const ALL: [EdgeRefusal; 7] = [
+        EdgeRefusal::NoRoute,
+        EdgeRefusal::MethodNotAllowed,
+        EdgeRefusal::TooLarge,
+        EdgeRefusal::BadRequest,
+        EdgeRefusal::Unauthorized,
+        EdgeRefusal::Forbidden,
+        EdgeRefusal::RateLimited,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EdgeRefusal::NoRoute => "no_route",
+            EdgeRefusal::MethodNotAllowed => "method_not_allowed",
+            EdgeRefusal::TooLarge => "too_large",
+            EdgeRefusal::BadRequest => "bad_request",
+            EdgeRefusal::Unauthorized => "unauthorized",
+            EdgeRefusal::Forbidden => "forbidden",
+            EdgeRefusal::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Counts one refusal of the HTTP edge.
+pub fn edge_refused(reason: EdgeRefusal) {
+    metrics::counter!(EDGE_REFUSED, "reason" => reason.as_str()).increment(1);
 }

@@ -383,6 +383,18 @@ impl Auth {
 
     /// Checks `token`; returns its claims (`None` for [`Auth::None`]).
     pub fn verify(&self, token: &str) -> Result<Option<Claims>, AuthError> {
+        self.verify_as::<Claims>(token)
+    }
+
+    /// Checks `token` as [`verify`](Auth::verify) does (signature, `alg`,
+    /// `exp` required, `nbf`) and reads its claims as `T`: the whole claim
+    /// set (`serde_json::Map`) for a caller that checks claims of its own,
+    /// such as the HTTP edge's per-route scopes. Claims that do not read
+    /// as `T` are [`AuthError::Malformed`].
+    pub fn verify_as<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<Option<T>, AuthError> {
         let Auth::Jwt { keys, leeway } = self else {
             return Ok(None);
         };
@@ -431,7 +443,7 @@ impl Auth {
         validation.validate_aud = false;
         let mut last = AuthError::Signature;
         for k in candidates {
-            match jsonwebtoken::decode::<Claims>(token, &k.key, &validation) {
+            match jsonwebtoken::decode::<T>(token, &k.key, &validation) {
                 Ok(data) => return Ok(Some(data.claims)),
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
