@@ -46,6 +46,10 @@ enum Command {
     /// Run a long-lived node from a configuration file, the environment
     /// (ZFABRIC_*) and flags; `--check-config` checks and prints it.
     Node(cli::services::NodeArgs),
+    /// Emit domain events to the consumer groups of their topic (at most
+    /// once, at least once, or durably through an outbox directory);
+    /// says what each group acknowledged.
+    Emit(cli::events::EmitArgs),
     /// Durable streams: serve one from a directory, append, tail, info.
     #[command(subcommand)]
     Stream(cli::stream::StreamCommand),
@@ -89,6 +93,7 @@ fn main() {
             Command::Serve(args) => cli::services::serve(args).await,
             Command::Req(args) => cli::services::request(args).await,
             Command::Node(args) => cli::services::node(args).await,
+            Command::Emit(args) => cli::events::emit_events(args).await,
             Command::Stream(cmd) => cli::stream::run(cmd).await,
             Command::Gateway(args) => cli::gateway::gateway(args).await,
             Command::Keygen(args) => cli::security::keygen(args).await,

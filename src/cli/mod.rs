@@ -1,11 +1,12 @@
-//! The terminal commands: pub, sub, push, pull, serve, req, node, stream,
-//! gateway, keygen, wait-for.
+//! The terminal commands: pub, sub, push, pull, serve, req, emit, node,
+//! stream, gateway, keygen, wait-for.
 //!
 //! Bodies are JSON on the terminal and MessagePack on the wire. Every
 //! long-running command takes `--metrics ADDR` (Prometheus text format on
 //! `http://ADDR/metrics`) and stops cleanly on SIGINT or SIGTERM, saying
 //! what it did.
 
+pub(crate) mod events;
 pub(crate) mod gateway;
 pub(crate) mod messaging;
 pub(crate) mod node_config;

@@ -155,7 +155,7 @@ pub(crate) struct InfoArgs {
     json: bool,
 }
 
-fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+pub(crate) fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     match s {
         "always" => Ok(FsyncPolicy::Always),
         "os" => Ok(FsyncPolicy::Os),

@@ -37,6 +37,19 @@ pub(crate) struct Payload {
     pub(crate) data: ByteBuf,
 }
 
+/// An event as a node's consumers take it: the driver's [`Payload`], with
+/// every field defaulted, so that a consumer of `zfabric node` also takes
+/// the events of `zfabric emit` and any other map body (unknown keys are
+/// ignored; a body that is not a map is refused as a bad request).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct EventBody {
+    seq: u64,
+    sent_us: u64,
+    tier: String,
+    data: ByteBuf,
+}
+
 /// What services answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Answer {
@@ -167,6 +180,9 @@ fn bump(map: &DashMap<String, AtomicU64>, key: &str) {
 
 impl Counters {
     fn latency(&self, sent_us: u64) {
+        if sent_us == 0 {
+            return; // not stamped (an event from outside the run)
+        }
         let d = now_us().saturating_sub(sent_us).max(1);
         if let Ok(mut h) = self.latency.lock() {
             let _ = h.record(d);
@@ -577,7 +593,7 @@ async fn start_counted(
             &con.group,
             &con.topic,
             DedupConfig::default(),
-            move |e: Event<Payload>| {
+            move |e: Event<EventBody>| {
                 let (c, f, h, emit_to, group) = (
                     c.clone(),
                     f.clone(),
