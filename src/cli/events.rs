@@ -84,31 +84,18 @@ pub(crate) struct EmitArgs {
     common: Common,
 }
 
-/// The consumer groups (`group/prefix`) `node` knows of that take `topic`.
-fn groups_for(node: &Node, topic: &str) -> Vec<String> {
+/// The consumer groups (`group/prefix`) `node` knows of that take
+/// `topic` (every group known, for `None`).
+fn groups_for(node: &Node, topic: Option<&str>) -> Vec<String> {
     let mut v: Vec<String> = node
         .members()
         .iter()
         .flat_map(|m| m.services.iter())
         .filter_map(|s| s.strip_prefix(EVENT_SERVICE_PREFIX))
-        .filter(|gp| {
-            gp.split_once('/')
-                .is_some_and(|(_, p)| topic.starts_with(p))
+        .filter(|gp| match topic {
+            None => true,
+            Some(t) => gp.split_once('/').is_some_and(|(_, p)| t.starts_with(p)),
         })
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
-/// Every consumer group known, for the error when none takes the topic.
-fn all_groups(node: &Node) -> Vec<String> {
-    let mut v: Vec<String> = node
-        .members()
-        .iter()
-        .flat_map(|m| m.services.iter())
-        .filter_map(|s| s.strip_prefix(EVENT_SERVICE_PREFIX))
         .map(str::to_string)
         .collect();
     v.sort();
@@ -210,10 +197,10 @@ pub(crate) async fn emit_events(args: EmitArgs) -> Result<(), BoxError> {
 async fn run(args: &EmitArgs, node: &Node, outbox: Option<&Arc<Outbox>>) -> Result<(), BoxError> {
     let wait = Duration::from_millis(args.wait_ms);
     let until = Instant::now() + wait;
-    let mut groups = groups_for(node, &args.topic);
+    let mut groups = groups_for(node, Some(&args.topic));
     while groups.is_empty() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        groups = groups_for(node, &args.topic);
+        groups = groups_for(node, Some(&args.topic));
     }
     if groups.is_empty() {
         let known = node.members().len();
@@ -222,7 +209,7 @@ async fn run(args: &EmitArgs, node: &Node, outbox: Option<&Arc<Outbox>>) -> Resu
              groups there: {:?})",
             args.topic,
             args.connect,
-            all_groups(node)
+            groups_for(node, None)
         ))
         .into());
     }
