@@ -384,7 +384,7 @@ mod commands {
     fn every_command_has_help() {
         for cmd in [
             "run", "tour", "pub", "sub", "push", "pull", "serve", "req", "node", "gateway",
-            "keygen",
+            "keygen", "emit", "stream", "wait-for",
         ] {
             let out = zfabric().args([cmd, "--help"]).output().unwrap();
             assert!(out.status.success(), "{cmd}");
@@ -462,6 +462,94 @@ mod commands {
             .read_to_string(&mut err)
             .unwrap();
         assert!(err.contains("price"), "{err}");
+    }
+
+    /// `zfabric emit` to a node's consumer group: at least once, then
+    /// durably through an outbox; the summary says what the group took
+    /// and the node handled every event once. A topic no group takes
+    /// exits 2 naming the groups there are.
+    #[test]
+    fn emit_reaches_a_consumer_group_at_least_once_and_through_an_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("node.toml");
+        std::fs::write(
+            &cfg,
+            "name = \"billing-1\"\nbind = [\"tcp://127.0.0.1:0\"]\n\
+             [[consumer]]\ngroup = \"billing\"\ntopic = \"order.\"\n",
+        )
+        .unwrap();
+        let mut node = Reap(
+            zfabric()
+                .args(["node", "--config"])
+                .arg(&cfg)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut out = BufReader::new(node.0.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let ep = first.split_whitespace().last().unwrap().to_owned();
+        let emit = |topic: &str, extra: &[&str]| {
+            zfabric()
+                .args(["emit", "--connect", &ep, "--topic", topic])
+                .args(["--count", "20", "--rate", "200", "--json"])
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let json = |o: &std::process::Output| -> serde_json::Value {
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "{e}: {} / {}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+        };
+
+        let once = emit("order.placed", &[]);
+        let err = String::from_utf8_lossy(&once.stderr);
+        assert!(once.status.success(), "{err}");
+        let v = json(&once);
+        assert_eq!(v["delivery"], "at least once", "{v}");
+        assert_eq!(v["emitted"], 20, "{v}");
+        assert_eq!(v["acked"].as_object().map(|m| m.len()), Some(1), "{v}");
+        assert_eq!(v["acked"].as_object().unwrap().values().next().unwrap(), 20);
+        assert!(err.contains("billing"), "{err}");
+
+        let outbox = dir.path().join("outbox");
+        let durable = emit("order.paid", &["--outbox", outbox.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&durable.stderr);
+        assert!(durable.status.success(), "{err}");
+        let v = json(&durable);
+        assert_eq!(v["delivery"], "durable", "{v}");
+        assert_eq!(v["emitted"], 20, "{v}");
+        assert_eq!(v["outbox_pending"], 0, "{v}");
+        assert!(err.contains("relayed"), "{err}");
+
+        let unknown = emit("invoice.sent", &["--wait-ms", "300"]);
+        let err = String::from_utf8_lossy(&unknown.stderr);
+        assert_eq!(unknown.status.code(), Some(2), "{err}");
+        assert!(err.contains("no consumer group takes"), "{err}");
+        assert!(err.contains("billing"), "{err}");
+
+        let pid = node.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        assert!(node.0.wait().unwrap().success());
+        let mut err = String::new();
+        node.0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(err.contains("\"consumer:billing\": 40"), "{err}");
     }
 
     /// A node that joined through a seed leaves gracefully on SIGTERM: its

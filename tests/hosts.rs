@@ -567,3 +567,122 @@ fn a_rolling_restart_of_every_member_fails_no_idempotent_call() {
     );
     assert!(errors.is_empty(), "idempotent calls failed: {errors:?}");
 }
+
+/// Scenario 6. Fault: the host of a consumer group's only member cut off
+/// for 10 s while a durable emitter (`zfabric emit --outbox`) on another
+/// host goes on emitting at 20 events/s. The members run non-default
+/// `[membership]` timings (heartbeat 200 ms, suspect after 600 ms, gone
+/// after 1.2 s). Expected: the consumer is expelled by that expiry; the
+/// emitter keeps accepting events into its outbox during the cut; after
+/// the heal the relay delivers every one while the emitter lives (it
+/// exits 0 with nothing pending), and the consumer handled each event
+/// exactly once (its node's stop line: redeliveries are deduplicated by
+/// event id).
+#[test]
+fn events_emitted_during_a_partition_are_delivered_after_the_heal() {
+    let _g = lock();
+    if !netns::available() {
+        return;
+    }
+    let h = Hosts::new(3, LIMIT);
+    let dir = tempfile::tempdir().unwrap();
+    let timings =
+        "[membership]\nheartbeat_ms = 200\nsuspect_after_ms = 600\ngone_after_ms = 1200\n";
+    let seed = format!("tcp://{}:{PORT}", h.hosts[1].ip);
+    let m1_cfg = Hosts::write(
+        &dir,
+        "m1.toml",
+        &format!(
+            "name = \"m1\"\nbind = [\"{seed}\"]\n[[service]]\nname = \"echo\"\nhandler = \"echo\"\n{timings}"
+        ),
+    );
+    let c2_cfg = Hosts::write(
+        &dir,
+        "c2.toml",
+        &format!(
+            "name = \"c2\"\nbind = [\"tcp://{}:{PORT}\"]\nseeds = [\"{seed}\"]\n\
+             [[consumer]]\ngroup = \"billing\"\ntopic = \"order.\"\n{timings}",
+            h.hosts[2].ip
+        ),
+    );
+    let m1 = start_member(&h, &m1_cfg, 1);
+    let mut c2 = start_member(&h, &c2_cfg, 2);
+    joined(&m1, 1);
+
+    let outbox = dir.path().join("outbox");
+    let outbox = outbox.to_str().unwrap();
+    let own = format!("tcp://{}:0", h.hosts[0].ip);
+    let count = 300u64; // 15 s at 20/s: before, during and after the cut
+                        // The emitter lives 20 s past its last event (--drain): what is not
+                        // relayed by then is left pending, and it exits 3.
+    let metrics = format!("0.0.0.0:{METRICS}");
+    let emit_args = format!(
+        "emit --connect {seed} --bind {own} --topic order.placed --count {count} --rate 20 \
+         --outbox {outbox} --fsync os --drain 20 --json --metrics {metrics}"
+    );
+    let mut emitter = h.spawn(0, &emit_args.split(' ').collect::<Vec<_>>());
+    emitter.err.find("groups taking", WAIT);
+    std::thread::sleep(Duration::from_secs(2)); // the fault's schedule
+    h.partition(2);
+    let cut = Instant::now();
+    let (gone_at, _) = m1.out.find("gone: c2", WAIT);
+    let expelled = gone_at.duration_since(cut);
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(cut.elapsed()));
+    h.heal(2);
+    let healed = Instant::now();
+    let (back_at, _) = m1.out.find("joined: c2", WAIT);
+    let rejoined = back_at.duration_since(healed);
+
+    // Until the emitter exits (bounded): its redeliveries, from its
+    // /metrics, as they grow.
+    let mut redelivered = 0.0;
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until && emitter.child.try_wait().unwrap().is_none() {
+        let at = format!("{}:{METRICS}", h.hosts[0].ip);
+        if let Some(n) = metric(&at, "zfabric_events_redelivered_total", &[]) {
+            redelivered = n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, json) = emitter.out.find("\"emitted\"", WAIT);
+    let rc = emitter.wait(WAIT);
+    let done = Instant::now();
+    let err: Vec<String> = emitter
+        .err
+        .rest(Duration::from_millis(200))
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| !l.contains("still to relay"))
+        .collect();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    c2.signal("TERM");
+    let (_, stop_line) = c2.err.find("stopped after", WAIT);
+    c2.wait(WAIT);
+    let handled = stop_line
+        .split("\"consumer:billing\": ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "scenario 6 (durable events across a 10 s partition, membership 200/600/1200 ms): \
+         c2 expelled {expelled:.1?} after the cut, rejoined {rejoined:.1?} after the heal; \
+         emitter: emitted {}, outbox pending at exit {}, exit {rc:?} {:.1?} after the heal, \
+         {redelivered} redeliveries (its /metrics); consumer handled {handled}; emitter said: {}",
+        v["emitted"],
+        v["outbox_pending"],
+        done.duration_since(healed),
+        err.join(" | ")
+    );
+    assert_eq!(v["emitted"], count, "{json}");
+    assert_eq!(
+        rc,
+        Some(0),
+        "the emitter did not see every event taken: {json}"
+    );
+    assert_eq!(v["outbox_pending"], 0, "{json}");
+    assert_eq!(
+        handled, count,
+        "the consumer handled {handled} of {count} events: {stop_line}"
+    );
+}

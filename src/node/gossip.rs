@@ -2,9 +2,11 @@
 //! they carry, heartbeats, expiry, seeds, and what the beacon discovers.
 //!
 //! Guarantees: hearsay alone never makes a peer a member: a peer named in
-//! someone's hello is greeted, and becomes a member only once it answers
-//! itself. Every membership change is published to [`Gossip::subscribe`]
-//! after the link to a peer that left or is gone was dropped. Expiry runs
+//! someone's hello is greeted (also one this node expired: a healed
+//! partition is seen through hearsay at once, not after `forget_after`),
+//! and becomes a member only once it answers itself. Every membership
+//! change is published to [`Gossip::subscribe`] after the link to a peer
+//! that left or is gone was dropped. Expiry runs
 //! twice per heartbeat interval, so a silent peer is out within
 //! `gone_after` plus half an interval. Seed host names are re-resolved
 //! every ten heartbeats. What gossip can make a node do is bounded
@@ -153,8 +155,10 @@ impl Gossip {
     }
 
     /// Records a hello: the sender is alive; peers it knows that this node
-    /// does not are returned, to be greeted: at most `greets_per_hello`
-    /// of them (the rest are counted and left for later hellos).
+    /// does not know, or expired, are returned, to be greeted: at most
+    /// `greets_per_hello` of them (the rest are counted and left for later
+    /// hellos). A peer that left gracefully is not greeted again: it comes
+    /// back with a new id.
     pub(super) fn heard(&self, h: &Hello, now: Instant) -> Vec<PeerInfo> {
         if h.client {
             // A caller, not a member: answered, never recorded.
@@ -168,10 +172,15 @@ impl Gossip {
         if let Some(ev) = m.observe(info, h.incarnation, now) {
             let _ = self.events.send(ev);
         }
-        let mut unknown = h
-            .known
-            .iter()
-            .filter(|p| p.id != self.info.id.0 && m.state(PeerId(p.id)).is_none());
+        // Greeted: peers this node does not know, and peers it expired
+        // (silent past `gone_after`, not left) that the sender sees alive:
+        // a partition healed. Without the second kind, a node that hears
+        // of such a peer only through others (a client, a member that is
+        // not its seed) would ignore it until `forget_after`.
+        let mut unknown = h.known.iter().filter(|p| {
+            let id = PeerId(p.id);
+            id != self.info.id && (m.state(id).is_none() || m.expired(id))
+        });
         let greet: Vec<PeerInfo> = unknown
             .by_ref()
             .take(self.limits.greets_per_hello)
@@ -745,6 +754,42 @@ mod tests {
         assert_eq!(*dropped.borrow(), vec![PeerId(1)]);
         assert_eq!(events.try_recv().unwrap(), MembershipEvent::Gone(PeerId(1)));
         assert!(g.members().is_empty());
+    }
+
+    /// A partition healed: a peer this node expired is named alive in
+    /// another member's hello. It is greeted again at once (not only once
+    /// `forget_after` has passed), and becomes a member again only when
+    /// it answers itself. A peer that left is not greeted again.
+    #[test]
+    fn a_peer_expired_here_and_named_alive_by_another_is_greeted_again() {
+        let g = view();
+        let t0 = Instant::now();
+        g.heard(&hello_from(1, 1, &[]), t0);
+        g.heard(&hello_from(2, 1, &[]), t0);
+        g.heard(&hello_from(3, 1, &[]), t0);
+        let later = t0 + g.config.gone_after;
+        g.heard(&hello_from(1, 1, &[]), later);
+        g.leave(PeerId(3), 1, later, |_| {});
+        g.expire(later, |_| {});
+        assert!(g.expired(PeerId(2)), "2 fell silent");
+        assert!(!g.expired(PeerId(3)), "3 left");
+        let healed = later + g.config.heartbeat_interval;
+        let greet = g.heard(&hello_from(1, 1, &[info(2, &[]), info(3, &[])]), healed);
+        assert_eq!(
+            greet.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![PeerId(2)],
+            "the expired peer is greeted, the one that left is not"
+        );
+        assert_eq!(g.state(PeerId(2)), Some(PeerState::Gone), "hearsay alone");
+        let mut events = g.subscribe();
+        g.heard(&hello_from(2, 1, &[]), healed);
+        assert_eq!(
+            events.try_recv().unwrap(),
+            MembershipEvent::Rejoined(PeerId(2))
+        );
+        assert!(g
+            .heard(&hello_from(1, 1, &[info(2, &[])]), healed)
+            .is_empty());
     }
 
     #[test]
