@@ -146,6 +146,7 @@ pub mod node;
 pub mod resilience;
 pub mod stream;
 pub mod telemetry;
+pub mod topic;
 pub mod topology;
 pub mod trace;
 mod transport;

@@ -483,6 +483,46 @@ per_transport!(
     publish_reaches_subscribers_on_every_node_by_prefix
 );
 
+/// Wildcard patterns on fabric subscriptions: the publisher sends every
+/// topic of the pattern's literal prefix, the subscriber keeps the ones
+/// that match (`*` one token, `>` the rest); a malformed pattern is an
+/// error.
+async fn publish_reaches_wildcard_subscriptions_by_pattern(tp: Tp) {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = start("pub", tp, &dir, None, None).await;
+    let seed = publisher.endpoints()[0].to_string();
+    let a = start("a", tp, &dir, Some(&seed), None).await;
+    converge(&[&publisher, &a]).await;
+    assert!(a.subscribe_matching("orders.>.paid", 8).is_err());
+    let mut paid = a.subscribe_matching("orders.*.paid", 64).unwrap();
+    let mut eu = a.subscribe_matching("orders.eu.>", 64).unwrap();
+    for _ in 0..400 {
+        if publisher.members().iter().any(|m| !m.topics.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = [
+        ("orders.eu.paid", 2),
+        ("orders.us.paid", 1),
+        ("orders.eu.new", 1),
+        ("orders.us.x.paid", 0),
+        ("orders.eu", 0),
+    ];
+    for (i, (topic, took)) in sent.iter().enumerate() {
+        let n = publisher
+            .publish(topic, &(i as u32), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(n, *took, "{topic}");
+    }
+    assert_eq!(paid.recv().await.unwrap().topic, "orders.eu.paid");
+    assert_eq!(paid.recv().await.unwrap().topic, "orders.us.paid");
+    assert_eq!(eu.recv().await.unwrap().topic, "orders.eu.paid");
+    assert_eq!(eu.recv().await.unwrap().topic, "orders.eu.new");
+}
+per_transport!(wildcards, publish_reaches_wildcard_subscriptions_by_pattern);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_given_by_host_name_is_resolved() {
     common::watchdog(async {

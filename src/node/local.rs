@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::membership::PeerId;
 use super::service::Handler;
+use crate::topic::TopicFilter;
 use crate::wire::{self, Header, RemoteCode, RemoteError};
 
 /// A message published on the fabric, as a subscriber receives it.
@@ -99,8 +100,8 @@ impl NodeSubscription {
 pub(super) struct Local {
     /// Where unicast messages go, once the application asks for them.
     inbox: Mutex<Option<mpsc::Sender<Direct>>>,
-    /// Local subscriptions: prefix and where matching messages go.
-    subscriptions: Mutex<Vec<(String, mpsc::Sender<Published>)>>,
+    /// Local subscriptions: filter and where matching messages go.
+    subscriptions: Mutex<Vec<(TopicFilter, mpsc::Sender<Published>)>>,
     /// Groups joined, with their handlers (changes at run time; hellos
     /// carry the current list).
     groups: Mutex<HashMap<String, Handler>>,
@@ -122,10 +123,10 @@ impl Local {
         NodeInbox { rx }
     }
 
-    /// A new subscription to topics starting with `prefix`.
-    pub(super) fn subscribe(&self, prefix: String, capacity: usize) -> NodeSubscription {
+    /// A new subscription to the topics `filter` matches.
+    pub(super) fn subscribe(&self, filter: TopicFilter, capacity: usize) -> NodeSubscription {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.subscriptions.lock().push((prefix, tx));
+        self.subscriptions.lock().push((filter, tx));
         NodeSubscription { rx }
     }
 
@@ -144,12 +145,12 @@ impl Local {
         v
     }
 
-    /// The prefixes subscribed to, sorted and deduplicated; closed
-    /// subscriptions are dropped first.
+    /// The prefixes subscribed to (a pattern's literal prefix), sorted
+    /// and deduplicated; closed subscriptions are dropped first.
     pub(super) fn topics(&self) -> Vec<String> {
         let mut subs = self.subscriptions.lock();
         subs.retain(|(_, tx)| !tx.is_closed());
-        let mut v: Vec<String> = subs.iter().map(|(p, _)| p.clone()).collect();
+        let mut v: Vec<String> = subs.iter().map(|(f, _)| f.literal_prefix()).collect();
         v.sort();
         v.dedup();
         v
@@ -176,14 +177,14 @@ impl Local {
         })
     }
 
-    /// Hands a published message to every subscription whose prefix
+    /// Hands a published message to every subscription whose filter
     /// matches; returns how many took it (a full queue drops, counted).
     pub(super) fn deliver_published(&self, msg: Published) -> u32 {
         let mut delivered = 0u32;
         let mut subs = self.subscriptions.lock();
         subs.retain(|(_, tx)| !tx.is_closed());
-        for (prefix, tx) in subs.iter() {
-            if msg.topic.starts_with(prefix.as_str()) {
+        for (filter, tx) in subs.iter() {
+            if filter.matches(&msg.topic) {
                 match tx.try_send(msg.clone()) {
                     Ok(()) => delivered += 1,
                     Err(_) => crate::telemetry::dropped(
@@ -213,9 +214,9 @@ mod tests {
     #[test]
     fn published_messages_reach_matching_open_subscriptions_only() {
         let local = Local::new(HashMap::new());
-        let mut a = local.subscribe("orders.".into(), 4);
-        let b = local.subscribe("users.".into(), 4);
-        let closed = local.subscribe("orders.".into(), 4);
+        let mut a = local.subscribe(TopicFilter::prefix("orders."), 4);
+        let b = local.subscribe(TopicFilter::prefix("users."), 4);
+        let closed = local.subscribe(TopicFilter::prefix("orders."), 4);
         drop(closed);
         assert_eq!(local.deliver_published(published("orders.new")), 1);
         assert!(a.rx.try_recv().is_ok());
@@ -225,6 +226,23 @@ mod tests {
         );
         drop(b);
         assert_eq!(local.topics(), vec!["orders.".to_string()]);
+    }
+
+    #[test]
+    fn a_pattern_advertises_its_literal_prefix_and_takes_only_what_it_matches() {
+        let local = Local::new(HashMap::new());
+        let mut paid = local.subscribe(TopicFilter::parse("orders.*.paid").unwrap(), 4);
+        let mut all = local.subscribe(TopicFilter::parse("orders.>").unwrap(), 4);
+        assert_eq!(local.topics(), vec!["orders.".to_string()]);
+        assert_eq!(local.deliver_published(published("orders.eu.paid")), 2);
+        assert_eq!(local.deliver_published(published("orders.eu.new")), 1);
+        assert_eq!(local.deliver_published(published("orders.eu.x.paid")), 1);
+        assert_eq!(local.deliver_published(published("orders")), 0);
+        assert_eq!(paid.rx.try_recv().unwrap().topic, "orders.eu.paid");
+        assert!(paid.rx.try_recv().is_err());
+        for want in ["orders.eu.paid", "orders.eu.new", "orders.eu.x.paid"] {
+            assert_eq!(all.rx.try_recv().unwrap().topic, want);
+        }
     }
 
     #[test]

@@ -296,7 +296,24 @@ impl Node {
     /// `capacity` messages wait for `recv`; beyond that new ones are
     /// dropped and counted (`subscriber_queue_full`).
     pub fn subscribe(&self, prefix: impl Into<String>, capacity: usize) -> NodeSubscription {
-        self.shared.local.subscribe(prefix.into(), capacity)
+        self.shared
+            .local
+            .subscribe(crate::topic::TopicFilter::prefix(prefix), capacity)
+    }
+
+    /// Subscribes to the topics `filter` matches: a prefix, or a pattern
+    /// with whole-token wildcards (`orders.*.paid`: `*` one token;
+    /// `orders.>`: one or more to the end), as [`crate::topic`] defines
+    /// them. Peers send this node every topic of the pattern's literal
+    /// prefix (`orders.`); it keeps the ones that match. Queueing as
+    /// [`Node::subscribe`]. Fails on a malformed pattern.
+    pub fn subscribe_matching(
+        &self,
+        filter: &str,
+        capacity: usize,
+    ) -> Result<NodeSubscription, crate::topic::TopicFilterError> {
+        let f = crate::topic::TopicFilter::parse(filter)?;
+        Ok(self.shared.local.subscribe(f, capacity))
     }
 
     /// Publishes `msg` on `topic` to every member subscribed to a prefix
