@@ -550,3 +550,51 @@ async fn round_trip_baseline(
     task.abort();
     b
 }
+
+#[cfg(all(test, feature = "peers"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_sides_run_on_tcp_cells_in_this_process_only() {
+        let s = sides("pubsub", "tcp", false, false, true);
+        for p in [Side::Nats, Side::Zenoh, Side::ZenohDrop] {
+            assert!(s.contains(&p), "{s:?}");
+        }
+        assert_eq!(&s[..2], &[Side::Zfabric, Side::Baseline]);
+        let s = sides("reqrep", "tcp", false, false, true);
+        assert!(s.contains(&Side::Nats) && s.contains(&Side::Zenoh));
+        assert!(!s.contains(&Side::ZenohDrop));
+        let s = sides("anycast", "tcp", false, false, true);
+        assert!(s.contains(&Side::Nats) && !s.contains(&Side::Zenoh));
+        for (p, tp, remote, curve) in [
+            ("pubsub", "ipc", false, false),
+            ("reqrep", "inproc", false, false),
+            ("reqrep", "tcp", true, false),
+            ("reqrep", "tcp", false, true),
+            ("pushpull", "tcp", false, false),
+            ("aggregator", "tcp", false, false),
+        ] {
+            let s = sides(p, tp, remote, curve, true);
+            assert!(
+                !s.iter()
+                    .any(|x| matches!(x, Side::Nats | Side::Zenoh | Side::ZenohDrop)),
+                "{p} {tp} remote={remote} curve={curve}: {s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_nats_server_the_nats_side_is_left_out_and_zenoh_stays() {
+        let s = sides("pubsub", "tcp", false, false, false);
+        assert!(!s.contains(&Side::Nats));
+        assert!(s.contains(&Side::Zenoh) && s.contains(&Side::ZenohDrop));
+    }
+
+    #[test]
+    fn only_the_baselines_may_be_left_out_of_a_cell() {
+        assert!(!Side::Zfabric.optional() && !Side::Baseline.optional());
+        assert!(Side::Nats.optional() && Side::Zenoh.optional() && Side::ZenohDrop.optional());
+        assert_eq!(Side::ZenohDrop.label(), "zenoh-drop");
+    }
+}
