@@ -8,6 +8,13 @@
 //! and push/pull in a second process. Built with the `libzmq` feature, it
 //! also measures libzmq itself (the `zmq` crate) for request/reply,
 //! push/pull and pub/sub over ipc/tcp (pub/sub configured lossless).
+//! Built with the `peers` feature, it also measures NATS core ([`nats`]:
+//! request/reply, anycast as a queue group, pub/sub, through a
+//! `nats-server` it starts on loopback and stops at the end) and Zenoh
+//! ([`zenoh`]: get/queryable, put/subscribe with congestion control
+//! `Block` and `Drop`, two peer sessions on loopback TCP) on tcp cells;
+//! where `nats-server` is not on PATH the NATS sides are skipped, and the
+//! report says so (`skipped`).
 //!
 //! Each cell runs in `--rounds` rounds (default 3, `--quick` 2); a round
 //! runs zfabric and each baseline once, in an order rotated from round to
@@ -24,10 +31,14 @@ mod baseline;
 #[cfg(feature = "libzmq")]
 mod libzmq;
 mod measure;
+#[cfg(feature = "peers")]
+mod nats;
 mod plot;
 mod remote;
 mod rounds;
 mod table;
+#[cfg(feature = "peers")]
+mod zenoh;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -137,6 +148,9 @@ pub(crate) struct Report {
     pub(crate) unstable_spread: f64,
     pub(crate) seconds_per_run: f64,
     pub(crate) messages_per_stream: u64,
+    /// Baselines left out of the whole run, each with why (e.g. NATS
+    /// where `nats-server` is not on PATH).
+    pub(crate) skipped: Vec<String>,
     pub(crate) cells: Vec<Cell>,
 }
 
@@ -148,7 +162,8 @@ pub(crate) struct Machine {
 }
 
 /// Who runs in a cell: zfabric, its first baseline (tokio channels for
-/// inproc, raw `zeromq` sockets for ipc/tcp), and libzmq where built in.
+/// inproc, raw `zeromq` sockets for ipc/tcp), libzmq where built in, and
+/// NATS and Zenoh where built in (`peers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     Zfabric,
@@ -157,10 +172,54 @@ enum Side {
     Baseline,
     #[cfg(feature = "libzmq")]
     Libzmq,
+    /// NATS core through the run's `nats-server`.
+    #[cfg(feature = "peers")]
+    Nats,
+    /// Zenoh peers; pub/sub with congestion control `Block`.
+    #[cfg(feature = "peers")]
+    Zenoh,
+    /// Zenoh pub/sub with congestion control `Drop`.
+    #[cfg(feature = "peers")]
+    ZenohDrop,
 }
 
-/// The sides of a cell, zfabric first.
-fn sides(pattern: &str, tp: &str, remote: bool, curve: bool) -> Vec<Side> {
+impl Side {
+    /// A side that may fail without failing its cell: it is left out of
+    /// the cell instead, and the run says so.
+    fn optional(self) -> bool {
+        !matches!(self, Side::Zfabric | Side::Curve | Side::Baseline)
+    }
+
+    /// The side's name in messages.
+    fn label(self) -> &'static str {
+        match self {
+            Side::Zfabric => "zfabric",
+            Side::Curve => "zfabric+curve",
+            Side::Baseline => "zeromq",
+            #[cfg(feature = "libzmq")]
+            Side::Libzmq => "libzmq",
+            #[cfg(feature = "peers")]
+            Side::Nats => "nats",
+            #[cfg(feature = "peers")]
+            Side::Zenoh => "zenoh",
+            #[cfg(feature = "peers")]
+            Side::ZenohDrop => "zenoh-drop",
+        }
+    }
+}
+
+/// The patterns with a NATS side.
+#[cfg(feature = "peers")]
+const NATS_PATTERNS: [&str; 3] = ["reqrep", "anycast", "pubsub"];
+
+/// Whether a cell has peer sides (NATS, Zenoh): tcp, in this process.
+#[cfg(feature = "peers")]
+fn peer_cell(tp: &str, remote: bool, curve: bool) -> bool {
+    tp == "tcp" && !remote && !curve
+}
+
+/// The sides of a cell, zfabric first. `nats`: the run has a NATS server.
+fn sides(pattern: &str, tp: &str, remote: bool, curve: bool, nats: bool) -> Vec<Side> {
     if curve {
         // CURVE first: its figures are the "zf" column, NULL the baseline.
         return vec![Side::Curve, Side::Zfabric];
@@ -171,7 +230,19 @@ fn sides(pattern: &str, tp: &str, remote: bool, curve: bool) -> Vec<Side> {
     if !remote && tp != "inproc" && pattern != "aggregator" {
         v.push(Side::Libzmq);
     }
-    let _ = (pattern, tp, remote);
+    #[cfg(feature = "peers")]
+    if peer_cell(tp, remote, curve) {
+        if nats && NATS_PATTERNS.contains(&pattern) {
+            v.push(Side::Nats);
+        }
+        if pattern == "reqrep" || pattern == "pubsub" {
+            v.push(Side::Zenoh);
+        }
+        if pattern == "pubsub" {
+            v.push(Side::ZenohDrop);
+        }
+    }
+    let _ = (pattern, tp, remote, nats);
     v
 }
 
@@ -217,6 +288,33 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
             }
         }
     }
+    #[allow(unused_mut)]
+    let mut skipped = Vec::new();
+    // The run's nats-server, killed and reaped when this drops (at the
+    // end, on an error or a panic).
+    #[cfg(feature = "peers")]
+    let nats_server = {
+        let wanted = plan.iter().any(|(p, t, _)| {
+            let remote = args.remote && (p == "reqrep" || p == "pushpull");
+            peer_cell(t, remote, args.curve) && NATS_PATTERNS.contains(&p.as_str())
+        });
+        if !wanted {
+            None
+        } else {
+            match nats::NatsServer::start() {
+                Ok(s) => {
+                    eprintln!("nats-server listening at {}", s.url());
+                    Some(s)
+                }
+                Err(why) => {
+                    let m = nats::skip_message(&why);
+                    eprintln!("{m}");
+                    skipped.push(m);
+                    None
+                }
+            }
+        }
+    };
     let mut cells = Vec::new();
     let total = plan.len();
     for (i, (pattern, tp, size)) in plan.into_iter().enumerate() {
@@ -240,6 +338,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
             budget,
             remote,
             curve: args.curve,
+            #[cfg(feature = "peers")]
+            nats: nats_server.as_ref().map(|s| s.url()),
         };
         match measure_cell(spec, rounds).await {
             Ok(c) => cells.push(c),
@@ -247,6 +347,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    #[cfg(feature = "peers")]
+    drop(nats_server);
     let report = Report {
         machine: Machine {
             cpus: std::thread::available_parallelism()
@@ -262,6 +364,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), BoxError> {
         unstable_spread: rounds::UNSTABLE_SPREAD,
         seconds_per_run: seconds,
         messages_per_stream: messages,
+        skipped,
         cells,
     };
     if let Some(path) = &args.plot {
@@ -288,14 +391,22 @@ struct CellSpec<'a> {
     remote: bool,
     /// CURVE against NULL (`--curve`).
     curve: bool,
+    /// The run's NATS server (`nats://…`), when it has one.
+    #[cfg(feature = "peers")]
+    nats: Option<&'a str>,
 }
 
 /// Measures a cell in `rounds` rounds, each running every side once in
 /// the order [`rounds::order`] gives, and folds them into medians and
-/// ratios. A libzmq side that fails is left out of the cell (and said
-/// so); any other failure fails the cell.
+/// ratios. An optional side ([`Side::optional`]: libzmq, NATS, Zenoh)
+/// that fails is left out of the cell (and said so); any other failure
+/// fails the cell.
 async fn measure_cell(spec: CellSpec<'_>, rounds: usize) -> Result<Cell, BoxError> {
-    let sides = sides(spec.pattern, spec.tp, spec.remote, spec.curve);
+    #[cfg(feature = "peers")]
+    let nats = spec.nats.is_some();
+    #[cfg(not(feature = "peers"))]
+    let nats = false;
+    let sides = sides(spec.pattern, spec.tp, spec.remote, spec.curve, nats);
     let mut figures: Vec<Vec<Stats>> = vec![Vec::new(); sides.len()];
     #[allow(unused_mut)]
     let mut alive = vec![true; sides.len()];
@@ -306,9 +417,8 @@ async fn measure_cell(spec: CellSpec<'_>, rounds: usize) -> Result<Cell, BoxErro
             }
             match side(sides[i], spec).await {
                 Ok(s) => figures[i].push(s),
-                #[cfg(feature = "libzmq")]
-                Err(e) if sides[i] == Side::Libzmq => {
-                    eprintln!("      libzmq baseline failed, left out: {e}");
+                Err(e) if sides[i].optional() => {
+                    eprintln!("      {} baseline failed, left out: {e}", sides[i].label());
                     alive[i] = false;
                 }
                 Err(e) => return Err(e),
@@ -362,6 +472,8 @@ async fn side(side: Side, spec: CellSpec<'_>) -> Result<Stats, BoxError> {
         budget,
         remote,
         curve: _,
+        #[cfg(feature = "peers")]
+        nats,
     } = spec;
     if remote {
         return remote::side(side == Side::Zfabric, pattern, tp, dir, size, budget).await;
@@ -374,6 +486,18 @@ async fn side(side: Side, spec: CellSpec<'_>) -> Result<Stats, BoxError> {
         (Side::Libzmq, "pushpull") => libzmq::pushpull(tp, dir, size, budget.messages).await,
         #[cfg(feature = "libzmq")]
         (Side::Libzmq, "pubsub") => libzmq::pubsub(tp, dir, size, budget.messages).await,
+        #[cfg(feature = "peers")]
+        (Side::Nats, "reqrep") => nats::reqrep(nats_url(nats)?, size, budget).await,
+        #[cfg(feature = "peers")]
+        (Side::Nats, "anycast") => nats::anycast(nats_url(nats)?, size, budget).await,
+        #[cfg(feature = "peers")]
+        (Side::Nats, "pubsub") => nats::pubsub(nats_url(nats)?, size, budget.messages).await,
+        #[cfg(feature = "peers")]
+        (Side::Zenoh, "reqrep") => zenoh::reqrep(size, budget).await,
+        #[cfg(feature = "peers")]
+        (Side::Zenoh, "pubsub") => zenoh::pubsub_block(size, budget.messages).await,
+        #[cfg(feature = "peers")]
+        (Side::ZenohDrop, "pubsub") => zenoh::pubsub_drop(size, budget.messages).await,
         (Side::Zfabric, "reqrep") => {
             let (ep, _server) = zf_echo_server(&endpoint(tp, dir, &tag(&["rr"]))).await?;
             zf_reqrep(&ep, size, budget).await
@@ -403,6 +527,12 @@ async fn side(side: Side, spec: CellSpec<'_>) -> Result<Stats, BoxError> {
     }
 }
 
+/// The run's NATS server URL (a NATS side only runs where there is one).
+#[cfg(feature = "peers")]
+fn nats_url(url: Option<&str>) -> Result<&str, BoxError> {
+    url.ok_or_else(|| "no nats-server in this run".into())
+}
+
 /// The request/reply baseline: a tokio echo for inproc, a raw zeromq
 /// ROUTER echo for ipc/tcp.
 async fn round_trip_baseline(
@@ -419,4 +549,52 @@ async fn round_trip_baseline(
     let b = baseline::raw_reqrep(&ep, size, budget).await;
     task.abort();
     b
+}
+
+#[cfg(all(test, feature = "peers"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_sides_run_on_tcp_cells_in_this_process_only() {
+        let s = sides("pubsub", "tcp", false, false, true);
+        for p in [Side::Nats, Side::Zenoh, Side::ZenohDrop] {
+            assert!(s.contains(&p), "{s:?}");
+        }
+        assert_eq!(&s[..2], &[Side::Zfabric, Side::Baseline]);
+        let s = sides("reqrep", "tcp", false, false, true);
+        assert!(s.contains(&Side::Nats) && s.contains(&Side::Zenoh));
+        assert!(!s.contains(&Side::ZenohDrop));
+        let s = sides("anycast", "tcp", false, false, true);
+        assert!(s.contains(&Side::Nats) && !s.contains(&Side::Zenoh));
+        for (p, tp, remote, curve) in [
+            ("pubsub", "ipc", false, false),
+            ("reqrep", "inproc", false, false),
+            ("reqrep", "tcp", true, false),
+            ("reqrep", "tcp", false, true),
+            ("pushpull", "tcp", false, false),
+            ("aggregator", "tcp", false, false),
+        ] {
+            let s = sides(p, tp, remote, curve, true);
+            assert!(
+                !s.iter()
+                    .any(|x| matches!(x, Side::Nats | Side::Zenoh | Side::ZenohDrop)),
+                "{p} {tp} remote={remote} curve={curve}: {s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_nats_server_the_nats_side_is_left_out_and_zenoh_stays() {
+        let s = sides("pubsub", "tcp", false, false, false);
+        assert!(!s.contains(&Side::Nats));
+        assert!(s.contains(&Side::Zenoh) && s.contains(&Side::ZenohDrop));
+    }
+
+    #[test]
+    fn only_the_baselines_may_be_left_out_of_a_cell() {
+        assert!(!Side::Zfabric.optional() && !Side::Baseline.optional());
+        assert!(Side::Nats.optional() && Side::Zenoh.optional() && Side::ZenohDrop.optional());
+        assert_eq!(Side::ZenohDrop.label(), "zenoh-drop");
+    }
 }

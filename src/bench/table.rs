@@ -71,14 +71,14 @@ pub(super) fn print(r: &Report) {
         println!("--curve: \"zf\" is zfabric with CURVE, the baseline the same zfabric with NULL, in the same rounds; the ratios are CURVE / NULL");
     }
     println!(
-        "{:<11} {:<7} {:>6}  {:<8} {:>9} {:>9} {:>21}  {:>8} {:>8} {:>21}  {:>8} {:>8} {:>21}  {:>13} {:>13}  stable",
+        "{:<11} {:<7} {:>6}  {:<10} {:>9} {:>9} {:>21}  {:>8} {:>8} {:>21}  {:>8} {:>8} {:>21}  {:>13} {:>13}  stable",
         "pattern", "tp", "size", "baseline", "zf thr", "base thr", "thr× (min-max)", "zf p50", "base p50", "p50× (min-max)", "zf p99", "base p99", "p99× (min-max)", "zf lost", "base lost"
     );
     for c in &r.cells {
         for (b, ratio) in c.baselines.iter().zip(&c.ratios) {
             let lat = |s: &Stats, f: fn(&Latency) -> f64| s.latency.as_ref().map(f);
             println!(
-                "{:<11} {:<7} {:>6}  {:<8} {:>9} {:>9} {:>21}  {:>8} {:>8} {:>21}  {:>8} {:>8} {:>21}  {:>13} {:>13}  {}",
+                "{:<11} {:<7} {:>6}  {:<10} {:>9} {:>9} {:>21}  {:>8} {:>8} {:>21}  {:>8} {:>8} {:>21}  {:>13} {:>13}  {}",
                 format!("{}{}", c.pattern, if c.remote { " R" } else { "" }),
                 c.transport,
                 c.size,
@@ -105,6 +105,9 @@ pub(super) fn print(r: &Report) {
          `!`: that ratio's (max - min) / median is above {:.2}; `unstable`: the thr× or p50× of the row is. lost = median of sent and never received, with its share of those sent.",
         r.unstable_spread
     );
+    for why in &r.skipped {
+        println!("{why}");
+    }
 }
 
 #[cfg(test)]
