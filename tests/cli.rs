@@ -395,6 +395,44 @@ mod commands {
         }
     }
 
+    /// Starts `zfabric node --config CFG`; the process and the endpoint
+    /// its first line says it listens on.
+    fn node_from(cfg: &std::path::Path) -> (Reap, String) {
+        let mut node = Reap(
+            zfabric()
+                .args(["node", "--config"])
+                .arg(cfg)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut out = BufReader::new(node.0.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let ep = first.split_whitespace().last().unwrap().to_owned();
+        (node, ep)
+    }
+
+    /// SIGTERMs a node, asserts it exits 0; everything it wrote on stderr.
+    fn stop_node(node: &mut Reap) -> String {
+        let pid = node.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        assert!(node.0.wait().unwrap().success());
+        let mut err = String::new();
+        node.0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        err
+    }
+
     #[test]
     fn a_node_from_a_config_file_serves_and_leaves_on_sigterm() {
         let dir = tempfile::tempdir().unwrap();
@@ -419,19 +457,7 @@ mod commands {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 
-        let mut node = Reap(
-            zfabric()
-                .args(["node", "--config"])
-                .arg(&cfg)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let mut out = BufReader::new(node.0.stdout.take().unwrap());
-        let mut first = String::new();
-        out.read_line(&mut first).unwrap();
-        let ep = first.split_whitespace().last().unwrap().to_owned();
+        let (mut node, ep) = node_from(&cfg);
         let body = r#"{"item":"tea"}"#;
         let r = zfabric()
             .args([
@@ -447,20 +473,7 @@ mod commands {
             .unwrap();
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), body);
-        let pid = node.0.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        assert!(node.0.wait().unwrap().success());
-        let mut err = String::new();
-        node.0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = stop_node(&mut node);
         assert!(err.contains("price"), "{err}");
     }
 
@@ -478,19 +491,7 @@ mod commands {
              [[consumer]]\ngroup = \"billing\"\ntopic = \"order.\"\n",
         )
         .unwrap();
-        let mut node = Reap(
-            zfabric()
-                .args(["node", "--config"])
-                .arg(&cfg)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let mut out = BufReader::new(node.0.stdout.take().unwrap());
-        let mut first = String::new();
-        out.read_line(&mut first).unwrap();
-        let ep = first.split_whitespace().last().unwrap().to_owned();
+        let (mut node, ep) = node_from(&cfg);
         let emit = |topic: &str, extra: &[&str]| {
             zfabric()
                 .args(["emit", "--connect", &ep, "--topic", topic])
@@ -535,20 +536,7 @@ mod commands {
         assert!(err.contains("no consumer group takes"), "{err}");
         assert!(err.contains("billing"), "{err}");
 
-        let pid = node.0.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        assert!(node.0.wait().unwrap().success());
-        let mut err = String::new();
-        node.0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = stop_node(&mut node);
         assert!(err.contains("\"consumer:billing\": 40"), "{err}");
     }
 
